@@ -1,0 +1,134 @@
+"""What plugins hand to ``register`` and what the core hands back to them.
+
+Every record has a ``name``, a one-line ``description`` and ``defaults``: the parameters a suite may
+set, with their default values. The core rejects suite keys that are not in ``defaults`` ("did you
+mean ...?") and checks each value against the default's type. A record may add ``check(options)``,
+called when the suite is loaded, that raises ``ValueError("key: what is expected")`` for values the
+type alone cannot rule out (a negative temperature, k larger than the layer).
+
+This module imports no heavy library; torch types appear only in annotations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """Shape and statistics of a dataset, handed to model builders."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset plugin.
+
+    ``fetch(root)`` makes sure every file is under ``root`` and verified (downloading if it must) and
+    returns the file paths; it raises :class:`harness.errors.DataError` with a fix when it cannot.
+    ``load(root, train)`` returns ``(x, y)``: float32 images in [0, 1] shaped ``[N, *input_shape]``
+    and int64 labels; it is only called after ``fetch`` succeeded.
+    ``fingerprint`` identifies the content (e.g. a hash of the file checksums) for model caching.
+    """
+
+    name: str
+    fetch: Callable[[Path], list[Path]]
+    load: Callable[[Path, bool], tuple["torch.Tensor", "torch.Tensor"]]
+    info: DataInfo
+    fingerprint: str
+    description: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model plugin: ``build(options, info)`` returns an ``nn.Module`` mapping [0, 1] inputs to logits.
+
+    ``metadata(module)`` (optional) returns string key/values stored in the exported safetensors
+    header, so the file can be used without the harness.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any], DataInfo], "nn.Module"]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    metadata: Callable[["nn.Module"], dict[str, str]] | None = None
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class TrainContext:
+    """Everything a learner stage gets. ``params`` are the parameters this stage trains (already
+    resolved from the stage's ``params`` patterns); ``x``/``y`` are the training split on ``device``.
+    ``progress(total, description)`` returns a callable ``advance(n=1, **stats)``.
+    """
+
+    model: "nn.Module"
+    params: dict[str, "torch.Tensor"]
+    options: dict[str, Any]
+    x: "torch.Tensor"
+    y: "torch.Tensor"
+    x_test: "torch.Tensor"
+    y_test: "torch.Tensor"
+    device: "torch.device"
+    seed: int
+    progress: Callable[..., Callable[..., None]]
+
+
+@dataclass(frozen=True)
+class Learner:
+    """A learner plugin: ``train(ctx)`` updates ``ctx.params`` in place and returns a JSON-able dict
+    (per-epoch history, statistics) that is stored with the trained model."""
+
+    name: str
+    train: Callable[[TrainContext], dict[str, Any]]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass(frozen=True)
+class Attack:
+    """An attack plugin: ``build(model, eps, options)`` returns ``attack(x, y) -> x_adv`` working on
+    batches of [0, 1] images on the model's device. ``backend`` names the library that runs it; the
+    same attack name may be registered by several backends."""
+
+    name: str
+    backend: str
+    build: Callable[["nn.Module", float, dict[str, Any]], Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass(frozen=True)
+class Defense:
+    """A defense or rescaler plugin: ``wrap(model, options)`` returns the module attacks see.
+
+    If the returned module has a float attribute ``temperature``, results record it as ``T``.
+    """
+
+    name: str
+    wrap: Callable[["nn.Module", dict[str, Any]], "nn.Module"]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+KINDS: dict[str, type] = {
+    "datasets": Dataset,
+    "learners": Learner,
+    "models": Model,
+    "attacks": Attack,
+    "defenses": Defense,
+}

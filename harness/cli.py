@@ -1,0 +1,160 @@
+"""The ``harness`` command: thin click commands over the core. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from harness import __version__
+from harness.errors import HarnessError
+
+
+class HarnessGroup(click.Group):
+    """Turns every :class:`HarnessError` into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HarnessError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def default_data_root() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "robustness-harness" / "data"
+
+
+def data_root(option: str | None) -> Path:
+    """--data-dir, else $HARNESS_DATA, else the user's cache dir (created on demand). A root the
+    user named must exist: a typo should not silently download a second copy elsewhere."""
+    for value, source in ((option, "--data-dir"), (os.environ.get("HARNESS_DATA"), "HARNESS_DATA")):
+        if value:
+            root = Path(value).expanduser()
+            if not root.is_dir():
+                raise HarnessError(f"{source} {root}: data root does not exist; create it, or unset "
+                                   f"{source} to use {default_data_root()}")
+            return root
+    root = default_data_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+                               help="Data root (default: $HARNESS_DATA or ~/.cache/robustness-harness/data).")
+
+
+@click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+def cli() -> None:
+    """Benchmark the adversarial robustness of neural networks, learners and defenses."""
+
+
+@cli.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (default: runs/<suite name>). Rerunning continues it.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@data_dir_option
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, quiet: bool) -> None:
+    """Run SUITE_FILE's grid and write OUT/results.csv, one row per cell."""
+    from harness.device import resolve_device
+    from harness.plugins import load_registry
+    from harness.progress import RichProgress, SilentProgress
+    from harness.runner import Runner
+    from harness.suite import load_suite
+
+    registry = load_registry()
+    suite = load_suite(suite_file, registry)
+    root = data_root(data_dir)
+    torch_device = resolve_device(device)
+    out = out or Path("runs") / suite.name
+    click.echo(f"suite {suite.name}: {len(suite.cells)} cells, {len(suite.models)} model(s), "
+               f"device {torch_device}, output {out}", err=True)
+    with (SilentProgress() if quiet else RichProgress()) as progress:
+        frame = Runner(suite, registry, out, root, torch_device, progress).run()
+    _print_results(frame)
+    click.echo(f"results: {out / 'results.csv'}", err=True)
+    failed = int((frame["status"] != "ok").sum())
+    if failed:
+        click.echo(f"{failed} cell(s) failed; see the error column. Rerun the same command to retry them.",
+                   err=True)
+        sys.exit(1)
+
+
+@cli.command()
+def plugins() -> None:
+    """List every registered dataset, learner, model, attack and defense, and who registered it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.plugins import load_registry
+    from harness.registry import SINGULAR
+
+    registry = load_registry()
+    table = Table("kind", "name", "plugin", "distribution", "description")
+    for kind in SINGULAR:
+        for entry in registry.entries(kind):
+            table.add_row(SINGULAR[kind], entry.key, entry.plugin, entry.distribution or "-",
+                          entry.obj.description)
+    Console(width=max(120, Console().width)).print(table)
+
+
+@cli.group()
+def data() -> None:
+    """Fetch and verify datasets."""
+
+
+@data.command("fetch")
+@click.argument("name")
+@data_dir_option
+def data_fetch(name: str, data_dir: str | None) -> None:
+    """Download (if missing) and verify dataset NAME."""
+    from harness.plugins import load_registry
+
+    dataset = load_registry().get("datasets", name)
+    root = data_root(data_dir)
+    files = dataset.fetch(root)
+    click.echo(f"{name}: {len(files)} file(s) verified under {root}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+def results(directory: Path) -> None:
+    """Print the results table stored in DIRECTORY (a run's --out)."""
+    from harness.results import read_results
+
+    _print_results(read_results(directory))
+
+
+def _print_results(frame) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.results import summary_table
+
+    summary = summary_table(frame)
+    console = Console(width=max(120, Console().width))
+    if summary.empty:
+        console.print("no successful cells")
+        return
+    table = Table(title="robust accuracy (%) by epsilon; clean accuracy and zero-gradient share (%)")
+    for column in summary.columns:
+        table.add_column(str(column), justify="right" if column not in ("model", "defense", "attack",
+                                                                        "backend") else "left")
+    for _, line in summary.iterrows():
+        table.add_row(*(f"{v:.1f}" if isinstance(v, float) else f"{v:g}" if column == "T" else str(v)
+                        for column, v in line.items()))
+    console.print(table)
+
+
+def main() -> None:
+    cli(prog_name="harness")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The plugin contract. Every hook receives a ``register`` callback and calls it once per object.
+
+``register`` checks the object's type, records which plugin registered it, and rejects a name that
+another plugin already registered. Hooks are called once, when the registry is built.
+"""
+
+import pluggy
+
+from harness import PROJECT
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec
+def harness_register_datasets(register):
+    """Register datasets: call ``register(harness.api.Dataset(...))`` for each. Returns nothing."""
+
+
+@hookspec
+def harness_register_learners(register):
+    """Register learning rules used as training stages: ``register(harness.api.Learner(...))``.
+    Returns nothing."""
+
+
+@hookspec
+def harness_register_models(register):
+    """Register model architectures: ``register(harness.api.Model(...))``. Returns nothing."""
+
+
+@hookspec
+def harness_register_attacks(register):
+    """Register attacks: ``register(harness.api.Attack(...))``; (name, backend) must be unique.
+    Returns nothing."""
+
+
+@hookspec
+def harness_register_defenses(register):
+    """Register defenses and logit rescalers: ``register(harness.api.Defense(...))``. Returns nothing."""

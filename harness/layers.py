@@ -1,0 +1,38 @@
+"""Helpers for learners that train one layer in isolation (Hebbian rules and similar)."""
+
+from __future__ import annotations
+
+
+class _Captured(Exception):
+    """Raised by the pre-hook to stop the forward pass once the layer's input is known."""
+
+
+def owning_module(model, param_name: str):
+    """The submodule that owns a parameter, e.g. ``fc1`` for ``fc1.weight``."""
+    path = param_name.rsplit(".", 1)[0] if "." in param_name else ""
+    return model.get_submodule(path)
+
+
+def layer_inputs(model, param_name: str, x, batch_size: int = 1000):
+    """What the layer owning ``param_name`` receives when ``model`` sees ``x``: the model's own
+    preprocessing (normalisation, flattening, earlier frozen layers) applied, nothing after it."""
+    import torch
+
+    module = owning_module(model, param_name)
+    captured = []
+
+    def hook(_module, args):
+        captured.append(args[0].detach())
+        raise _Captured
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                try:
+                    model(x[start:start + batch_size])
+                except _Captured:
+                    pass
+    finally:
+        handle.remove()
+    return torch.cat(captured)

@@ -1,0 +1,97 @@
+"""The results table: one row per model x defense x attack x epsilon x seed.
+
+:class:`Row` is the single schema every writer uses (CSV now; leaderboards and reports later).
+The CSV is rewritten atomically after every row, so a killed run leaves a valid table behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import HarnessError
+
+RESULTS_FILE = "results.csv"
+
+
+@dataclass
+class Row:
+    """One results row. Accuracies and shares are fractions in [0, 1]."""
+
+    suite: str            # suite name
+    dataset: str          # dataset plugin name
+    model: str            # model key in the suite (e.g. "bio")
+    architecture: str     # model plugin name (e.g. "repu")
+    learners: str         # training stages, e.g. "hebbian[fc1.weight,frozen] > backprop[fc2.weight]"
+    defense: str          # defense key in the suite, or "none"
+    T: float              # logit temperature the attack saw (1.0 = logits untouched)
+    attack: str           # attack plugin name
+    backend: str          # library that ran the attack
+    attack_params: str    # JSON of the attack's options
+    eps: float            # L-infinity budget on [0, 1] images
+    seed: int             # training and attack seed
+    n: int                # number of test images attacked
+    clean_acc: float      # accuracy on the unperturbed images
+    robust_acc: float     # accuracy on the attacked images (= clean_acc at eps 0)
+    zero_grad_share: float  # share of images whose loss gradient w.r.t. the input is exactly zero
+    seconds: float        # wall time of the attack (timing column)
+    status: str           # "ok" or "error"
+    error: str            # the error message when status is "error"
+    config_hash: str      # hash of everything that determines this row
+    model_hash: str       # hash naming the trained model file under models/
+    device: str           # device the cell ran on
+
+
+COLUMNS = [f.name for f in fields(Row)]
+TIMING_COLUMNS = ["seconds"]
+
+
+def to_frame(rows: list[Row]) -> pd.DataFrame:
+    return pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write atomically: a temporary file in the same directory, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".csv")
+    try:
+        with os.fdopen(handle, "w", newline="") as out:
+            frame.to_csv(out, index=False, float_format="%.6g")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_results(directory: Path) -> pd.DataFrame:
+    """The results table of a run directory (or a CSV path), checked against the schema."""
+    path = directory if directory.suffix == ".csv" else directory / RESULTS_FILE
+    if not path.is_file():
+        raise HarnessError(f"{path}: no results table here; run `harness run SUITE --out {directory}` first")
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path}: not a readable results CSV ({exc})") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise HarnessError(f"{path}: not a harness results table; missing columns {', '.join(missing)}")
+    frame["error"] = frame["error"].fillna("")
+    return frame
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Robust accuracy (%) with one column per epsilon, one line per model x defense x attack."""
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame()
+    keys = ["model", "defense", "T", "attack", "backend"]
+    robust = ok.pivot_table(index=keys, columns="eps", values="robust_acc", aggfunc="mean") * 100
+    robust.columns = [f"eps={c:g}" for c in robust.columns]
+    extra = ok.groupby(keys).agg(clean=("clean_acc", "mean"), zero_grad=("zero_grad_share", "mean"),
+                                 seeds=("seed", "nunique"), n=("n", "max"))
+    extra[["clean", "zero_grad"]] *= 100
+    return extra.join(robust).reset_index()

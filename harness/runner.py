@@ -1,0 +1,316 @@
+"""Suite -> cells -> rows. Data flows one way: dataset, trained model (from disk or learner stages),
+defense-wrapped model, attack, row, table.
+
+Each trained model is saved once per configuration and seed under ``OUT/models`` and reused by every
+cell that needs it; ``OUT/results.csv`` is rewritten atomically after every row, and cells whose
+``config_hash`` already has an ``ok`` row there are skipped, so rerunning a command continues it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import __version__
+from harness.api import TrainContext
+from harness.errors import HarnessError
+from harness.modelstore import load_model, save_model
+from harness.progress import SilentProgress
+from harness.registry import Registry
+from harness.results import RESULTS_FILE, Row, read_results, to_frame, write_csv
+from harness.suite import NO_DEFENSE, Cell, Suite, config_hash
+
+
+@dataclass
+class Data:
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+
+
+def select_params(module, patterns, where: str) -> dict[str, Any]:
+    """Parameters whose names match any of the ``fnmatch`` patterns; a pattern matching none fails."""
+    named = dict(module.named_parameters())
+    selected = {}
+    for pattern in patterns:
+        hits = [name for name in named if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            raise HarnessError(f"{where}: pattern '{pattern}' matches no parameter "
+                               f"(the model has: {', '.join(named)})")
+        selected.update({name: named[name] for name in hits})
+    return selected
+
+
+def learner_summary(suite: Suite, key: str) -> str:
+    return " > ".join(f"{s.learner}[{','.join(s.params)}{',frozen' if s.freeze else ''}]"
+                      for s in suite.models[key].stages)
+
+
+class Runner:
+    def __init__(self, suite: Suite, registry: Registry, out_dir: Path, data_root: Path, device,
+                 progress=None) -> None:
+        self.suite, self.registry, self.out_dir = suite, registry, Path(out_dir)
+        self.data_root, self.device = Path(data_root), device
+        self.progress = progress or SilentProgress()
+        self.dataset = registry.get("datasets", suite.dataset)
+        self.results_path = self.out_dir / RESULTS_FILE
+
+    # -- checks before any work --------------------------------------------------------------
+    def preflight(self) -> None:
+        """Build every model once (cheap) to check that each stage's parameter patterns match."""
+        for key, component in self.suite.models.items():
+            module = self.registry.get("models", component.plugin).build(component.options, self.dataset.info)
+            for i, stage in enumerate(component.stages):
+                select_params(module, stage.params, f"{self.suite.path}: models.{key}.stages.{i}.params")
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self) -> pd.DataFrame:
+        import torch
+
+        self.preflight()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        rows = self._previous_rows()
+        done = {r["config_hash"] for r in rows if r["status"] == "ok"}
+        todo = [c for c in self.suite.cells if config_hash(self.suite.cell_config(c)) not in done]
+        if len(todo) < len(self.suite.cells):
+            self.progress.log(f"{len(self.suite.cells) - len(todo)} cell(s) already in {self.results_path}; "
+                              f"running the other {len(todo)}")
+        if not todo:
+            return to_frame([Row(**r) for r in rows])
+        rows = [r for r in rows if r["config_hash"] not in
+                {config_hash(self.suite.cell_config(c)) for c in todo}]
+        data = self._load_data()
+        advance = self.progress.task("cells", len(todo))
+        for (model_key, seed), cells in _group(todo).items():
+            try:
+                module, model_hash = self._model(model_key, seed, data)
+            except Exception as exc:  # a failing learner costs its cells, not the suite
+                message = _one_line(exc)
+                self.progress.log(f"[red]model {model_key} (seed {seed}) failed: {message}[/red]")
+                for cell in cells:
+                    rows.append(asdict(self._error_row(cell, message)))
+                    advance()
+                self._write(rows)
+                continue
+            evaluator = _Evaluator(module, data, self.suite.batch_size, self.device)
+            for cell in cells:
+                rows.append(asdict(self._cell(cell, module, model_hash, evaluator)))
+                self._write(rows)
+                advance(last=f"{cell.model}/{cell.defense}/{cell.attack}/eps={cell.eps:g}")
+            del module
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return self._write(rows)
+
+    def _previous_rows(self) -> list[dict[str, Any]]:
+        if not self.results_path.exists():
+            return []
+        frame = read_results(self.out_dir)
+        return frame.to_dict("records")
+
+    def _write(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        frame = to_frame([Row(**r) for r in rows])
+        write_csv(frame, self.results_path)
+        return frame
+
+    def _load_data(self) -> Data:
+        self.progress.log(f"dataset {self.suite.dataset}: checking files under {self.data_root}")
+        self.dataset.fetch(self.data_root)
+        x_train, y_train = self.dataset.load(self.data_root, True)
+        x_test, y_test = self.dataset.load(self.data_root, False)
+        s = self.suite
+        x_train, y_train = x_train[: s.train_size], y_train[: s.train_size]
+        x_test, y_test = x_test[: s.test_size], y_test[: s.test_size]
+        to = lambda t: t.to(self.device)  # noqa: E731
+        return Data(to(x_train), to(y_train), to(x_test), to(y_test))
+
+    # -- models ------------------------------------------------------------------------------
+    def _model(self, key: str, seed: int, data: Data):
+        config = self.suite.model_config(key, seed)
+        model_hash = config_hash(config)
+        path = self.out_dir / "models" / f"{key}-seed{seed}-{model_hash}.safetensors"
+        if path.exists() and path.with_suffix(".json").exists():
+            self.progress.log(f"model {key} (seed {seed}): reusing {path}")
+            module, _ = load_model(path, self.registry, self.device)
+            return module, model_hash
+        module, history, seconds = self._train(key, seed, data)
+        accuracy = _Evaluator(module, data, self.suite.batch_size, self.device).clean_accuracy(module)
+        self.progress.log(f"model {key} (seed {seed}): trained in {seconds:.1f}s, "
+                          f"test accuracy {100 * accuracy:.2f}% on {len(data.y_test)} images")
+        component = self.suite.models[key]
+        sidecar = {"format": 1, "model": component.plugin, "options": component.options,
+                   "info": asdict(self.dataset.info), "config": config, "model_hash": model_hash,
+                   "stages": history, "train_seconds": seconds, "test_accuracy": accuracy,
+                   "test_size": len(data.y_test), "versions": _versions(), "device": str(self.device)}
+        save_model(module, self.registry.get("models", component.plugin), path, sidecar)
+        return module, model_hash
+
+    def _train(self, key: str, seed: int, data: Data):
+        import torch
+
+        component = self.suite.models[key]
+        torch.manual_seed(seed)
+        module = self.registry.get("models", component.plugin).build(component.options, self.dataset.info)
+        module = module.to(self.device)
+        frozen: set[str] = set()
+        history = []
+        start = time.perf_counter()
+        for index, stage in enumerate(component.stages):
+            where = f"{self.suite.path}: models.{key}.stages.{index}.params"
+            params = {n: p for n, p in select_params(module, stage.params, where).items() if n not in frozen}
+            if not params:
+                raise HarnessError(f"{where}: every matching parameter was frozen by an earlier stage")
+            for name, param in module.named_parameters():
+                param.requires_grad_(name in params)
+            learner = self.registry.get("learners", stage.learner)
+            torch.manual_seed(seed * 1000 + index)
+            module.train()
+
+            def progress(total, description=None, _l=stage.learner):
+                return self.progress.task(description or f"train {key} seed {seed}: {_l}", total)
+
+            ctx = TrainContext(model=module, params=params, options=dict(stage.options), x=data.x_train,
+                               y=data.y_train, x_test=data.x_test, y_test=data.y_test, device=self.device,
+                               seed=seed, progress=progress)
+            stats = learner.train(ctx) or {}
+            for name, param in params.items():
+                if not torch.isfinite(param).all():
+                    raise HarnessError(f"stage {index} ({stage.learner}) left NaN or inf in {name}")
+            if stage.freeze:
+                frozen.update(params)
+            history.append({"learner": stage.learner, "params": sorted(params), "frozen": stage.freeze,
+                            "options": stage.options, "stats": stats})
+        for param in module.parameters():
+            param.requires_grad_(False)
+        return module.eval(), history, time.perf_counter() - start
+
+    # -- cells -------------------------------------------------------------------------------
+    def _base_row(self, cell: Cell, **values) -> Row:
+        attack = self.suite.attacks[cell.attack]
+        defaults = dict(n=0, clean_acc=float("nan"), robust_acc=float("nan"), zero_grad_share=float("nan"),
+                        seconds=0.0, status="ok", error="", model_hash="", T=1.0)
+        defaults.update(values)
+        return Row(suite=self.suite.name, dataset=self.suite.dataset, model=cell.model,
+                   architecture=self.suite.models[cell.model].plugin,
+                   learners=learner_summary(self.suite, cell.model), defense=cell.defense,
+                   attack=attack.plugin, backend=attack.backend or "",
+                   attack_params=json.dumps(attack.options, sort_keys=True), eps=cell.eps, seed=cell.seed,
+                   config_hash=config_hash(self.suite.cell_config(cell)), device=str(self.device), **defaults)
+
+    def _error_row(self, cell: Cell, message: str, **values) -> Row:
+        return self._base_row(cell, status="error", error=message, **values)
+
+    def _cell(self, cell: Cell, module, model_hash: str, evaluator: "_Evaluator") -> Row:
+        try:
+            wrapped = self._wrap(module, cell.defense)
+            temperature = float(getattr(wrapped, "temperature", 1.0))
+            clean, zero_share = evaluator.clean_and_gradients(cell.defense, wrapped)
+            attack = self.suite.attacks[cell.attack]
+            spec = self.registry.attack(attack.plugin, attack.backend)
+            start = time.perf_counter()
+            robust = clean if cell.eps == 0 else evaluator.robust_accuracy(
+                wrapped, spec.build(wrapped, cell.eps, dict(attack.options)), cell.eps, cell.seed)
+            return self._base_row(cell, n=evaluator.n, clean_acc=clean, robust_acc=robust,
+                                  zero_grad_share=zero_share, seconds=time.perf_counter() - start,
+                                  model_hash=model_hash, T=temperature)
+        except Exception as exc:  # one failing attack or defense plugin costs one row
+            self.progress.log(f"[red]cell {cell} failed: {_one_line(exc)}[/red]")
+            return self._error_row(cell, _one_line(exc), model_hash=model_hash)
+
+    def _wrap(self, module, defense_key: str):
+        if defense_key == NO_DEFENSE:
+            return module
+        component = self.suite.defenses[defense_key]
+        wrapped = self.registry.get("defenses", component.plugin).wrap(module, dict(component.options))
+        return wrapped.to(self.device).eval()
+
+
+class _Evaluator:
+    """Batched evaluation of one trained model on the test split."""
+
+    def __init__(self, module, data: Data, batch_size: int, device) -> None:
+        self.x, self.y, self.batch_size, self.device = data.x_test, data.y_test, batch_size, device
+        self.n = len(self.y)
+        self._clean: dict[str, tuple[float, float]] = {}
+
+    def _batches(self):
+        for start in range(0, self.n, self.batch_size):
+            yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+
+    def clean_accuracy(self, model) -> float:
+        import torch
+
+        with torch.no_grad():
+            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in self._batches())
+        return correct / self.n
+
+    def clean_and_gradients(self, key: str, model) -> tuple[float, float]:
+        """Clean accuracy and the share of images whose cross-entropy gradient w.r.t. the input is
+        exactly zero in float32: the thesis's signature of gradient masking. Cached per defense."""
+        import torch
+        import torch.nn.functional as F
+
+        if key not in self._clean:
+            correct = zero = 0
+            for x, y in self._batches():
+                x = x.clone().requires_grad_(True)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, reduction="sum")  # sum: per-image gradients stay separate
+                (grad,) = torch.autograd.grad(loss, x)
+                correct += int((logits.argmax(1) == y).sum())
+                zero += int((grad.flatten(1) == 0).all(1).sum())
+            self._clean[key] = (correct / self.n, zero / self.n)
+        return self._clean[key]
+
+    def robust_accuracy(self, model, attack, eps: float, seed: int) -> float:
+        import torch
+
+        torch.manual_seed(seed)  # attacks with random starts draw from torch's global generator
+        correct = 0
+        for x, y in self._batches():
+            adv = attack(x, y).detach()
+            # An attack that leaves the threat model would report a fake success: refuse it.
+            excess = float((adv - x).abs().max())
+            if excess > eps + 1e-5 or float(adv.min()) < -1e-6 or float(adv.max()) > 1 + 1e-6:
+                raise HarnessError(f"attack returned images outside the eps={eps:g} ball or [0, 1] "
+                                   f"(max |delta| = {excess:.4g})")
+            with torch.no_grad():
+                correct += int((model(adv).argmax(1) == y).sum())
+        return correct / self.n
+
+
+def _group(cells: list[Cell]) -> dict[tuple[str, int], list[Cell]]:
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.model, cell.seed), []).append(cell)
+    return groups
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else ""
+    if isinstance(exc, HarnessError):
+        return message
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
+    return f"{type(exc).__name__}: {message}{where}"
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"harness": __version__}
+    for dist in ("torch", "torchattacks", "adversarial-robustness-toolbox", "numpy"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return versions

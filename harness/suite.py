@@ -1,0 +1,370 @@
+"""Suite files: TOML -> validated :class:`Suite` -> grid cells.
+
+A suite is data, never code. Every error names the file, the key and what was expected, as one line.
+The layout is documented in docs/suites.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.errors import HarnessError, SuiteError
+from harness.registry import Registry, did_you_mean
+
+AXES = ("model", "defense", "attack", "eps", "seed")
+SECTIONS = ("suite", "data", "eval", "models", "defenses", "attacks", "grid")
+NO_DEFENSE = "none"  # grid value meaning "attack the bare model"
+
+
+@dataclass(frozen=True)
+class Component:
+    """A named model, defense or attack entry of a suite, with options merged over the defaults."""
+
+    key: str
+    plugin: str
+    options: dict[str, Any]
+    backend: str | None = None
+    stages: tuple["Stage", ...] = ()
+
+
+@dataclass(frozen=True)
+class Stage:
+    learner: str
+    params: tuple[str, ...]
+    freeze: bool
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid; it becomes one results row."""
+
+    model: str
+    defense: str
+    attack: str
+    eps: float
+    seed: int
+
+
+@dataclass
+class Suite:
+    path: Path
+    name: str
+    description: str
+    dataset: str
+    dataset_fingerprint: str
+    train_size: int | None
+    test_size: int | None
+    batch_size: int
+    models: dict[str, Component]
+    defenses: dict[str, Component]
+    attacks: dict[str, Component]
+    cells: list[Cell] = field(default_factory=list)
+
+    def model_config(self, key: str, seed: int) -> dict[str, Any]:
+        """Everything that determines a trained model: its hash names the saved file."""
+        model = self.models[key]
+        return {"dataset": self.dataset, "fingerprint": self.dataset_fingerprint,
+                "train_size": self.train_size, "model": model.plugin, "options": model.options,
+                "stages": [asdict(s) for s in model.stages], "seed": seed}
+
+    def cell_config(self, cell: Cell) -> dict[str, Any]:
+        defense = self.defenses.get(cell.defense)
+        attack = self.attacks[cell.attack]
+        return {"model": self.model_config(cell.model, cell.seed), "test_size": self.test_size,
+                "defense": None if defense is None else [defense.plugin, defense.options],
+                "attack": [attack.plugin, attack.backend, attack.options], "eps": cell.eps}
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class _Checker:
+    """Reads one suite file; every failure raises SuiteError naming file and key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, message: str) -> SuiteError:
+        return SuiteError(f"{self.path}: {key}: {message}")
+
+    def table(self, value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {_describe(value)}")
+        return value
+
+    def known_keys(self, table: Mapping[str, Any], allowed, key: str) -> None:
+        for name in table:
+            if name not in allowed:
+                raise self.fail(f"{key}.{name}" if key else name,
+                                f"unknown key '{name}'{did_you_mean(name, allowed)}")
+
+    def string(self, table: Mapping[str, Any], name: str, key: str, default: Any = ...) -> Any:
+        if name not in table:
+            if default is ...:
+                raise self.fail(f"{key}.{name}", "missing; expected a string")
+            return default
+        value = table[name]
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"{key}.{name}", f"expected a non-empty string, got {_describe(value)}")
+        return value
+
+    def positive_int(self, table: Mapping[str, Any], name: str, key: str, default: Any) -> Any:
+        value = table.get(name, default)
+        if value is default:
+            return value
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise self.fail(f"{key}.{name}", f"expected a positive integer, got {_describe(value)}")
+        return value
+
+    def options(self, table: Mapping[str, Any], defaults: Mapping[str, Any], reserved, key: str,
+                what: str) -> dict[str, Any]:
+        """Plugin options: every key must be one of the plugin's defaults, of the same type."""
+        options = dict(defaults)
+        for name, value in table.items():
+            if name in reserved:
+                continue
+            if name not in defaults:
+                hint = did_you_mean(name, list(defaults) + list(reserved))
+                raise self.fail(f"{key}.{name}", f"unknown parameter '{name}' for {what}{hint}")
+            options[name] = self.typed(value, defaults[name], f"{key}.{name}")
+        return options
+
+    def plugin_check(self, spec: Any, options: dict[str, Any], key: str) -> None:
+        """Run the plugin's own ``check``; its ValueError("name: expectation") names the key."""
+        if spec.check is None:
+            return
+        try:
+            spec.check(dict(options))
+        except ValueError as exc:
+            name, _, message = str(exc).partition(": ")
+            raise self.fail(f"{key}.{name}" if message else key, message or str(exc)) from None
+
+    def typed(self, value: Any, default: Any, key: str) -> Any:
+        if default is None:
+            return value
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            if ok:
+                value = float(value)
+                ok = math.isfinite(value)
+        elif isinstance(default, str):
+            ok, expected = isinstance(value, str), "a string"
+        elif isinstance(default, (list, tuple)):
+            ok, expected = isinstance(value, list), "a list"
+        else:
+            ok, expected = isinstance(value, type(default)), type(default).__name__
+        if not ok:
+            raise self.fail(key, f"expected {expected}, got {_describe(value)}")
+        return value
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+    return f"{kind} ({value!r})" if not isinstance(value, (dict, list)) else kind
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: suite file not found; check the path (suites live under suites/)") from None
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read suite file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not a UTF-8 text file; a suite is a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_suite(path: str | Path, registry: Registry) -> Suite:
+    """Read, validate and expand a suite file against the registered plugins."""
+    path = Path(path)
+    raw = read_toml(path)
+    check = _Checker(path)
+    check.known_keys(raw, SECTIONS, "")
+    meta = check.table(raw.get("suite", {}), "suite")
+    check.known_keys(meta, ("name", "description"), "suite")
+    data = check.table(raw.get("data"), "data") if "data" in raw else check.table(None, "data")
+    check.known_keys(data, ("dataset", "train_size", "test_size"), "data")
+    dataset_name = check.string(data, "dataset", "data")
+    dataset = _lookup(check, registry, "datasets", dataset_name, "data.dataset")
+    evaluation = check.table(raw.get("eval", {}), "eval")
+    check.known_keys(evaluation, ("batch_size",), "eval")
+
+    suite = Suite(
+        path=path,
+        name=check.string(meta, "name", "suite", default=path.stem),
+        description=check.string(meta, "description", "suite", default=""),
+        dataset=dataset_name,
+        dataset_fingerprint=dataset.fingerprint,
+        train_size=check.positive_int(data, "train_size", "data", None),
+        test_size=check.positive_int(data, "test_size", "data", None),
+        batch_size=check.positive_int(evaluation, "batch_size", "eval", 500),
+        models=_models(check, registry, raw),
+        defenses=_components(check, registry, raw, "defenses", "defense"),
+        attacks=_components(check, registry, raw, "attacks", "attack"),
+    )
+    if NO_DEFENSE in suite.defenses:
+        raise check.fail(f"defenses.{NO_DEFENSE}", f"'{NO_DEFENSE}' is reserved for the bare model; rename it")
+    suite.cells = expand_grid(check, raw.get("grid"), suite)
+    return suite
+
+
+def _lookup(check: _Checker, registry: Registry, kind: str, name: str, key: str) -> Any:
+    try:
+        return registry.get(kind, name)
+    except HarnessError as exc:
+        raise check.fail(key, str(exc)) from None
+
+
+def _models(check: _Checker, registry: Registry, raw: Mapping[str, Any]) -> dict[str, Component]:
+    models = check.table(raw.get("models"), "models") if "models" in raw else None
+    if not models:
+        raise check.fail("models", "missing; declare at least one [models.NAME] table")
+    result = {}
+    for key, entry in models.items():
+        where = f"models.{key}"
+        entry = check.table(entry, where)
+        spec = _lookup(check, registry, "models", check.string(entry, "model", where), f"{where}.model")
+        options = check.options(entry, spec.defaults, ("model", "stages"), where, f"model '{spec.name}'")
+        check.plugin_check(spec, options, where)
+        stages = entry.get("stages")
+        if not isinstance(stages, list) or not stages:
+            raise check.fail(f"{where}.stages", "expected a non-empty list of stages "
+                             "([[models.NAME.stages]] tables with a 'learner' key)")
+        result[key] = Component(key, spec.name, options,
+                                stages=tuple(_stage(check, registry, s, f"{where}.stages.{i}")
+                                             for i, s in enumerate(stages)))
+    return result
+
+
+def _stage(check: _Checker, registry: Registry, entry: Any, where: str) -> Stage:
+    entry = check.table(entry, where)
+    spec = _lookup(check, registry, "learners", check.string(entry, "learner", where), f"{where}.learner")
+    params = entry.get("params", ["*"])
+    if not isinstance(params, list) or not params or not all(isinstance(p, str) and p for p in params):
+        raise check.fail(f"{where}.params", "expected a list of parameter names or patterns, "
+                         "e.g. [\"fc1.weight\"] or [\"*\"]")
+    freeze = entry.get("freeze", False)
+    if not isinstance(freeze, bool):
+        raise check.fail(f"{where}.freeze", f"expected true or false, got {_describe(freeze)}")
+    options = check.options(entry, spec.defaults, ("learner", "params", "freeze"), where,
+                            f"learner '{spec.name}'")
+    check.plugin_check(spec, options, where)
+    return Stage(spec.name, tuple(params), freeze, options)
+
+
+def _components(check: _Checker, registry: Registry, raw: Mapping[str, Any], section: str,
+                field_name: str) -> dict[str, Component]:
+    tables = check.table(raw.get(section, {}), section)
+    result = {}
+    for key, entry in tables.items():
+        where = f"{section}.{key}"
+        entry = check.table(entry, where)
+        name = check.string(entry, field_name, where)
+        reserved: tuple[str, ...] = (field_name,)
+        backend = None
+        if section == "attacks":
+            reserved = (field_name, "backend")
+            backend = check.string(entry, "backend", where, default=None)
+            try:
+                spec = registry.attack(name, backend)
+            except HarnessError as exc:
+                raise check.fail(f"{where}.{field_name}", str(exc)) from None
+            backend = spec.backend
+        else:
+            spec = _lookup(check, registry, section, name, f"{where}.{field_name}")
+        options = check.options(entry, spec.defaults, reserved, where, f"{field_name} '{spec.name}'")
+        check.plugin_check(spec, options, where)
+        result[key] = Component(key, spec.name, options, backend=backend)
+    return result
+
+
+def expand_grid(check: _Checker, grid: Any, suite: Suite) -> list[Cell]:
+    """The union of the products of each [grid] (or [[grid]]) table, minus its exclusions."""
+    if grid is None:
+        raise check.fail("grid", "missing; declare [grid] with model, attack and eps lists")
+    grids = grid if isinstance(grid, list) else [grid]
+    cells: dict[Cell, None] = {}
+    for index, table in enumerate(grids):
+        where = "grid" if not isinstance(grid, list) else f"grid.{index}"
+        table = check.table(table, where)
+        check.known_keys(table, AXES + ("exclude",), where)
+        axes = {axis: _axis(check, table, axis, where, suite) for axis in AXES}
+        excludes = _excludes(check, table.get("exclude", []), axes, where)
+        for values in itertools.product(*(axes[axis] for axis in AXES)):
+            cell = Cell(*values)
+            if not any(all(getattr(cell, axis) in allowed for axis, allowed in rule.items())
+                       for rule in excludes):
+                cells[cell] = None
+    if not cells:
+        raise check.fail("grid", "the exclusions remove every cell; nothing would run")
+    return list(cells)
+
+
+def _axis(check: _Checker, table: Mapping[str, Any], axis: str, where: str, suite: Suite) -> list:
+    key = f"{where}.{axis}"
+    defaults = {"defense": [NO_DEFENSE], "seed": [0]}
+    values = table.get(axis, defaults.get(axis))
+    if values is None:
+        raise check.fail(key, f"missing; expected a list of {axis} values")
+    if not isinstance(values, list) or not values:
+        raise check.fail(key, f"expected a non-empty list, got {_describe(values)}")
+    return [_axis_value(check, axis, value, key, suite) for value in values]
+
+
+def _axis_value(check: _Checker, axis: str, value: Any, key: str, suite: Suite) -> Any:
+    if axis == "eps":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise check.fail(key, f"epsilon must be a number in [0, 1] (images are scaled to [0, 1]), "
+                             f"got {_describe(value)}")
+        return float(value)
+    if axis == "seed":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise check.fail(key, f"seeds must be non-negative integers, got {_describe(value)}")
+        return value
+    declared = {"model": suite.models, "defense": {NO_DEFENSE: None, **suite.defenses},
+                "attack": suite.attacks}[axis]
+    if value not in declared:
+        section = "defenses" if axis == "defense" else axis + "s"
+        raise check.fail(key, f"'{value}' is not declared under [{section}]{did_you_mean(str(value), declared)}")
+    return value
+
+
+def _excludes(check: _Checker, rules: Any, axes: Mapping[str, list], where: str) -> list[dict]:
+    if not isinstance(rules, list):
+        raise check.fail(f"{where}.exclude", "expected a list of tables like { model = \"bp\", eps = 0.3 }")
+    result = []
+    for index, rule in enumerate(rules):
+        key = f"{where}.exclude.{index}"
+        rule = check.table(rule, key)
+        check.known_keys(rule, AXES, key)
+        parsed = {}
+        for axis, value in rule.items():
+            values = value if isinstance(value, list) else [value]
+            if axis == "eps":
+                values = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                          for v in values]
+            missing = [v for v in values if v not in axes[axis]]
+            if missing:
+                raise check.fail(f"{key}.{axis}", f"{missing[0]!r} is not on the {axis} axis "
+                                 f"{axes[axis]}; the rule would match nothing")
+            parsed[axis] = values
+        result.append(parsed)
+    return result

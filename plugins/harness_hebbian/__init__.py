@@ -1,0 +1,55 @@
+"""Built-in learner ``hebbian``: Krotov & Hopfield (PNAS 2019), "Unsupervised learning by competing
+hidden units". Trains one weight matrix without labels; freeze it in the suite and train a head on top.
+
+Written by hand because no maintained library implements this rule (the authors' reference is a
+notebook loop); the update itself lives in :mod:`harness_hebbian.rule`.
+"""
+
+from __future__ import annotations
+
+from harness import hookimpl
+from harness.api import Learner, TrainContext
+
+# Defaults are the paper's MNIST setting (2000 units): p = 3, k = 7, Delta = 0.4, eps0 = 0.04,
+# minibatch 100, 1000 epochs. The thesis used p = 2, k = 2, eps0 = 0.02.
+DEFAULTS = {"p": 3.0, "k": 7, "delta": 0.4, "lr": 0.04, "epochs": 1000, "batch_size": 100,
+            "init_mean": 0.0, "init_std": 1.0, "precision": 1e-30}
+
+
+def _check(options: dict) -> None:
+    if options["p"] < 1:
+        raise ValueError("p: expected a number >= 1 (the l_p weighting exponent)")
+    if options["k"] < 2:
+        raise ValueError("k: expected an integer >= 2 (rank of the anti-Hebbian unit)")
+    if not 0 <= options["delta"] <= 1:
+        raise ValueError("delta: expected a number in [0, 1] (anti-Hebbian strength)")
+    for key in ("lr", "init_std", "precision"):
+        if options[key] <= 0:
+            raise ValueError(f"{key}: expected a positive number")
+    for key in ("epochs", "batch_size"):
+        if options[key] < 1:
+            raise ValueError(f"{key}: expected a positive integer")
+
+
+def train(ctx: TrainContext) -> dict:
+    from harness.errors import HarnessError
+    from harness.layers import layer_inputs
+    from harness_hebbian.rule import train_hebbian
+
+    if len(ctx.params) != 1 or next(iter(ctx.params.values())).dim() != 2:
+        raise HarnessError(f"hebbian trains exactly one 2-D weight matrix per stage; got "
+                           f"{', '.join(ctx.params)}; set params = [\"fc1.weight\"]")
+    (name, weight), = ctx.params.items()
+    options = ctx.options
+    if options["k"] > weight.shape[0]:
+        raise HarnessError(f"hebbian: k = {options['k']} exceeds the {weight.shape[0]} units of {name}")
+    inputs = layer_inputs(ctx.model, name, ctx.x)
+    advance = ctx.progress(options["epochs"], f"hebbian {name}")
+    history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), **options)
+    return {"history": history}
+
+
+@hookimpl
+def harness_register_learners(register):
+    register(Learner(name="hebbian", train=train, defaults=DEFAULTS, check=_check,
+                     description="Krotov-Hopfield competing hidden units (unsupervised, one layer)"))
