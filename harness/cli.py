@@ -138,16 +138,17 @@ def _print_results(frame) -> None:
     from harness.results import summary_table
 
     summary = summary_table(frame)
-    console = Console(width=max(120, Console().width))
+    console = Console(width=max(160, Console().width))
     if summary.empty:
         console.print("no successful cells")
         return
-    table = Table(title="robust accuracy (%) by epsilon; clean accuracy and zero-gradient share (%)")
+    table = Table(title="robust accuracy (%) by epsilon, with clean accuracy and the share of images whose "
+                        "input gradient is exactly zero (%)")
     for column in summary.columns:
         table.add_column(str(column), justify="right" if column not in ("model", "defense", "attack",
                                                                         "backend") else "left")
     for _, line in summary.iterrows():
-        table.add_row(*(f"{v:.1f}" if isinstance(v, float) else f"{v:g}" if column == "T" else str(v)
+        table.add_row(*(f"{v:g}" if column == "T" else f"{v:.1f}" if isinstance(v, float) else str(v)
                         for column, v in line.items()))
     console.print(table)
 

@@ -28,8 +28,10 @@ class Row:
     architecture: str     # model plugin name (e.g. "repu")
     learners: str         # training stages, e.g. "hebbian[fc1.weight,frozen] > backprop[fc2.weight]"
     defense: str          # defense key in the suite, or "none"
+    defense_name: str     # defense plugin name (e.g. "logit-scale"), or "none"
     T: float              # logit temperature the attack saw (1.0 = logits untouched)
-    attack: str           # attack plugin name
+    attack: str           # attack key in the suite (e.g. "pgd-art")
+    attack_name: str      # attack plugin name (e.g. "pgd")
     backend: str          # library that ran the attack
     attack_params: str    # JSON of the attack's options
     eps: float            # L-infinity budget on [0, 1] images
@@ -47,6 +49,7 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
+TEXT_COLUMNS = [f.name for f in fields(Row) if f.type == "str"]
 TIMING_COLUMNS = ["seconds"]
 
 
@@ -73,13 +76,13 @@ def read_results(directory: Path) -> pd.DataFrame:
     if not path.is_file():
         raise HarnessError(f"{path}: no results table here; run `harness run SUITE --out {directory}` first")
     try:
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise HarnessError(f"{path}: not a readable results CSV ({exc})") from None
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise HarnessError(f"{path}: not a harness results table; missing columns {', '.join(missing)}")
-    frame["error"] = frame["error"].fillna("")
+    frame[TEXT_COLUMNS] = frame[TEXT_COLUMNS].fillna("")
     return frame
 
 
@@ -94,4 +97,5 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     extra = ok.groupby(keys).agg(clean=("clean_acc", "mean"), zero_grad=("zero_grad_share", "mean"),
                                  seeds=("seed", "nunique"), n=("n", "max"))
     extra[["clean", "zero_grad"]] *= 100
+    extra = extra.rename(columns={"zero_grad": "0-grad"})
     return extra.join(robust).reset_index()

@@ -195,13 +195,15 @@ class Runner:
     # -- cells -------------------------------------------------------------------------------
     def _base_row(self, cell: Cell, **values) -> Row:
         attack = self.suite.attacks[cell.attack]
+        defense = self.suite.defenses.get(cell.defense)
         defaults = dict(n=0, clean_acc=float("nan"), robust_acc=float("nan"), zero_grad_share=float("nan"),
                         seconds=0.0, status="ok", error="", model_hash="", T=1.0)
         defaults.update(values)
         return Row(suite=self.suite.name, dataset=self.suite.dataset, model=cell.model,
                    architecture=self.suite.models[cell.model].plugin,
                    learners=learner_summary(self.suite, cell.model), defense=cell.defense,
-                   attack=attack.plugin, backend=attack.backend or "",
+                   defense_name=defense.plugin if defense else NO_DEFENSE, attack=cell.attack,
+                   attack_name=attack.plugin, backend=attack.backend or "",
                    attack_params=json.dumps(attack.options, sort_keys=True), eps=cell.eps, seed=cell.seed,
                    config_hash=config_hash(self.suite.cell_config(cell)), device=str(self.device), **defaults)
 

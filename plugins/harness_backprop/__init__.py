@@ -42,7 +42,7 @@ def train(ctx: TrainContext) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss) * len(batch)
+            total_loss += float(loss.detach()) * len(batch)
             correct += float((logits.argmax(1) == y[batch]).sum())
         stats = {"epoch": epoch + 1, "loss": total_loss / len(x), "train_acc": correct / len(x),
                  "test_acc": _accuracy(model, ctx.x_test, ctx.y_test)}

@@ -1,0 +1,87 @@
+"""The CLI through click's CliRunner, on real (tiny) MNIST runs."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import cli
+from harness.results import read_results
+
+
+@pytest.fixture
+def runner(mnist_root, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA", str(mnist_root))
+    return CliRunner()
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_run_writes_results_and_rerun_continues(runner, tiny_suite, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["run", str(tiny_suite), "--out", str(out), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    frame = read_results(out)
+    assert len(frame) == 12 and (frame["status"] == "ok").all()
+    assert set(frame["device"]) == {"cpu"}
+    assert "robust accuracy" in result.output and "T1e5" in result.output
+    assert sorted(p.suffix for p in (out / "models").iterdir()) == [".json", ".json", ".safetensors", ".safetensors"]
+
+    before = (out / "results.csv").read_bytes()
+    again = runner.invoke(cli, ["run", str(tiny_suite), "--out", str(out), "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert "12 cell(s) already in" in again.output
+    assert (out / "results.csv").read_bytes() == before
+
+    shown = runner.invoke(cli, ["results", str(out)])
+    assert shown.exit_code == 0 and "bio" in shown.output and "eps=0.1" in shown.output
+
+
+def test_plugins_lists_everything_with_its_plugin(runner):
+    result = runner.invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    for name in ("mnist", "hebbian", "backprop", "repu", "fgsm@torchattacks", "pgd@torchattacks", "pgd@art",
+                 "logit-scale", "robustness-harness"):
+        assert name in result.output
+    for kind in ("dataset", "learner", "model", "attack", "defense"):
+        assert kind in result.output
+
+
+def test_data_fetch_verifies(runner, mnist_root):
+    result = runner.invoke(cli, ["data", "fetch", "mnist"])
+    assert result.exit_code == 0, result.output
+    assert f"4 file(s) verified under {mnist_root}" in result.output
+    one_line_error(runner.invoke(cli, ["data", "fetch", "mnsit"]), "unknown dataset 'mnsit'", "did you mean 'mnist'")
+
+
+def test_bad_inputs_give_one_line_and_exit_2(runner, tiny_suite, write_suite, tmp_path):
+    text = tiny_suite.read_text()
+    one_line_error(runner.invoke(cli, ["run", str(tmp_path / "nope.toml")]), "nope.toml", "not found")
+    bad_attack = write_suite(text.replace('attack = "pgd"', 'attack = "pgdd"'), "bad.toml")
+    one_line_error(runner.invoke(cli, ["run", str(bad_attack)]), "bad.toml", "attacks.pgd.attack",
+                   "did you mean 'pgd'")
+    bad_eps = write_suite(text.replace("eps = [0.0, 0.1]", "eps = [0.0, 1.5]"), "eps.toml")
+    one_line_error(runner.invoke(cli, ["run", str(bad_eps)]), "eps.toml", "grid.eps", "[0, 1]")
+    missing_key = write_suite(text.replace('dataset = "mnist"\n', ""), "nodata.toml")
+    one_line_error(runner.invoke(cli, ["run", str(missing_key)]), "data.dataset", "missing")
+    one_line_error(runner.invoke(cli, ["run", str(tiny_suite), "--data-dir", str(tmp_path / "absent")]),
+                   "--data-dir", "does not exist")
+    one_line_error(runner.invoke(cli, ["run", str(tiny_suite), "--device", "tpu"]), "--device tpu")
+    one_line_error(runner.invoke(cli, ["results", str(tmp_path)]), "no results table")
+
+
+def test_bad_input_leaves_existing_results_untouched(runner, tiny_suite, write_suite, tmp_path):
+    out = tmp_path / "out"
+    ok = runner.invoke(cli, ["run", str(tiny_suite), "--out", str(out), "--quiet", "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    before = (out / "results.csv").read_bytes()
+    broken = write_suite(tiny_suite.read_text().replace("T = 1e5", "T = -1"), "broken.toml")
+    one_line_error(runner.invoke(cli, ["run", str(broken), "--out", str(out)]), "defenses.T1e5.T", "positive")
+    assert (out / "results.csv").read_bytes() == before
