@@ -44,13 +44,17 @@ def make_manager(load_entry_points: bool = True, extra: Iterable[object] = ()) -
         for name in available:
             if (allow is not None and name not in allow) or name in block:
                 pm.set_blocked(name)  # pluggy then skips the entry point of that name
-        pm.load_setuptools_entrypoints(PROJECT)
-    for plugin in extra:
-        pm.register(plugin)
     try:
+        if load_entry_points:
+            pm.load_setuptools_entrypoints(PROJECT)
+        for plugin in extra:
+            pm.register(plugin)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin hook not in the contract (see harness/hookspecs.py): {exc}") from None
+    except ImportError as exc:
+        raise PluginError(f"a plugin failed to import ({exc}); fix its installation or skip it with "
+                          f"HARNESS_BLOCK_PLUGINS=NAME") from None
     return pm
 
 
@@ -61,7 +65,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     distributions = {pm.get_name(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
     for kind in KINDS:
         caller = getattr(pm.hook, f"harness_register_{kind}")
-        for impl in reversed(caller.get_hookimpls()):  # registration order = plugin load order
+        for impl in caller.get_hookimpls():  # pluggy lists them in plugin load order
             def register(obj, _kind=kind, _plugin=impl.plugin_name):
                 registry.register(_kind, obj, _plugin, distributions.get(_plugin))
             impl.function(register=register)

@@ -6,6 +6,7 @@ The layout is documented in docs/suites.md.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -111,7 +112,9 @@ class _Checker:
     def string(self, table: Mapping[str, Any], name: str, key: str, default: Any = ...) -> Any:
         if name not in table:
             if default is ...:
-                raise self.fail(f"{key}.{name}", "missing; expected a string")
+                near = difflib.get_close_matches(name, [str(k) for k in table], n=1, cutoff=0.6)
+                hint = f" (found '{near[0]}'; did you mean '{name}'?)" if near else ""
+                raise self.fail(f"{key}.{name}", f"missing; expected a string{hint}")
             return default
         value = table[name]
         if not isinstance(value, str) or not value:
@@ -159,8 +162,12 @@ class _Checker:
         elif isinstance(default, float):
             ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
             if ok:
-                value = float(value)
-                ok = math.isfinite(value)
+                try:
+                    value = float(value)
+                except OverflowError:  # TOML integers are unbounded
+                    ok = False
+                else:
+                    ok = math.isfinite(value)
         elif isinstance(default, str):
             ok, expected = isinstance(value, str), "a string"
         elif isinstance(default, (list, tuple)):
@@ -200,7 +207,9 @@ def load_suite(path: str | Path, registry: Registry) -> Suite:
     check.known_keys(raw, SECTIONS, "")
     meta = check.table(raw.get("suite", {}), "suite")
     check.known_keys(meta, ("name", "description"), "suite")
-    data = check.table(raw.get("data"), "data") if "data" in raw else check.table(None, "data")
+    if "data" not in raw:
+        raise check.fail("data", "missing; declare [data] with dataset = \"NAME\" (see `harness plugins`)")
+    data = check.table(raw["data"], "data")
     check.known_keys(data, ("dataset", "train_size", "test_size"), "data")
     dataset_name = check.string(data, "dataset", "data")
     dataset = _lookup(check, registry, "datasets", dataset_name, "data.dataset")
@@ -286,7 +295,8 @@ def _components(check: _Checker, registry: Registry, raw: Mapping[str, Any], sec
             try:
                 spec = registry.attack(name, backend)
             except HarnessError as exc:
-                raise check.fail(f"{where}.{field_name}", str(exc)) from None
+                bad_backend = backend is not None and name in {e.obj.name for e in registry.entries("attacks")}
+                raise check.fail(f"{where}.backend" if bad_backend else f"{where}.{field_name}", str(exc)) from None
             backend = spec.backend
         else:
             spec = _lookup(check, registry, section, name, f"{where}.{field_name}")
@@ -301,13 +311,15 @@ def expand_grid(check: _Checker, grid: Any, suite: Suite) -> list[Cell]:
     if grid is None:
         raise check.fail("grid", "missing; declare [grid] with model, attack and eps lists")
     grids = grid if isinstance(grid, list) else [grid]
+    if not grids:
+        raise check.fail("grid", "empty; expected [grid] or at least one [[grid]] table")
     cells: dict[Cell, None] = {}
     for index, table in enumerate(grids):
         where = "grid" if not isinstance(grid, list) else f"grid.{index}"
         table = check.table(table, where)
         check.known_keys(table, AXES + ("exclude",), where)
         axes = {axis: _axis(check, table, axis, where, suite) for axis in AXES}
-        excludes = _excludes(check, table.get("exclude", []), axes, where)
+        excludes = _excludes(check, table.get("exclude", []), axes, where, suite)
         for values in itertools.product(*(axes[axis] for axis in AXES)):
             cell = Cell(*values)
             if not any(all(getattr(cell, axis) in allowed for axis, allowed in rule.items())
@@ -341,13 +353,15 @@ def _axis_value(check: _Checker, axis: str, value: Any, key: str, suite: Suite) 
         return value
     declared = {"model": suite.models, "defense": {NO_DEFENSE: None, **suite.defenses},
                 "attack": suite.attacks}[axis]
+    if not isinstance(value, str):
+        raise check.fail(key, f"expected the name of a declared {axis} (a string), got {_describe(value)}")
     if value not in declared:
         section = "defenses" if axis == "defense" else axis + "s"
         raise check.fail(key, f"'{value}' is not declared under [{section}]{did_you_mean(str(value), declared)}")
     return value
 
 
-def _excludes(check: _Checker, rules: Any, axes: Mapping[str, list], where: str) -> list[dict]:
+def _excludes(check: _Checker, rules: Any, axes: Mapping[str, list], where: str, suite: Suite) -> list[dict]:
     if not isinstance(rules, list):
         raise check.fail(f"{where}.exclude", "expected a list of tables like { model = \"bp\", eps = 0.3 }")
     result = []
@@ -357,10 +371,8 @@ def _excludes(check: _Checker, rules: Any, axes: Mapping[str, list], where: str)
         check.known_keys(rule, AXES, key)
         parsed = {}
         for axis, value in rule.items():
-            values = value if isinstance(value, list) else [value]
-            if axis == "eps":
-                values = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-                          for v in values]
+            values = [_axis_value(check, axis, v, f"{key}.{axis}", suite)
+                      for v in (value if isinstance(value, list) else [value])]
             missing = [v for v in values if v not in axes[axis]]
             if missing:
                 raise check.fail(f"{key}.{axis}", f"{missing[0]!r} is not on the {axis} axis "

@@ -19,7 +19,8 @@ def _check(options: dict) -> None:
     if options["power"] <= 0:
         raise ValueError("power: expected a positive exponent (1 = ReLU, 4.5 = the thesis)")
     for key in ("mean", "std"):
-        if options[key] is not None and not isinstance(options[key], (int, float)):
+        value = options[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"{key}: expected a number (default: the dataset's)")
     if options["std"] is not None and options["std"] <= 0:
         raise ValueError("std: expected a positive number")
