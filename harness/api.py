@@ -4,7 +4,9 @@ Every record has a ``name``, a one-line ``description`` and ``defaults``: the pa
 set, with their default values. The core rejects suite keys that are not in ``defaults`` ("did you
 mean ...?") and checks each value against the default's type. A record may add ``check(options)``,
 called when the suite is loaded, that raises ``ValueError("key: what is expected")`` for values the
-type alone cannot rule out (a negative temperature, k larger than the layer).
+type alone cannot rule out (a negative temperature, k larger than the layer). ``presets`` maps a
+name to a set of options a suite can select with ``preset = "name"``; keys the suite sets itself
+override the preset's.
 
 This module imports no heavy library; torch types appear only in annotations.
 """
@@ -56,6 +58,10 @@ class Model:
 
     ``metadata(module)`` (optional) returns string key/values stored in the exported safetensors
     header, so the file can be used without the harness.
+
+    Resume points (optional protocol of the built module): ``resume_points`` lists submodule names
+    in forward order and ``forward_from(name, h)`` continues the forward pass from the input ``h`` of
+    that submodule. Learners use it to cache the output of frozen layers.
     """
 
     name: str
@@ -64,6 +70,7 @@ class Model:
     description: str = ""
     metadata: Callable[["nn.Module"], dict[str, str]] | None = None
     check: Callable[[dict[str, Any]], None] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,6 +90,7 @@ class TrainContext:
     device: "torch.device"
     seed: int
     progress: Callable[..., Callable[..., None]]
+    info: DataInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class Learner:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,7 @@ class Attack:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class Defense:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 KINDS: dict[str, type] = {

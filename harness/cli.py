@@ -131,6 +131,41 @@ def results(directory: Path) -> None:
     _print_results(read_results(directory))
 
 
+@cli.group()
+def show() -> None:
+    """Plot a trained model (a NAME.safetensors file with its NAME.json) as PNG files."""
+
+
+@show.command("features")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--param", default=None,
+              help="2-D weight tensor to draw (default: the first whose width matches the input shape).")
+@click.option("--units", type=click.IntRange(min=1), default=None,
+              help="Number of random units to draw (default 25, or all if fewer).")
+@click.option("--unit-ids", default=None, help="Units to draw, comma-separated: 3,17,42.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing random units.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: <model>-features.png next to the model).")
+@click.option("--cols", type=click.IntRange(min=1), default=None, help="Grid columns (default: about square).")
+def show_features(model_file: Path, param: str | None, units: int | None, unit_ids: str | None, seed: int,
+                  out: Path | None, cols: int | None) -> None:
+    """Draw hidden units' weights of MODEL_FILE as a grid of input-shaped images."""
+    from harness.show import plot_features
+
+    click.echo(plot_features(model_file, param, units, unit_ids, seed, out, cols))
+
+
+@show.command("curve")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: <model>-curve.png next to the model).")
+def show_curve(model_file: Path, out: Path | None) -> None:
+    """Plot MODEL_FILE's per-epoch accuracy and learner statistics, stage by stage."""
+    from harness.show import plot_curve
+
+    click.echo(plot_curve(model_file, out))
+
+
 def _print_results(frame) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -7,18 +7,18 @@ class _Captured(Exception):
     """Raised by the pre-hook to stop the forward pass once the layer's input is known."""
 
 
-def owning_module(model, param_name: str):
-    """The submodule that owns a parameter, e.g. ``fc1`` for ``fc1.weight``."""
-    path = param_name.rsplit(".", 1)[0] if "." in param_name else ""
-    return model.get_submodule(path)
-
-
 def layer_inputs(model, param_name: str, x, batch_size: int = 1000):
     """What the layer owning ``param_name`` receives when ``model`` sees ``x``: the model's own
     preprocessing (normalisation, flattening, earlier frozen layers) applied, nothing after it."""
+    path = param_name.rsplit(".", 1)[0] if "." in param_name else ""
+    return module_inputs(model, path, x, batch_size)
+
+
+def module_inputs(model, module_name: str, x, batch_size: int = 1000):
+    """What submodule ``module_name`` receives when ``model`` sees ``x`` (the forward pass stops there)."""
     import torch
 
-    module = owning_module(model, param_name)
+    module = model.get_submodule(module_name)
     captured = []
 
     def hook(_module, args):

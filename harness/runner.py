@@ -60,14 +60,18 @@ class Runner:
         self.suite, self.registry, self.out_dir = suite, registry, Path(out_dir)
         self.data_root, self.device = Path(data_root), device
         self.progress = progress or SilentProgress()
-        self.dataset = registry.get("datasets", suite.dataset)
         self.results_path = self.out_dir / RESULTS_FILE
+        self._data: tuple[str, Data] | None = None  # the one dataset held in memory
 
     # -- checks before any work --------------------------------------------------------------
+    def info(self, dataset: str):
+        return self.registry.get("datasets", dataset).info
+
     def preflight(self) -> None:
-        """Build every model once (cheap) to check that each stage's parameter patterns match."""
-        for key, component in self.suite.models.items():
-            module = self.registry.get("models", component.plugin).build(component.options, self.dataset.info)
+        """Build every model once per dataset (cheap) to check each stage's parameter patterns."""
+        for dataset, key in dict.fromkeys((c.dataset, c.model) for c in self.suite.cells):
+            component = self.suite.models[key]
+            module = self.registry.get("models", component.plugin).build(component.options, self.info(dataset))
             for i, stage in enumerate(component.stages):
                 select_params(module, stage.params, f"{self.suite.path}: models.{key}.stages.{i}.params")
 
@@ -87,14 +91,14 @@ class Runner:
             return to_frame([Row(**r) for r in rows])
         rows = [r for r in rows if r["config_hash"] not in
                 {config_hash(self.suite.cell_config(c)) for c in todo}]
-        data = self._load_data()
         advance = self.progress.task("cells", len(todo))
-        for (model_key, seed), cells in _group(todo).items():
+        for (dataset, model_key, seed), cells in _group(todo).items():
             try:
-                module, model_hash = self._model(model_key, seed, data)
+                data = self._load_data(dataset)
+                module, model_hash = self._model(dataset, model_key, seed, data)
             except Exception as exc:  # a failing learner costs its cells, not the suite
                 message = _one_line(exc)
-                self.progress.log(f"[red]model {model_key} (seed {seed}) failed: {message}[/red]")
+                self.progress.log(f"[red]model {model_key} on {dataset} (seed {seed}) failed: {message}[/red]")
                 for cell in cells:
                     rows.append(asdict(self._error_row(cell, message)))
                     advance()
@@ -121,44 +125,50 @@ class Runner:
         write_csv(frame, self.results_path)
         return frame
 
-    def _load_data(self) -> Data:
-        self.progress.log(f"dataset {self.suite.dataset}: checking files under {self.data_root}")
-        self.dataset.fetch(self.data_root)
-        x_train, y_train = self.dataset.load(self.data_root, True)
-        x_test, y_test = self.dataset.load(self.data_root, False)
+    def _load_data(self, name: str) -> Data:
+        if self._data is not None and self._data[0] == name:
+            return self._data[1]
+        self._data = None  # free the previous dataset first
+        dataset = self.registry.get("datasets", name)
+        self.progress.log(f"dataset {name}: checking files under {self.data_root}")
+        dataset.fetch(self.data_root)
+        x_train, y_train = dataset.load(self.data_root, True)
+        x_test, y_test = dataset.load(self.data_root, False)
         s = self.suite
         x_train, y_train = x_train[: s.train_size], y_train[: s.train_size]
         x_test, y_test = x_test[: s.test_size], y_test[: s.test_size]
         to = lambda t: t.to(self.device)  # noqa: E731
-        return Data(to(x_train), to(y_train), to(x_test), to(y_test))
+        self._data = (name, Data(to(x_train), to(y_train), to(x_test), to(y_test)))
+        return self._data[1]
 
     # -- models ------------------------------------------------------------------------------
-    def _model(self, key: str, seed: int, data: Data):
-        config = self.suite.model_config(key, seed)
+    def _model(self, dataset: str, key: str, seed: int, data: Data):
+        config = self.suite.model_config(dataset, key, seed)
         model_hash = config_hash(config)
         path = self.out_dir / "models" / f"{key}-seed{seed}-{model_hash}.safetensors"
         if path.exists() and path.with_suffix(".json").exists():
-            self.progress.log(f"model {key} (seed {seed}): reusing {path}")
+            self.progress.log(f"model {key} on {dataset} (seed {seed}): reusing {path}")
             module, _ = load_model(path, self.registry, self.device)
             return module, model_hash
-        module, history, seconds = self._train(key, seed, data)
+        module, history, seconds = self._train(dataset, key, seed, data)
         accuracy = _Evaluator(module, data, self.suite.batch_size, self.device).clean_accuracy(module)
-        self.progress.log(f"model {key} (seed {seed}): trained in {seconds:.1f}s, "
+        self.progress.log(f"model {key} on {dataset} (seed {seed}): trained in {seconds:.1f}s, "
                           f"test accuracy {100 * accuracy:.2f}% on {len(data.y_test)} images")
         component = self.suite.models[key]
         sidecar = {"format": 1, "model": component.plugin, "options": component.options,
-                   "info": asdict(self.dataset.info), "config": config, "model_hash": model_hash,
+                   "info": asdict(self.info(dataset)), "config": config, "model_hash": model_hash,
                    "stages": history, "train_seconds": seconds, "test_accuracy": accuracy,
                    "test_size": len(data.y_test), "versions": _versions(), "device": str(self.device)}
         save_model(module, self.registry.get("models", component.plugin), path, sidecar)
         return module, model_hash
 
-    def _train(self, key: str, seed: int, data: Data):
+    def _train(self, dataset: str, key: str, seed: int, data: Data):
         import torch
 
         component = self.suite.models[key]
         torch.manual_seed(seed)
-        module = self.registry.get("models", component.plugin).build(component.options, self.dataset.info)
+        info = self.info(dataset)
+        module = self.registry.get("models", component.plugin).build(component.options, info)
         module = module.to(self.device)
         frozen: set[str] = set()
         history = []
@@ -175,11 +185,11 @@ class Runner:
             module.train()
 
             def progress(total, description=None, _l=stage.learner):
-                return self.progress.task(description or f"train {key} seed {seed}: {_l}", total)
+                return self.progress.task(description or f"train {key} ({dataset}) seed {seed}: {_l}", total)
 
             ctx = TrainContext(model=module, params=params, options=dict(stage.options), x=data.x_train,
                                y=data.y_train, x_test=data.x_test, y_test=data.y_test, device=self.device,
-                               seed=seed, progress=progress)
+                               seed=seed, progress=progress, info=info)
             stats = learner.train(ctx) or {}
             for name, param in params.items():
                 if not torch.isfinite(param).all():
@@ -199,7 +209,7 @@ class Runner:
         defaults = dict(n=0, clean_acc=float("nan"), robust_acc=float("nan"), zero_grad_share=float("nan"),
                         seconds=0.0, status="ok", error="", model_hash="", T=1.0)
         defaults.update(values)
-        return Row(suite=self.suite.name, dataset=self.suite.dataset, model=cell.model,
+        return Row(suite=self.suite.name, dataset=cell.dataset, model=cell.model,
                    architecture=self.suite.models[cell.model].plugin,
                    learners=learner_summary(self.suite, cell.model), defense=cell.defense,
                    defense_name=defense.plugin if defense else NO_DEFENSE, attack=cell.attack,
@@ -289,10 +299,12 @@ class _Evaluator:
         return correct / self.n
 
 
-def _group(cells: list[Cell]) -> dict[tuple[str, int], list[Cell]]:
-    groups: dict[tuple[str, int], list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.model, cell.seed), []).append(cell)
+def _group(cells: list[Cell]) -> dict[tuple[str, str, int], list[Cell]]:
+    """Cells by trained model, datasets in order so each is loaded once."""
+    groups: dict[tuple[str, str, int], list[Cell]] = {}
+    order = {name: i for i, name in enumerate(dict.fromkeys(c.dataset for c in cells))}
+    for cell in sorted(cells, key=lambda c: order[c.dataset]):
+        groups.setdefault((cell.dataset, cell.model, cell.seed), []).append(cell)
     return groups
 
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from harness.errors import HarnessError, SuiteError
 from harness.registry import Registry, did_you_mean
 
-AXES = ("model", "defense", "attack", "eps", "seed")
+AXES = ("dataset", "model", "defense", "attack", "eps", "seed")
 SECTIONS = ("suite", "data", "eval", "models", "defenses", "attacks", "grid")
 NO_DEFENSE = "none"  # grid value meaning "attack the bare model"
 
@@ -47,6 +47,7 @@ class Stage:
 class Cell:
     """One point of the grid; it becomes one results row."""
 
+    dataset: str
     model: str
     defense: str
     attack: str
@@ -59,8 +60,7 @@ class Suite:
     path: Path
     name: str
     description: str
-    dataset: str
-    dataset_fingerprint: str
+    datasets: dict[str, str]          # dataset name -> its content fingerprint
     train_size: int | None
     test_size: int | None
     batch_size: int
@@ -69,17 +69,17 @@ class Suite:
     attacks: dict[str, Component]
     cells: list[Cell] = field(default_factory=list)
 
-    def model_config(self, key: str, seed: int) -> dict[str, Any]:
+    def model_config(self, dataset: str, key: str, seed: int) -> dict[str, Any]:
         """Everything that determines a trained model: its hash names the saved file."""
         model = self.models[key]
-        return {"dataset": self.dataset, "fingerprint": self.dataset_fingerprint,
+        return {"dataset": dataset, "fingerprint": self.datasets[dataset],
                 "train_size": self.train_size, "model": model.plugin, "options": model.options,
                 "stages": [asdict(s) for s in model.stages], "seed": seed}
 
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         defense = self.defenses.get(cell.defense)
         attack = self.attacks[cell.attack]
-        return {"model": self.model_config(cell.model, cell.seed), "test_size": self.test_size,
+        return {"model": self.model_config(cell.dataset, cell.model, cell.seed), "test_size": self.test_size,
                 "defense": None if defense is None else [defense.plugin, defense.options],
                 "attack": [attack.plugin, attack.backend, attack.options], "eps": cell.eps}
 
@@ -129,10 +129,18 @@ class _Checker:
             raise self.fail(f"{key}.{name}", f"expected a positive integer, got {_describe(value)}")
         return value
 
-    def options(self, table: Mapping[str, Any], defaults: Mapping[str, Any], reserved, key: str,
-                what: str) -> dict[str, Any]:
-        """Plugin options: every key must be one of the plugin's defaults, of the same type."""
+    def options(self, table: Mapping[str, Any], spec: Any, reserved, key: str, what: str) -> dict[str, Any]:
+        """Plugin options: the defaults, then the named preset's, then the suite's own keys; every
+        key must be one of the plugin's defaults, of the same type."""
+        defaults = spec.defaults
         options = dict(defaults)
+        reserved = tuple(reserved) + ("preset",)
+        if "preset" in table:
+            preset = table["preset"]
+            if not isinstance(preset, str) or preset not in spec.presets:
+                raise self.fail(f"{key}.preset", f"unknown preset {preset!r} for {what}"
+                                f"{did_you_mean(str(preset), spec.presets)}")
+            options.update(spec.presets[preset])
         for name, value in table.items():
             if name in reserved:
                 continue
@@ -211,8 +219,7 @@ def load_suite(path: str | Path, registry: Registry) -> Suite:
         raise check.fail("data", "missing; declare [data] with dataset = \"NAME\" (see `harness plugins`)")
     data = check.table(raw["data"], "data")
     check.known_keys(data, ("dataset", "train_size", "test_size"), "data")
-    dataset_name = check.string(data, "dataset", "data")
-    dataset = _lookup(check, registry, "datasets", dataset_name, "data.dataset")
+    datasets = _datasets(check, registry, data)
     evaluation = check.table(raw.get("eval", {}), "eval")
     check.known_keys(evaluation, ("batch_size",), "eval")
 
@@ -220,8 +227,7 @@ def load_suite(path: str | Path, registry: Registry) -> Suite:
         path=path,
         name=check.string(meta, "name", "suite", default=path.stem),
         description=check.string(meta, "description", "suite", default=""),
-        dataset=dataset_name,
-        dataset_fingerprint=dataset.fingerprint,
+        datasets=datasets,
         train_size=check.positive_int(data, "train_size", "data", None),
         test_size=check.positive_int(data, "test_size", "data", None),
         batch_size=check.positive_int(evaluation, "batch_size", "eval", 500),
@@ -233,6 +239,15 @@ def load_suite(path: str | Path, registry: Registry) -> Suite:
         raise check.fail(f"defenses.{NO_DEFENSE}", f"'{NO_DEFENSE}' is reserved for the bare model; rename it")
     suite.cells = expand_grid(check, raw.get("grid"), suite)
     return suite
+
+
+def _datasets(check: _Checker, registry: Registry, data: Mapping[str, Any]) -> dict[str, str]:
+    """``dataset = "mnist"`` or ``dataset = ["mnist", "fashion-mnist"]``: name -> fingerprint."""
+    value = data.get("dataset")
+    names = value if isinstance(value, list) else [check.string(data, "dataset", "data")]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise check.fail("data.dataset", "expected a dataset name or a non-empty list of names")
+    return {name: _lookup(check, registry, "datasets", name, "data.dataset").fingerprint for name in names}
 
 
 def _lookup(check: _Checker, registry: Registry, kind: str, name: str, key: str) -> Any:
@@ -251,7 +266,7 @@ def _models(check: _Checker, registry: Registry, raw: Mapping[str, Any]) -> dict
         where = f"models.{key}"
         entry = check.table(entry, where)
         spec = _lookup(check, registry, "models", check.string(entry, "model", where), f"{where}.model")
-        options = check.options(entry, spec.defaults, ("model", "stages"), where, f"model '{spec.name}'")
+        options = check.options(entry, spec, ("model", "stages"), where, f"model '{spec.name}'")
         check.plugin_check(spec, options, where)
         stages = entry.get("stages")
         if not isinstance(stages, list) or not stages:
@@ -273,7 +288,7 @@ def _stage(check: _Checker, registry: Registry, entry: Any, where: str) -> Stage
     freeze = entry.get("freeze", False)
     if not isinstance(freeze, bool):
         raise check.fail(f"{where}.freeze", f"expected true or false, got {_describe(freeze)}")
-    options = check.options(entry, spec.defaults, ("learner", "params", "freeze"), where,
+    options = check.options(entry, spec, ("learner", "params", "freeze"), where,
                             f"learner '{spec.name}'")
     check.plugin_check(spec, options, where)
     return Stage(spec.name, tuple(params), freeze, options)
@@ -300,7 +315,7 @@ def _components(check: _Checker, registry: Registry, raw: Mapping[str, Any], sec
             backend = spec.backend
         else:
             spec = _lookup(check, registry, section, name, f"{where}.{field_name}")
-        options = check.options(entry, spec.defaults, reserved, where, f"{field_name} '{spec.name}'")
+        options = check.options(entry, spec, reserved, where, f"{field_name} '{spec.name}'")
         check.plugin_check(spec, options, where)
         result[key] = Component(key, spec.name, options, backend=backend)
     return result
@@ -332,7 +347,7 @@ def expand_grid(check: _Checker, grid: Any, suite: Suite) -> list[Cell]:
 
 def _axis(check: _Checker, table: Mapping[str, Any], axis: str, where: str, suite: Suite) -> list:
     key = f"{where}.{axis}"
-    defaults = {"defense": [NO_DEFENSE], "seed": [0]}
+    defaults = {"dataset": list(suite.datasets), "defense": [NO_DEFENSE], "seed": [0]}
     values = table.get(axis, defaults.get(axis))
     if values is None:
         raise check.fail(key, f"missing; expected a list of {axis} values")
@@ -351,12 +366,12 @@ def _axis_value(check: _Checker, axis: str, value: Any, key: str, suite: Suite) 
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise check.fail(key, f"seeds must be non-negative integers, got {_describe(value)}")
         return value
-    declared = {"model": suite.models, "defense": {NO_DEFENSE: None, **suite.defenses},
-                "attack": suite.attacks}[axis]
+    declared = {"dataset": suite.datasets, "model": suite.models,
+                "defense": {NO_DEFENSE: None, **suite.defenses}, "attack": suite.attacks}[axis]
     if not isinstance(value, str):
         raise check.fail(key, f"expected the name of a declared {axis} (a string), got {_describe(value)}")
     if value not in declared:
-        section = "defenses" if axis == "defense" else axis + "s"
+        section = {"defense": "defenses", "dataset": "data] dataset = [..."}.get(axis, axis + "s")
         raise check.fail(key, f"'{value}' is not declared under [{section}]{did_you_mean(str(value), declared)}")
     return value
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).parents[1]
 DIST = "robustness-harness"
 
 BUILT_INS = {
-    "datasets": {"mnist": "mnist"},
+    "datasets": {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "digits": "digits", "cifar10": "cifar10"},
     "learners": {"hebbian": "hebbian", "backprop": "backprop"},
     "models": {"repu": "repu"},
     "attacks": {"fgsm@torchattacks": "torchattacks", "pgd@torchattacks": "torchattacks",
@@ -29,7 +29,8 @@ BUILT_INS = {
 }
 PLUGIN_MODULES = {"mnist": "harness_mnist", "repu": "harness_repu", "hebbian": "harness_hebbian",
                   "backprop": "harness_backprop", "torchattacks": "harness_torchattacks", "art": "harness_art",
-                  "rescale": "harness_rescale"}
+                  "rescale": "harness_rescale", "fashion-mnist": "harness_fashion_mnist",
+                  "digits": "harness_digits", "cifar10": "harness_cifar10"}
 
 
 def hookspec_functions() -> dict[str, object]:

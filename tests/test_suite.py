@@ -110,11 +110,11 @@ def quick(registry):
 
 def test_quick_suite_loads_with_40_cells(quick):
     assert quick.name == "quick"
-    assert quick.dataset == "mnist"
+    assert list(quick.datasets) == ["mnist"]
     assert quick.train_size is None and quick.test_size == 1000 and quick.batch_size == 500
     assert len(quick.cells) == 40
     assert len(set(quick.cells)) == 40
-    expected = {Cell(m, d, a, e, 0) for m, d, a, e in itertools.product(
+    expected = {Cell("mnist", m, d, a, e, 0) for m, d, a, e in itertools.product(
         ["bio", "bp"], ["T1", "T1e5"], ["fgsm", "pgd"], [0.0, 0.05, 0.1, 0.15, 0.2])}
     assert set(quick.cells) == expected
     assert all(type(cell.eps) is float for cell in quick.cells)
@@ -142,7 +142,8 @@ def test_quick_suite_merges_plugin_defaults(quick):
     # reserved stage keys are not options
     assert not {"learner", "params", "freeze"} & set(hebbian)
     head = quick.models["bio"].stages[1].options
-    assert head == {"epochs": 5, "lr": 1e-3, "batch_size": 100, "weight_decay": 0.0}
+    assert head == {"epochs": 5, "lr": 1e-3, "batch_size": 100, "weight_decay": 0.0, "schedule": [],
+                    "loss": "cross-entropy", "m": 6.0, "cache_features": True, "cache_limit_gb": 4.0}
     pgd = quick.attacks["pgd"]
     assert (pgd.plugin, pgd.backend) == ("pgd", "torchattacks")
     assert pgd.options == {"steps": 40, "alpha": pytest.approx(2 / 255), "random_start": True}
@@ -152,9 +153,8 @@ def test_quick_suite_merges_plugin_defaults(quick):
 
 
 def test_quick_suite_dataset_fingerprint(quick, registry):
-    assert quick.dataset_fingerprint
-    assert quick.dataset_fingerprint == registry.get("datasets", "mnist").fingerprint
-    assert quick.dataset_fingerprint.startswith("mnist:")
+    assert quick.datasets == {"mnist": registry.get("datasets", "mnist").fingerprint}
+    assert quick.datasets["mnist"].startswith("mnist:")
 
 
 def test_load_suite_accepts_str_path(registry):
@@ -175,7 +175,7 @@ def test_grid_is_the_product_of_the_axes(write_suite, registry):
 def test_grid_defaults_defense_none_and_seed_zero(write_suite, registry):
     suite = load_suite(write_suite(grid_suite('[grid]\nmodel = ["bp"]\nattack = ["fgsm"]\neps = [0.1]\n')),
                        registry)
-    assert suite.cells == [Cell("bp", "none", "fgsm", 0.1, 0)]
+    assert suite.cells == [Cell("mnist", "bp", "none", "fgsm", 0.1, 0)]
 
 
 def test_grid_coerces_integer_eps_to_float(write_suite, registry):
@@ -237,8 +237,8 @@ defense = ["none", "T1e5"]
 exclude = [{ attack = "pgd", eps = 0.2 }]
 """
     suite = load_suite(write_suite(grid_suite(grid)), registry)
-    first = {Cell(m, "none", "fgsm", e, 0) for m in ("bio", "bp") for e in (0.0, 0.1)}
-    second = {Cell("bp", d, a, e, 0) for d in ("none", "T1e5") for a in ("fgsm", "pgd") for e in (0.1, 0.2)
+    first = {Cell("mnist", m, "none", "fgsm", e, 0) for m in ("bio", "bp") for e in (0.0, 0.1)}
+    second = {Cell("mnist", "bp", d, a, e, 0) for d in ("none", "T1e5") for a in ("fgsm", "pgd") for e in (0.1, 0.2)
               if not (a == "pgd" and e == 0.2)}
     assert len(suite.cells) == len(set(suite.cells))
     assert set(suite.cells) == first | second
@@ -300,7 +300,7 @@ def test_config_hash_is_stable(write_suite, registry):
 
 def test_config_hash_changes_when_any_value_changes(write_suite, registry):
     suite = load_suite(write_suite(BASE), registry)
-    config = suite.cell_config(Cell("bio", "T1e5", "pgd", 0.1, 0))
+    config = suite.cell_config(Cell("mnist", "bio", "T1e5", "pgd", 0.1, 0))
     reference = config_hash(config)
     leaves = list(_leaves(config))
     assert len(leaves) > 20
@@ -325,7 +325,7 @@ def test_model_options_change_the_model_hash(write_suite, registry, old, new):
     a = load_suite(write_suite(BASE, "a.toml"), registry)
     b = load_suite(write_suite(sub(old, new), "b.toml"), registry)
     changed = [key for key in ("bio", "bp")
-               if config_hash(a.model_config(key, 0)) != config_hash(b.model_config(key, 0))]
+               if config_hash(a.model_config("mnist", key, 0)) != config_hash(b.model_config("mnist", key, 0))]
     cells = [config_hash(a.cell_config(c)) != config_hash(b.cell_config(c)) for c in a.cells]
     if old.startswith("test_size"):  # evaluation only: models are shared, cells are not
         assert changed == [] and all(cells)
@@ -338,7 +338,7 @@ def test_attack_and_defense_options_change_cell_hash_not_model_hash(write_suite,
     a = load_suite(write_suite(BASE, "a.toml"), registry)
     b = load_suite(write_suite(sub(old, new), "b.toml"), registry)
     for key in ("bio", "bp"):
-        assert config_hash(a.model_config(key, 0)) == config_hash(b.model_config(key, 0))
+        assert config_hash(a.model_config("mnist", key, 0)) == config_hash(b.model_config("mnist", key, 0))
     assert any(config_hash(a.cell_config(c)) != config_hash(b.cell_config(c)) for c in a.cells)
 
 
@@ -347,7 +347,7 @@ def test_model_config_shared_across_attack_eps_and_defense(write_suite, registry
     by_model: dict[tuple[str, int], set[str]] = {}
     for cell in suite.cells:
         model_hash = config_hash(suite.cell_config(cell)["model"])
-        assert model_hash == config_hash(suite.model_config(cell.model, cell.seed))
+        assert model_hash == config_hash(suite.model_config(cell.dataset, cell.model, cell.seed))
         by_model.setdefault((cell.model, cell.seed), set()).add(model_hash)
     assert set(by_model) == {("bio", 0), ("bio", 1), ("bp", 0), ("bp", 1)}
     assert all(len(hashes) == 1 for hashes in by_model.values())
@@ -689,3 +689,18 @@ def test_unhashable_grid_value_is_a_suite_error(write_suite, registry, axis_line
 def test_huge_integer_for_float_option_is_a_suite_error(write_suite, registry):
     with pytest.raises(SuiteError):
         load_suite(write_suite(sub("T = 1e5", "T = 1" + "0" * 400)), registry)
+
+
+def test_dataset_axis_from_a_list_of_datasets(write_suite, registry):
+    suite = load_suite(write_suite(sub('dataset = "mnist"', 'dataset = ["mnist", "fashion-mnist"]')), registry)
+    assert list(suite.datasets) == ["mnist", "fashion-mnist"]
+    assert {c.dataset for c in suite.cells} == {"mnist", "fashion-mnist"}
+    assert len(suite.cells) == 2 * len(load_suite(write_suite(BASE, "one.toml"), registry).cells)
+    cell = next(c for c in suite.cells if c.dataset == "fashion-mnist")
+    assert suite.cell_config(cell)["model"]["fingerprint"].startswith("fashion-mnist:")
+    # a grid may restrict the axis; an undeclared dataset is an error naming the key
+    narrowed = load_suite(write_suite(sub('dataset = "mnist"', 'dataset = ["mnist", "fashion-mnist"]')
+                                      .replace("[grid]\n", '[grid]\ndataset = ["fashion-mnist"]\n'), "n.toml"), registry)
+    assert {c.dataset for c in narrowed.cells} == {"fashion-mnist"}
+    with pytest.raises(SuiteError, match=r"grid\.dataset: 'digits' is not declared"):
+        load_suite(write_suite(BASE.replace("[grid]\n", '[grid]\ndataset = ["digits"]\n'), "d.toml"), registry)

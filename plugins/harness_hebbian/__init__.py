@@ -11,39 +11,77 @@ from harness import hookimpl
 from harness.api import Learner, TrainContext
 
 # Defaults are the paper's MNIST setting (2000 units): p = 3, k = 7, Delta = 0.4, eps0 = 0.04,
-# minibatch 100, 1000 epochs. The thesis used p = 2, k = 2, eps0 = 0.02.
+# minibatch 100, 1000 epochs, R = 1, weights initialised from N(0, 1).
 DEFAULTS = {"p": 3.0, "k": 7, "delta": 0.4, "lr": 0.04, "epochs": 1000, "batch_size": 100,
-            "init_mean": 0.0, "init_std": 1.0, "precision": 1e-30}
+            "init_mean": 0.0, "init_std": 1.0, "precision": 1e-30, "R": 1.0, "lr_decay": "linear",
+            "anti_hebbian": "kth", "inputs": "layer", "currents": "published"}
+
+THESIS = {"p": 2.0, "k": 2, "delta": 0.4, "lr": 0.02}
+PRESETS = {
+    "krotov2019": {"p": 3.0, "k": 7, "delta": 0.4, "lr": 0.04, "batch_size": 100, "epochs": 1000},
+    "thesis": THESIS,
+    # The thesis's appendix code, slip included: currents from W*|W|**p - 2, normalised pixels.
+    "thesis-appendix": {**THESIS, "currents": "thesis-appendix", "inputs": "normalized"},
+}
+
+INPUTS = {
+    "layer": "what the layer receives inside the model (for repu: mean/std-normalised pixels)",
+    "pixels": "raw [0, 1] pixels, as in Krotov & Hopfield's reference code",
+    "normalized": "pixels standardised with the dataset's mean and std",
+    "unit": "the layer's inputs scaled to unit Euclidean length",
+}
 
 
 def _check(options: dict) -> None:
+    from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY
+
     if options["p"] < 1:
         raise ValueError("p: expected a number >= 1 (the l_p weighting exponent)")
     if options["k"] < 2:
         raise ValueError("k: expected an integer >= 2 (rank of the anti-Hebbian unit)")
     if not 0 <= options["delta"] <= 1:
         raise ValueError("delta: expected a number in [0, 1] (anti-Hebbian strength)")
-    for key in ("lr", "init_std", "precision"):
+    for key in ("lr", "init_std", "precision", "R"):
         if options[key] <= 0:
             raise ValueError(f"{key}: expected a positive number")
     for key in ("epochs", "batch_size"):
         if options[key] < 1:
             raise ValueError(f"{key}: expected a positive integer")
+    for key, allowed in (("lr_decay", LR_DECAY), ("anti_hebbian", ANTI_HEBBIAN), ("currents", CURRENTS),
+                         ("inputs", tuple(INPUTS))):
+        if options[key] not in allowed:
+            raise ValueError(f"{key}: expected one of {', '.join(allowed)}")
+
+
+def _inputs(ctx: TrainContext, name: str, weight):
+    """The vectors the rule learns from, as chosen by the ``inputs`` option."""
+    from harness.errors import HarnessError
+    from harness.layers import layer_inputs
+
+    kind = ctx.options["inputs"]
+    if kind in ("layer", "unit"):
+        x = layer_inputs(ctx.model, name, ctx.x)
+        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) if kind == "unit" else x
+    x = ctx.x.flatten(1)
+    if x.shape[1] != weight.shape[1]:
+        raise HarnessError(f"hebbian: inputs = \"{kind}\" needs {name} to read the image directly "
+                           f"({x.shape[1]} inputs), but it has {weight.shape[1]}; use inputs = \"layer\"")
+    return (x - ctx.info.mean) / ctx.info.std if kind == "normalized" else x
 
 
 def train(ctx: TrainContext) -> dict:
     from harness.errors import HarnessError
-    from harness.layers import layer_inputs
     from harness_hebbian.rule import train_hebbian
 
     if len(ctx.params) != 1 or next(iter(ctx.params.values())).dim() != 2:
         raise HarnessError(f"hebbian trains exactly one 2-D weight matrix per stage; got "
                            f"{', '.join(ctx.params)}; set params = [\"fc1.weight\"]")
     (name, weight), = ctx.params.items()
-    options = ctx.options
+    options = dict(ctx.options)
     if options["k"] > weight.shape[0]:
         raise HarnessError(f"hebbian: k = {options['k']} exceeds the {weight.shape[0]} units of {name}")
-    inputs = layer_inputs(ctx.model, name, ctx.x)
+    inputs = _inputs(ctx, name, weight)
+    options.pop("inputs")
     advance = ctx.progress(options["epochs"], f"hebbian {name}")
     history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), **options)
     return {"history": history}
@@ -51,5 +89,5 @@ def train(ctx: TrainContext) -> dict:
 
 @hookimpl
 def harness_register_learners(register):
-    register(Learner(name="hebbian", train=train, defaults=DEFAULTS, check=_check,
+    register(Learner(name="hebbian", train=train, defaults=DEFAULTS, check=_check, presets=PRESETS,
                      description="Krotov-Hopfield competing hidden units (unsupervised, one layer)"))

@@ -3,11 +3,23 @@
 For a minibatch X [B, D] and weights W [H, D]:
   currents  I = X @ (sign(W) |W|^(p-1))^T                     [B, H]
   ranking   per input, the unit with the largest current gets g = +1, the k-th largest g = -delta
+            (``anti_hebbian = "ranks"``: every unit ranked 2..k gets -delta)
   update    dW_i = sum_b g_ib (R^p x_b - I_bi W_i),  W += eps * dW / max|dW|
-with eps decaying linearly from eps0 to 0 over the epochs (R = 1, as in the reference code).
+with eps decaying linearly from eps0 to 0 over the epochs (``lr_decay = "constant"`` keeps eps0).
 
-Only 2B rows of g are non-zero, so the update touches only the units that won or came k-th in this
-minibatch: it is computed on those rows alone (index_add), not as a dense [H, B] @ [B, D] product.
+``currents = "thesis-appendix"`` replaces the weighting by ``W*|W|**p - 2``: the thesis's appendix code
+writes that (an operator-precedence slip for ``W*|W|**(p-2)``; with p = 2 it is W^3 - 2, not W).
+It is offered only to reproduce the thesis's numbers.
+
+Speed: per input only 2 units (k in the ranks variant) receive a non-zero g, so the update is
+computed on the touched rows alone (index_add), never as a dense [H, B] @ [B, D] product, and the
+weighted matrix sign(W)|W|^(p-1) is refreshed only on those rows. What remains is one [B, D] @ [D, H]
+product per minibatch: the FLOP floor of the rule.
+
+Random draws, in order, from one CPU ``torch.Generator`` seeded with ``seed``: the initial weights
+``torch.normal(init_mean, init_std, W.shape)``, then one ``torch.randperm(N)`` per epoch giving the
+minibatch order. tests/test_hebbian.py replays exactly these draws through a plain transcription of
+the published rule.
 """
 
 from __future__ import annotations
@@ -16,54 +28,81 @@ from typing import Callable
 
 import torch
 
+CURRENTS = ("published", "thesis-appendix")
+ANTI_HEBBIAN = ("kth", "ranks")
+LR_DECAY = ("linear", "constant")
 
-def currents(weight: torch.Tensor, x: torch.Tensor, p: float) -> torch.Tensor:
-    weighted = weight if p == 2 else weight.sign() * weight.abs().pow(p - 1)
-    return x @ weighted.T
+
+def weighting(weight: torch.Tensor, p: float, currents: str = "published") -> torch.Tensor:
+    """The matrix whose product with an input gives the units' currents."""
+    if currents == "thesis-appendix":
+        return weight * weight.abs().pow(p) - 2
+    if p == 2:
+        return weight.clone()
+    return weight.sign() * weight.abs().pow(p - 1)
 
 
-def hebbian_step(weight: torch.Tensor, x: torch.Tensor, p: float, k: int, delta: float, lr: float,
-                 precision: float) -> torch.Tensor:
-    """One minibatch update of ``weight`` in place. Returns the winning unit of each input."""
+def hebbian_step(weight: torch.Tensor, weighted: torch.Tensor, x: torch.Tensor, *, p: float, k: int,
+                 delta: float, lr: float, precision: float, R: float = 1.0, anti_hebbian: str = "kth",
+                 currents: str = "published") -> torch.Tensor:
+    """One minibatch update of ``weight`` (and its ``weighted`` twin) in place; returns the winners."""
     batch = x.shape[0]
-    current = currents(weight, x, p)                                 # [B, H]
-    ranked = current.topk(k, dim=1).indices                          # [B, k], largest first
-    units = torch.cat([ranked[:, 0], ranked[:, k - 1]])              # [2B]
-    coef = torch.cat([x.new_ones(batch), x.new_full((batch,), -delta)])
-    unit_current = torch.cat([current.gather(1, ranked[:, :1]), current.gather(1, ranked[:, k - 1:k])]).squeeze(1)
+    current = x @ weighted.T                                         # [B, H]: the FLOP floor
+    value, ranked = current.topk(k, dim=1)                           # [B, k], largest first
+    if anti_hebbian == "kth":
+        losers, loser_current = ranked[:, k - 1:], value[:, k - 1:]
+    else:
+        losers, loser_current = ranked[:, 1:], value[:, 1:]
+    width = losers.shape[1]
+    units = torch.cat([ranked[:, 0], losers.T.reshape(-1)])          # [B (1 + width)]
+    coef = torch.cat([x.new_ones(batch), x.new_full((batch * width,), -delta)])
+    unit_current = torch.cat([value[:, 0], loser_current.T.reshape(-1)])
     touched, slot = units.unique(return_inverse=True)
-    hebb = x.new_zeros(len(touched), x.shape[1]).index_add_(0, slot, coef[:, None] * torch.cat([x, x]))
+    inputs = x.repeat(1 + width, 1)
+    hebb = x.new_zeros(len(touched), x.shape[1]).index_add_(0, slot, coef[:, None] * inputs)
     decay = x.new_zeros(len(touched)).index_add_(0, slot, coef * unit_current)
-    update = hebb - decay[:, None] * weight[touched]
+    rows = weight[touched]
+    update = (R ** p) * hebb - decay[:, None] * rows
     norm = update.abs().max().clamp_min(precision)
-    weight[touched] += (lr / norm) * update
+    rows += (lr / norm) * update
+    weight[touched] = rows
+    weighted[touched] = weighting(rows, p, currents)
     return ranked[:, 0]
 
 
 def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: int, delta: float, lr: float,
                   epochs: int, batch_size: int, init_mean: float, init_std: float, precision: float,
-                  seed: int, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Initialise ``weight`` ~ N(init_mean, init_std) and train it in place; returns per-epoch stats."""
+                  seed: int, R: float = 1.0, lr_decay: str = "linear", anti_hebbian: str = "kth",
+                  currents: str = "published",
+                  on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Initialise ``weight`` ~ N(init_mean, init_std) and train it in place; returns per-epoch stats:
+    ``norm_dev`` mean |‖W_i‖_p − R| over units, ``never_won`` units that have not won any input yet,
+    ``winner_changes`` share of inputs whose winning unit differs from the previous epoch's."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     weight.copy_(torch.normal(init_mean, init_std, weight.shape, generator=generator).to(weight))
     inputs = inputs.to(weight)
+    weighted = weighting(weight, p, currents)
     hidden, n = weight.shape[0], len(inputs)
+    won = torch.zeros(hidden, dtype=torch.bool, device=weight.device)
+    winner = torch.full((n,), -1, dtype=torch.long, device=weight.device)
     history = []
     for epoch in range(epochs):
-        eps = lr * (1 - epoch / epochs)
+        eps = lr * (1 - epoch / epochs) if lr_decay == "linear" else lr
         order = torch.randperm(n, generator=generator).to(weight.device)
-        wins = torch.zeros(hidden, dtype=torch.long, device=weight.device)
+        previous = winner.clone()
         for start in range(0, n, batch_size):
-            winners = hebbian_step(weight, inputs[order[start:start + batch_size]], p, k, delta, eps, precision)
-            wins += torch.bincount(winners, minlength=hidden)
+            batch = order[start:start + batch_size]
+            winner[batch] = hebbian_step(weight, weighted, inputs[batch], p=p, k=k, delta=delta, lr=eps,
+                                         precision=precision, R=R, anti_hebbian=anti_hebbian, currents=currents)
         if not torch.isfinite(weight).all():
             raise FloatingPointError(f"hebbian: NaN or inf in the weights after epoch {epoch + 1}; "
                                      f"lower lr (now {lr}) or check the inputs")
+        won[winner] = True
         norms = weight.abs().pow(p).sum(1).pow(1 / p)
-        won = wins > 0
-        stats = {"epoch": epoch + 1, "lr": eps, "units_won": float(won.float().mean()),
-                 "norm_dev": float((norms[won] - 1).abs().mean()) if won.any() else float("nan")}
+        stats = {"epoch": epoch + 1, "lr": eps, "norm_dev": float((norms - R).abs().mean()),
+                 "never_won": int((~won).sum()),
+                 "winner_changes": float((winner != previous).float().mean()) if epoch else 1.0}
         history.append(stats)
         if on_epoch is not None:
-            on_epoch({k: v for k, v in stats.items() if k != "epoch"})
+            on_epoch({key: value for key, value in stats.items() if key != "epoch"})
     return history

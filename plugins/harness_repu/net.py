@@ -15,8 +15,19 @@ class RePUNet(nn.Module):
         self.fc2 = nn.Linear(hidden, classes, bias=False)
         self.power, self.beta, self.mean, self.std = float(power), float(beta), float(mean), float(std)
 
+    # Where the forward pass can resume (harness/api.py, "resume points"): learners that train only
+    # fc2 compute fc2's inputs once instead of every epoch.
+    resume_points = ("fc1", "fc2")
+
     def forward(self, x):
-        h = self.fc1((x.flatten(1) - self.mean) / self.std).relu()
-        if self.power != 1.0:
-            h = h.pow(self.power)
+        return self.forward_from("fc1", (x.flatten(1) - self.mean) / self.std)
+
+    def forward_from(self, name: str, h):
+        """Continue the forward pass from the input of submodule ``name``."""
+        if name == "fc1":
+            h = self.fc1(h).relu()
+            if self.power != 1.0:
+                h = h.pow(self.power)
+        elif name != "fc2":
+            raise ValueError(f"RePUNet cannot resume at {name!r}; resume points: {self.resume_points}")
         return self.beta * self.fc2(h)

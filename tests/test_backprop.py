@@ -1,0 +1,114 @@
+"""The backprop learner: frozen-feature caching changes speed, not results; schedules and presets;
+Krotov's power loss trains; bad options are suite errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.api import TrainContext
+from harness.errors import SuiteError
+from harness.plugins import load_registry
+from harness.suite import load_suite
+
+
+def context(model, params, options, data, seed=0):
+    x, y, xt, yt = data
+    return TrainContext(model=model, params=params, options=options, x=x, y=y, x_test=xt, y_test=yt,
+                        device=torch.device("cpu"), seed=seed, progress=lambda total, description=None: (lambda n=1, **s: None))
+
+
+def repu(hidden=64, **options):
+    registry = load_registry()
+    spec = registry.get("models", "repu")
+    torch.manual_seed(0)
+    info = registry.get("datasets", "mnist").info
+    return spec.build({**spec.defaults, "hidden": hidden, **options}, info)
+
+
+def learner_options(**options):
+    return {**load_registry().get("learners", "backprop").defaults, **options}
+
+
+def test_cached_head_training_equals_full_forward(mnist_small):
+    data = tuple(t[:3000] if i < 2 else t[:300] for i, t in enumerate(mnist_small))
+    results = []
+    for cache in (True, False):
+        model = repu()
+        model.fc1.weight.requires_grad_(False)  # frozen first layer, as after a Hebbian stage
+        learner = load_registry().get("learners", "backprop")
+        stats = learner.train(context(model, {"fc2.weight": model.fc2.weight},
+                                      learner_options(epochs=2, cache_features=cache), data))
+        results.append((model.fc2.weight.detach().clone(), stats))
+    (cached, cached_stats), (full, full_stats) = results
+    assert cached_stats["cached_features"] is True and full_stats["cached_features"] is False
+    torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-6)
+    assert [h["test_acc"] for h in cached_stats["history"]] == [h["test_acc"] for h in full_stats["history"]]
+
+
+def test_end_to_end_training_does_not_cache(mnist_small):
+    model = repu()
+    stats = load_registry().get("learners", "backprop").train(
+        context(model, dict(model.named_parameters()), learner_options(epochs=1), tuple(t[:1000] for t in mnist_small)))
+    assert stats["cached_features"] is False
+
+
+def test_schedule_sets_the_rate_of_each_phase(mnist_small):
+    model = repu(hidden=32)
+    schedule = [[1e-3, 2], [1e-4, 1]]
+    stats = load_registry().get("learners", "backprop").train(
+        context(model, dict(model.named_parameters()), learner_options(schedule=schedule),
+                tuple(t[:1000] for t in mnist_small)))
+    assert [h["lr"] for h in stats["history"]] == [1e-3, 1e-3, 1e-4]
+    assert [h["epoch"] for h in stats["history"]] == [1, 2, 3]
+
+
+def test_krotov_loss_trains_a_head(mnist_small):
+    model = repu(hidden=100, power=1.0, beta=0.1)  # tanh must not start saturated
+    stats = load_registry().get("learners", "backprop").train(
+        context(model, dict(model.named_parameters()), learner_options(epochs=2, loss="krotov", m=6.0),
+                tuple(t[:5000] if i < 2 else t[:500] for i, t in enumerate(mnist_small))))
+    history = stats["history"]
+    assert history[-1]["test_acc"] > 0.8
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+SUITE = """
+[data]
+dataset = "mnist"
+[models.m]
+model = "repu"
+[[models.m.stages]]
+learner = "backprop"
+{stage}
+[attacks.f]
+attack = "fgsm"
+backend = "torchattacks"
+[grid]
+model = ["m"]
+attack = ["f"]
+eps = [0.1]
+"""
+
+
+def test_thesis_preset_is_the_thesis_schedule(write_suite):
+    suite = load_suite(write_suite(SUITE.format(stage='preset = "thesis"')), load_registry())
+    options = suite.models["m"].stages[0].options
+    assert options["schedule"] == [[1e-3, 100], [5e-4, 50], [1e-4, 50], [5e-5, 50], [1e-5, 50]]
+    assert sum(n for _, n in options["schedule"]) == 300 and options["batch_size"] == 100
+    # keys written next to the preset override it
+    suite = load_suite(write_suite(SUITE.format(stage='preset = "thesis"\nbatch_size = 50')), load_registry())
+    assert suite.models["m"].stages[0].options["batch_size"] == 50
+
+
+@pytest.mark.parametrize("stage,key,hint", [
+    ('preset = "thesys"', "models.m.stages.0.preset", "did you mean 'thesis'"),
+    ("schedule = [[0.001]]", "models.m.stages.0.schedule", "[learning rate, epochs] pairs"),
+    ("schedule = [[-1.0, 3]]", "models.m.stages.0.schedule", "pairs"),
+    ('loss = "mse"', "models.m.stages.0.loss", "cross-entropy, krotov"),
+])
+def test_bad_options_are_suite_errors(write_suite, stage, key, hint):
+    path = write_suite(SUITE.format(stage=stage))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, load_registry())
+    assert str(info.value).startswith(f"{path}: {key}:") and hint in str(info.value)
