@@ -127,11 +127,21 @@ class PinnedFiles:
         with open(src, "rb") as stream:
             return self.copy_in(stream, dest)
 
-    def fill(self, folder: Path, root: Path, sources: Iterable[Callable[[Path, list[str]], str | None]]) -> list[str]:
-        """Verify the files already in ``folder`` (a bad one stops everything, see :meth:`verify`),
-        then ask each source in turn, as ``source(root, missing_names)``, for the files still
-        missing. Returns the reasons the sources gave for failing; the caller decides whether what
-        is still missing is an error."""
+    def fetch(
+        self,
+        folder: Path,
+        root: Path,
+        sources: Iterable[Callable[[Path, list[str]], str | None]],
+        failure: Callable[[list[str]], str],
+    ) -> list[Path]:
+        """Make sure every pinned file is in ``folder`` (created if need be) and return their paths.
+
+        Files already there are verified first and a bad one stops everything (see :meth:`verify`);
+        only the missing ones are asked of each source in turn, as ``source(root, missing_names)``,
+        which returns None or a short reason for failing. When files are still missing, raises a
+        DataError with ``failure(reasons)``, the plugin's own one-line message saying what to do.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
         for name in self.files:
             if (folder / name).is_file():
                 self.verify(folder / name)
@@ -143,10 +153,8 @@ class PinnedFiles:
             reason = source(root, missing)
             if reason:
                 reasons.append(reason)
-        return reasons
-
-    def verified(self, folder: Path) -> list[Path]:
-        """Paths of all pinned files in ``folder``, each verified, in pin order."""
+        if self.missing(folder):
+            raise DataError(failure(reasons))
         paths = [folder / name for name in self.files]
         for path in paths:
             self.verify(path)
@@ -213,14 +221,14 @@ def read_idx(path: Path, magic: int, shape: tuple[int, ...], fix: str):
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def load_idx_images(images: Path, labels: Path, count: int, size: tuple[int, int], fix: str):
-    """Return ``(x, y)`` from an IDX image file (magic 2051) and its IDX label file (magic 2049),
-    the layout of MNIST and its drop-in replacements: float32 images in [0, 1] shaped
-    ``[count, 1, *size]`` and int64 labels."""
+def load_idx_images(folder: Path, prefix: str, count: int, size: tuple[int, int], fix: str):
+    """Return ``(x, y)`` from ``folder/PREFIX-images-idx3-ubyte`` (magic 2051) and
+    ``folder/PREFIX-labels-idx1-ubyte`` (magic 2049), the layout of MNIST and its drop-in
+    replacements: float32 images in [0, 1] shaped ``[count, 1, *size]`` and int64 labels."""
     import torch
 
-    pixels = read_idx(images, 2051, (count, *size), fix)
-    targets = read_idx(labels, 2049, (count,), fix)
+    pixels = read_idx(folder / f"{prefix}-images-idx3-ubyte", 2051, (count, *size), fix)
+    targets = read_idx(folder / f"{prefix}-labels-idx1-ubyte", 2049, (count,), fix)
     x = torch.from_numpy(pixels.copy()).float().div_(255).unsqueeze(1).contiguous()
     y = torch.from_numpy(targets.astype("int64"))
     return x, y

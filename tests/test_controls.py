@@ -21,7 +21,7 @@ import harness_random
 from harness.api import TrainContext
 from harness.errors import HarnessError
 from harness.layers import layer_inputs
-from harness.plugins import load_registry
+from harness.plugins import entry_points, load_registry
 from harness.runner import Runner
 from harness.suite import load_suite
 from harness_oja.rule import decay_term, train_oja
@@ -39,9 +39,16 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def _registry():
+    """The project's registry plus the controls, added through the public API unless they are
+    already entry points of the installation (registering a module twice is an error)."""
+    installed = {ep.value for ep in entry_points()}
+    return load_registry(extra=[m for m in CONTROLS if m.__name__ not in installed])
+
+
 @pytest.fixture
 def registry():
-    return load_registry(extra=CONTROLS)
+    return _registry()
 
 
 def _no_progress(total, description=None):
@@ -127,9 +134,14 @@ def pca(mnist_small):
     """Top-10 eigenvectors [10, 784] of the centred covariance of what fc1 of repu sees."""
     x = mnist_small[0]
     model, _ = _build(load_registry(), hidden=10)
-    inputs = layer_inputs(model, "fc1.weight", x).double()
-    inputs = inputs - inputs.mean(0)
-    _, vectors = torch.linalg.eigh(inputs.T @ inputs / len(inputs))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        inputs = layer_inputs(model, "fc1.weight", x).double()
+        inputs = inputs - inputs.mean(0)
+        _, vectors = torch.linalg.eigh(inputs.T @ inputs / len(inputs))
+    finally:
+        torch.set_num_threads(threads)
     return vectors.flip(1)[:, :10].T.float()
 
 

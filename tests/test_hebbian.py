@@ -74,6 +74,20 @@ def test_training_matches_published_rule(inputs, case):
     assert np.abs(expected - weight.numpy()).max() < 1e-6
 
 
+@pytest.mark.parametrize("case", CASES[:1] + CASES[4:], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_dense_path_equals_sparse_path(inputs, case):
+    """The GPU path (dense products) and the CPU path (touched rows only) are the same update."""
+    x = inputs[0][:400].double()
+    weights = {}
+    for method in ("sparse", "dense"):
+        weights[method] = torch.empty(30, 784, dtype=torch.float64)
+        train_hebbian(weights[method], x, init_mean=0.0, init_std=1.0, precision=1e-30, delta=0.4, lr=0.05,
+                      epochs=3, batch_size=40, seed=5, p=case["p"], k=case["k"], R=case.get("R", 1.0),
+                      lr_decay=case.get("decay", "linear"), currents=case.get("currents", "published"),
+                      anti_hebbian=case.get("anti", "kth"), method=method)
+    assert (weights["sparse"] - weights["dense"]).abs().max() < 1e-9
+
+
 @pytest.fixture(scope="module")
 def trained(inputs):
     x, _ = inputs

@@ -80,6 +80,62 @@ def test_load(mnist_root, train, n):
         assert int(y[0]) == 5
 
 
+def plant_wrong_tensors(processed: Path) -> None:
+    """Legacy torchvision files, in the (data, targets) format it loads, holding the wrong images."""
+    import torch
+
+    for name in ("training.pt", "test.pt"):
+        torch.save((torch.full((3, 28, 28), 7, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64)), processed / name)
+
+
+def plant_garbage(processed: Path) -> None:
+    for name in ("training.pt", "test.pt"):
+        (processed / name).write_bytes(b"not a tensor file" * 100)
+
+
+@pytest.mark.parametrize("plant", [plant_wrong_tensors, plant_garbage])
+def test_load_ignores_leftover_processed_files(mnist_root, tmp_path, no_download, plant):
+    """torchvision's MNIST class prefers ``MNIST/processed/*.pt`` over the raw files; load must read
+    the verified raw IDX files whatever lies next to them."""
+    import torch
+
+    copy_raw(mnist_root, tmp_path)
+    processed = tmp_path / "MNIST" / "processed"
+    processed.mkdir()
+    plant(processed)
+    assert len(harness_mnist.fetch(tmp_path)) == 4  # the leftovers are no reason to refuse
+    for train in (True, False):
+        x, y = harness_mnist.load(tmp_path, train)
+        x_ref, y_ref = harness_mnist.load(mnist_root, train)
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+        assert len(y) == (60000 if train else 10000)
+
+
+def test_raw_files_stay_readable_by_torchvision(mnist_root, tmp_path):
+    """The layout ROOT/MNIST/raw is still the one torchvision reads, and it agrees with load."""
+    import torch
+    import torchvision
+
+    copy_raw(mnist_root, tmp_path)  # a copy: mnist_root might hold legacy processed files
+    ds = torchvision.datasets.MNIST(str(tmp_path), train=False, download=False)
+    x, y = harness_mnist.load(tmp_path, False)
+    assert torch.equal(ds.data.float().div(255).unsqueeze(1), x) and torch.equal(ds.targets, y)
+
+
+def test_load_refuses_raw_file_of_wrong_shape(mnist_root, tmp_path):
+    raw = copy_raw(mnist_root, tmp_path)
+    bad = raw / "t10k-labels-idx1-ubyte"
+    bad.write_bytes(bad.read_bytes()[:5000])  # header intact, data cut short
+    with pytest.raises(DataError) as info:
+        harness_mnist.load(tmp_path, False)
+    message = str(info.value)
+    assert "\n" not in message and str(bad) in message and "harness data fetch mnist" in message
+    wrong_magic = raw / "t10k-images-idx3-ubyte"
+    shutil.copyfile(raw / "train-labels-idx1-ubyte", wrong_magic)
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte has an unexpected IDX header.*harness data fetch mnist"):
+        harness_mnist.load(tmp_path, False)
+
+
 def truncate(path: Path) -> None:
     with open(path, "r+b") as fh:
         fh.truncate(path.stat().st_size - 100)

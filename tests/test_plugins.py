@@ -21,7 +21,8 @@ DIST = "robustness-harness"
 
 BUILT_INS = {
     "datasets": {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "digits": "digits", "cifar10": "cifar10"},
-    "learners": {"hebbian": "hebbian", "backprop": "backprop"},
+    "learners": {"hebbian": "hebbian", "backprop": "backprop", "random": "random", "oja": "oja",
+                 "adversarial": "adversarial"},
     "models": {"repu": "repu"},
     "attacks": {"fgsm@torchattacks": "torchattacks", "pgd@torchattacks": "torchattacks",
                 "fgsm@art": "art", "pgd@art": "art"},
@@ -30,7 +31,8 @@ BUILT_INS = {
 PLUGIN_MODULES = {"mnist": "harness_mnist", "repu": "harness_repu", "hebbian": "harness_hebbian",
                   "backprop": "harness_backprop", "torchattacks": "harness_torchattacks", "art": "harness_art",
                   "rescale": "harness_rescale", "fashion-mnist": "harness_fashion_mnist",
-                  "digits": "harness_digits", "cifar10": "harness_cifar10"}
+                  "digits": "harness_digits", "cifar10": "harness_cifar10", "random": "harness_random",
+                  "oja": "harness_oja", "adversarial": "harness_adversarial"}
 
 
 def hookspec_functions() -> dict[str, object]:
@@ -113,7 +115,7 @@ def test_a_plugin_registering_every_kind():
 
     def learners(register):
         calls.append("learners")
-        register(Learner(name="oja", train=_train, defaults={"lr": 0.1}))
+        register(Learner(name="toy-rule", train=_train, defaults={"lr": 0.1}))
 
     def models(register):
         calls.append("models")
@@ -133,19 +135,19 @@ def test_a_plugin_registering_every_kind():
                          harness_register_defenses=defenses)
     registry = load_registry(extra=[plugin])
     assert sorted(calls) == ["attacks", "datasets", "defenses", "learners", "models"]  # each hook once
-    assert registry.get("learners", "oja").defaults == {"lr": 0.1}
-    assert registry.get("learners", "oja").train is _train
+    assert registry.get("learners", "toy-rule").defaults == {"lr": 0.1}
+    assert registry.get("learners", "toy-rule").train is _train
     assert registry.attack("noise", None).build is _build_attack
     assert registry.get("datasets", "toy").fingerprint == "toy:0"
     assert registry.get("models", "linear").name == "linear"
     assert registry.get("defenses", "clip").name == "clip"
     mine = {e.key: (e.plugin, e.distribution) for kind in BUILT_INS for e in registry.entries(kind)
             if e.plugin == "harness_toy"}
-    assert mine == {"toy": ("harness_toy", None), "oja": ("harness_toy", None), "linear": ("harness_toy", None),
+    assert mine == {"toy": ("harness_toy", None), "toy-rule": ("harness_toy", None), "linear": ("harness_toy", None),
                     "noise@mine": ("harness_toy", None), "pgd@mine": ("harness_toy", None),
                     "clip": ("harness_toy", None)}
     # built-ins are still there, and pgd now has three backends
-    assert registry.names("learners") == ["backprop", "hebbian", "oja"]
+    assert registry.names("learners") == sorted([*BUILT_INS["learners"], "toy-rule"])
     with pytest.raises(Exception, match="art, mine, torchattacks"):
         registry.attack("pgd", None)
 
@@ -256,7 +258,7 @@ def test_block_a_plugin(monkeypatch):
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "art")
     registry = load_registry()
     assert registry.names("attacks") == ["fgsm@torchattacks", "pgd@torchattacks"]
-    assert registry.names("learners") == ["backprop", "hebbian"]
+    assert registry.names("learners") == sorted(BUILT_INS["learners"])
     assert registry.names("defenses") == ["logit-scale"]
 
 

@@ -93,7 +93,9 @@ def _epoch(ctx, forward, x, y, loss_of, optimizer, generator, batch_size) -> dic
 
     ctx.model.train()
     order = torch.randperm(len(x), generator=generator).to(x.device)
-    total_loss = correct = 0.0
+    # Sums stay on the device: reading them every minibatch would stall a GPU once per step.
+    total_loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device)
     for start in range(0, len(x), batch_size):
         batch = order[start:start + batch_size]
         logits = forward(x[batch])
@@ -101,9 +103,10 @@ def _epoch(ctx, forward, x, y, loss_of, optimizer, generator, batch_size) -> dic
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += float(loss.detach()) * len(batch)
-        correct += float((logits.argmax(1) == y[batch]).sum())
-    mean_loss = total_loss / len(x)
+        total_loss += loss.detach() * len(batch)
+        correct += (logits.detach().argmax(1) == y[batch]).sum()
+    mean_loss = float(total_loss) / len(x)
+    correct = float(correct)
     if not torch.isfinite(torch.tensor(mean_loss)):
         raise FloatingPointError(f"backprop: the loss became {mean_loss}; lower lr")
     return {"loss": mean_loss, "train_acc": correct / len(x), "test_acc": _accuracy(ctx.model, ctx.x_test, ctx.y_test)}

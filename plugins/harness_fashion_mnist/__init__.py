@@ -28,7 +28,6 @@ from pathlib import Path
 from harness import hookimpl
 from harness.api import DataInfo, Dataset
 from harness.datafiles import PinnedFiles, load_idx_images, say, torchvision_download
-from harness.errors import DataError
 
 NAME = "fashion-mnist"
 
@@ -102,15 +101,11 @@ def fetch(root: Path) -> list[Path]:
     """
     root = Path(root).expanduser()
     raw = raw_dir(root)
-    raw.mkdir(parents=True, exist_ok=True)
-    reasons = PINNED.fill(raw, root, (_try_debian, _try_torchvision))
-    if PINNED.missing(raw):
-        raise DataError(
-            f"cannot fetch Fashion-MNIST ({'; '.join(reasons)}); install the Debian package {DEBIAN_PACKAGE} "
-            f"(`apt-get install {DEBIAN_PACKAGE}`) and run `harness data fetch {NAME}` again, "
-            f"or place the four files {', '.join(FILES)} (uncompressed IDX) in {raw} by hand"
-        )
-    return PINNED.verified(raw)
+    return PINNED.fetch(raw, root, (_try_debian, _try_torchvision), lambda reasons: (
+        f"cannot fetch Fashion-MNIST ({'; '.join(reasons)}); install the Debian package {DEBIAN_PACKAGE} "
+        f"(`apt-get install {DEBIAN_PACKAGE}`) and run `harness data fetch {NAME}` again, "
+        f"or place the four files {', '.join(FILES)} (uncompressed IDX) in {raw} by hand"
+    ))
 
 
 def load(root: Path, train: bool):
@@ -119,8 +114,7 @@ def load(root: Path, train: bool):
     Hashes are not checked again: ``fetch`` has run before ``load`` by contract.
     """
     prefix, n = ("train", 60000) if train else ("t10k", 10000)
-    raw = raw_dir(Path(root).expanduser())
-    return load_idx_images(raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte", n, (28, 28), FIX)
+    return load_idx_images(raw_dir(Path(root).expanduser()), prefix, n, (28, 28), FIX)
 
 
 @hookimpl

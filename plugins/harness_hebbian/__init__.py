@@ -14,7 +14,7 @@ from harness.api import Learner, TrainContext
 # minibatch 100, 1000 epochs, R = 1, weights initialised from N(0, 1).
 DEFAULTS = {"p": 3.0, "k": 7, "delta": 0.4, "lr": 0.04, "epochs": 1000, "batch_size": 100,
             "init_mean": 0.0, "init_std": 1.0, "precision": 1e-30, "R": 1.0, "lr_decay": "linear",
-            "anti_hebbian": "kth", "inputs": "layer", "currents": "published"}
+            "anti_hebbian": "kth", "inputs": "layer", "currents": "published", "method": "auto"}
 
 THESIS = {"p": 2.0, "k": 2, "delta": 0.4, "lr": 0.02}
 PRESETS = {
@@ -33,7 +33,7 @@ INPUTS = {
 
 
 def _check(options: dict) -> None:
-    from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY
+    from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY, STEPS
 
     if options["p"] < 1:
         raise ValueError("p: expected a number >= 1 (the l_p weighting exponent)")
@@ -48,7 +48,7 @@ def _check(options: dict) -> None:
         if options[key] < 1:
             raise ValueError(f"{key}: expected a positive integer")
     for key, allowed in (("lr_decay", LR_DECAY), ("anti_hebbian", ANTI_HEBBIAN), ("currents", CURRENTS),
-                         ("inputs", tuple(INPUTS))):
+                         ("inputs", tuple(INPUTS)), ("method", ("auto", *STEPS))):
         if options[key] not in allowed:
             raise ValueError(f"{key}: expected one of {', '.join(allowed)}")
 

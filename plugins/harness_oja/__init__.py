@@ -17,9 +17,10 @@ first unit tends to the mean image. The model itself still sees uncentred inputs
 
 A layer has at most as many principal directions as its input has dimensions (784 for MNIST, fewer
 with non-zero variance). With more units than that (e.g. 2000 > 784), Sanger's extra units have
-nothing left to explain: their weights decay toward zero (slowly, the decay is cubic), apart from any
-initial component orthogonal to the data, which no rule can move. They end up as (near) dead units in
-the net, which is what a PCA layer of that width is. With the subspace rule the 2000 rows instead
+nothing left to explain: their weights decay toward zero (slowly: the decay is cubic in the weight),
+except for the part of their initial weights orthogonal to the data (e.g. on pixels that never vary),
+which shrinks only while the unit still responds; hence the small ``init_std``. They end up as (near)
+dead units in the net, which is what a PCA layer of that width is. With the subspace rule the 2000 rows instead
 share the data span (W^T W -> identity on it), so rows end with norm below 1. Neither crashes; the
 per-epoch ``dead`` stat reports the share of rows with norm < 0.1.
 
