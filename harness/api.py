@@ -6,7 +6,8 @@ mean ...?") and checks each value against the default's type. A record may add `
 called when the suite is loaded, that raises ``ValueError("key: what is expected")`` for values the
 type alone cannot rule out (a negative temperature, k larger than the layer). ``presets`` maps a
 name to a set of options a suite can select with ``preset = "name"``; keys the suite sets itself
-override the preset's.
+override the preset's. ``keywords`` maps an option to strings it accepts besides its default's type
+(e.g. ``{"T": ("auto",)}`` for a float option that can also be "auto").
 
 This module imports no heavy library; torch types appear only in annotations.
 """
@@ -71,6 +72,7 @@ class Model:
     metadata: Callable[["nn.Module"], dict[str, str]] | None = None
     check: Callable[[dict[str, Any]], None] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,13 +106,23 @@ class Learner:
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Attack:
     """An attack plugin: ``build(model, eps, options)`` returns ``attack(x, y) -> x_adv`` working on
     batches of [0, 1] images on the model's device. ``backend`` names the library that runs it; the
-    same attack name may be registered by several backends."""
+    same attack name may be registered by several backends.
+
+    The threat model: ``norm`` ("linf" or "l2") is the norm eps is measured in. A ``minimal`` attack
+    (CW, DeepFool, FAB) looks for the smallest perturbation and ignores eps: the runner counts its
+    result as a success only where the perturbation's norm is at most eps. ``gradient_free`` marks
+    score- or decision-based attacks (Square, HopSkipJump), which gradient masking cannot fool.
+    ``steps_option`` names the option holding the iteration count, so the evaluation can check that
+    more iterations would not have found more (see harness/diagnostics.py). A ``baseline`` is random
+    noise of the same size, not an attack: an attack that does worse than it is broken or fooled.
+    """
 
     name: str
     backend: str
@@ -119,6 +131,23 @@ class Attack:
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    norm: str = "linf"
+    minimal: bool = False
+    gradient_free: bool = False
+    steps_option: str | None = None
+    baseline: bool = False
+
+    @property
+    def kind(self) -> str:
+        """single-step, iterative, minimal, gradient-free or baseline: what the checks compare."""
+        if self.baseline:
+            return "baseline"
+        if self.gradient_free:
+            return "gradient-free"
+        if self.minimal:
+            return "minimal"
+        return "iterative" if self.steps_option else "single-step"
 
 
 @dataclass(frozen=True)
@@ -126,6 +155,10 @@ class Defense:
     """A defense or rescaler plugin: ``wrap(model, options)`` returns the module attacks see.
 
     If the returned module has a float attribute ``temperature``, results record it as ``T``.
+    ``fit(model, options, x, y)`` (optional) resolves data-dependent options on the clean test images
+    before ``wrap`` (e.g. ``T = "auto"``) and returns the options to use. A ``rescaler`` never changes
+    a prediction, only what attacks' losses see: an adversarial example found through any rescaler of
+    a model is one for the model itself, so worst-case accuracy pools over them.
     """
 
     name: str
@@ -134,6 +167,9 @@ class Defense:
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    fit: Callable[["nn.Module", dict[str, Any], "torch.Tensor", "torch.Tensor"], dict[str, Any]] | None = None
+    rescaler: bool = False
 
 
 KINDS: dict[str, type] = {

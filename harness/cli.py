@@ -166,6 +166,72 @@ def show_curve(model_file: Path, out: Path | None) -> None:
     click.echo(plot_curve(model_file, out))
 
 
+@show.command("perturbations")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--attack", "attack_name", required=True, help="Attack name (see `harness plugins`), e.g. pgd.")
+@click.option("--backend", default=None, help="Backend of the attack, when several provide it.")
+@click.option("--eps", type=float, required=True, help="Perturbation budget, in the attack's norm.")
+@click.option("--T", "temperature", default="1", show_default=True,
+              help="Logit temperature the attack sees (logit-scale): a positive number or auto.")
+@click.option("--n", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Successful adversarial examples to draw (at most).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Attack option overriding its default (repeatable), e.g. --option steps=40.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the attack's random start.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: <model>-perturbations.png next to the model).")
+@data_dir_option
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def show_perturbations(model_file: Path, attack_name: str, backend: str | None, eps: float, temperature: str,
+                       n: int, options: tuple[str, ...], seed: int, out: Path | None, data_dir: str | None,
+                       device: str) -> None:
+    """Draw successful adversarial examples of MODEL_FILE: original, perturbation, adversarial image.
+
+    The first test images are attacked (through logit-scale T) until n are fooled; when none is,
+    the figure says so and the command still succeeds."""
+    from harness.device import resolve_device
+    from harness.gallery import perturbation_gallery
+
+    result = perturbation_gallery(model_file, data_root(data_dir), attack_name, backend, eps, temperature, n,
+                                  options, seed, out, resolve_device(device))
+    click.echo(result.summary + (f"; drew {len(result.examples)}" if result.examples
+                                 else "; no successful adversarial examples"), err=True)
+    click.echo(result.png)
+
+
+@cli.group()
+def diagnose() -> None:
+    """Check a trained model (a NAME.safetensors file with its NAME.json) for gradient masking."""
+
+
+@diagnose.command("gradients")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--t-min", type=float, default=1.0, show_default=True, help="Smallest temperature T.")
+@click.option("--t-max", type=float, default=1e7, show_default=True, help="Largest temperature T.")
+@data_dir_option
+@click.option("--n", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Number of test images (the first n).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: <model>-gradients.png next to the model).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the curve as CSV.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def diagnose_gradients(model_file: Path, t_min: float, t_max: float, data_dir: str | None, n: int,
+                       out: Path | None, csv_out: Path | None, device: str) -> None:
+    """Share of test images whose input gradient is exactly zero, for every power of ten T in
+    [t-min, t-max] (the loss sees logits / T), with the auto T marked; a table and a PNG."""
+    from harness.device import resolve_device
+    from harness.gallery import diagnose_gradients as diagnose_model, powers_of_ten
+
+    powers_of_ten(t_min, t_max)  # a bad range fails before the model and data are loaded
+    result = diagnose_model(model_file, data_root(data_dir), t_min, t_max, n, out, csv_out, resolve_device(device))
+    for line in result.table():
+        click.echo(line)
+    click.echo(result.png)
+    if result.csv is not None:
+        click.echo(result.csv)
+
+
 def _print_results(frame) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -180,7 +246,7 @@ def _print_results(frame) -> None:
     table = Table(title="robust accuracy (%) by epsilon, with clean accuracy and the share of images whose "
                         "input gradient is exactly zero (%)")
     for column in summary.columns:
-        table.add_column(str(column), justify="right" if column not in ("model", "defense", "attack",
+        table.add_column(str(column), justify="right" if column not in ("dataset", "model", "defense", "attack",
                                                                         "backend") else "left")
     for _, line in summary.iterrows():
         table.add_row(*(f"{v:g}" if column == "T" else f"{v:.1f}" if isinstance(v, float) else str(v)

@@ -4,25 +4,13 @@ it was made). Only safetensors and JSON are ever read back: no pickle, no ``torc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from harness.api import DataInfo, Model
+from harness.atomic import replace_atomically
 from harness.errors import HarnessError
 from harness.registry import Registry
-
-
-def _atomic_write(path: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(module, spec: Model, path: Path, sidecar: dict[str, Any]) -> None:
@@ -33,9 +21,9 @@ def save_model(module, spec: Model, path: Path, sidecar: dict[str, Any]) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     metadata = {"harness_model": spec.name, **(spec.metadata(module) if spec.metadata else {})}
-    _atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    replace_atomically(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp, metadata=metadata))
     text = json.dumps(sidecar, indent=2, sort_keys=True, default=str)
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    replace_atomically(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

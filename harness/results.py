@@ -6,13 +6,12 @@ The CSV is rewritten atomically after every row, so a killed run leaves a valid 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import pandas as pd
 
+from harness.atomic import replace_atomically
 from harness.errors import HarnessError
 
 RESULTS_FILE = "results.csv"
@@ -33,6 +32,8 @@ class Row:
     attack: str           # attack key in the suite (e.g. "pgd-art")
     attack_name: str      # attack plugin name (e.g. "pgd")
     backend: str          # library that ran the attack
+    attack_kind: str      # single-step, iterative, minimal, gradient-free or baseline
+    norm: str             # the norm eps is measured in: linf or l2
     attack_params: str    # JSON of the attack's options
     eps: float            # L-infinity budget on [0, 1] images
     seed: int             # training and attack seed
@@ -40,12 +41,25 @@ class Row:
     clean_acc: float      # accuracy on the unperturbed images
     robust_acc: float     # accuracy on the attacked images (= clean_acc at eps 0)
     zero_grad_share: float  # share of images whose loss gradient w.r.t. the input is exactly zero
+    nonfinite_grad_share: float  # share of images with NaN or inf in that gradient
+    converged_gap: float  # robust acc minus robust acc with twice the iterations (subset); NaN if n/a
     seconds: float        # wall time of the attack (timing column)
     status: str           # "ok" or "error"
     error: str            # the error message when status is "error"
     config_hash: str      # hash of everything that determines this row
     model_hash: str       # hash naming the trained model file under models/
     device: str           # device the cell ran on
+    # Masking checks (harness/diagnostics.py), per dataset x model x seed x defense:
+    chk_single_step: bool = False    # a single-step attack beat an iterative one
+    chk_gradient_free: bool = False  # a gradient-free attack beat every white-box one
+    chk_large_eps: bool = False      # attacks did not reach ~100 % success at a large eps
+    chk_noise: bool = False          # random noise of the same eps beat an attack
+    chk_monotone: bool = False       # robust accuracy rose with eps
+    chk_converged: bool = False      # twice the iterations found more adversarial examples
+    chk_gradients: bool = False      # input gradients exactly zero, NaN or inf for many images
+    unreliable: bool = False         # any check fired
+    reasons: str = ""                # why, one short clause per fired check
+    checks_skipped: str = ""         # checks this grid could not evaluate (e.g. no eps >= 0.5)
 
 
 COLUMNS = [f.name for f in fields(Row)]
@@ -58,16 +72,8 @@ def to_frame(rows: list[Row]) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write atomically: a temporary file in the same directory, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".csv")
-    try:
-        with os.fdopen(handle, "w", newline="") as out:
-            frame.to_csv(out, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (harness.atomic), so readers only ever see a complete table."""
+    replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
 
 
 def read_results(directory: Path) -> pd.DataFrame:
@@ -91,7 +97,7 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[frame["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame()
-    keys = ["model", "defense", "T", "attack", "backend"]
+    keys = ["dataset", "model", "defense", "T", "attack", "backend"]
     robust = ok.pivot_table(index=keys, columns="eps", values="robust_acc", aggfunc="mean") * 100
     robust.columns = [f"eps={c:g}" for c in robust.columns]
     extra = ok.groupby(keys).agg(clean=("clean_acc", "mean"), zero_grad=("zero_grad_share", "mean"),

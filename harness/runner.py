@@ -18,14 +18,18 @@ from typing import Any
 
 import pandas as pd
 
-from harness import __version__
+from harness import __version__, diagnostics
 from harness.api import TrainContext
+from harness.atomic import replace_atomically
 from harness.errors import HarnessError
+from harness.evaluate import Evaluator
 from harness.modelstore import load_model, save_model
 from harness.progress import SilentProgress
 from harness.registry import Registry
 from harness.results import RESULTS_FILE, Row, read_results, to_frame, write_csv
 from harness.suite import NO_DEFENSE, Cell, Suite, config_hash
+
+NAN = float("nan")
 
 
 @dataclass
@@ -83,14 +87,16 @@ class Runner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         rows = self._previous_rows()
         done = {r["config_hash"] for r in rows if r["status"] == "ok"}
-        todo = [c for c in self.suite.cells if config_hash(self.suite.cell_config(c)) not in done]
+        hashes = {c: config_hash(self.suite.cell_config(c)) for c in self.suite.cells}
+        todo = [c for c in self.suite.cells if hashes[c] not in done]
         if len(todo) < len(self.suite.cells):
             self.progress.log(f"{len(self.suite.cells) - len(todo)} cell(s) already in {self.results_path}; "
                               f"running the other {len(todo)}")
         if not todo:
             return to_frame([Row(**r) for r in rows])
-        rows = [r for r in rows if r["config_hash"] not in
-                {config_hash(self.suite.cell_config(c)) for c in todo}]
+        # earlier failures of these cells are replaced; worst-case rows are recomputed at the end
+        retry = {hashes[c] for c in todo}
+        rows = [r for r in rows if r["config_hash"] not in retry and r["attack"] != diagnostics.WORST]
         advance = self.progress.task("cells", len(todo))
         for (dataset, model_key, seed), cells in _group(todo).items():
             try:
@@ -104,15 +110,15 @@ class Runner:
                     advance()
                 self._write(rows)
                 continue
-            evaluator = _Evaluator(module, data, self.suite.batch_size, self.device)
+            evaluator, defended = Evaluator(data.x_test, data.y_test, self.suite.batch_size), {}
             for cell in cells:
-                rows.append(asdict(self._cell(cell, module, model_hash, evaluator)))
+                rows.append(asdict(self._cell(cell, module, model_hash, evaluator, defended)))
                 self._write(rows)
                 advance(last=f"{cell.model}/{cell.defense}/{cell.attack}/eps={cell.eps:g}")
             del module
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        return self._write(rows)
+        return self._write(rows, annotate=True)
 
     def _previous_rows(self) -> list[dict[str, Any]]:
         if not self.results_path.exists():
@@ -120,8 +126,12 @@ class Runner:
         frame = read_results(self.out_dir)
         return frame.to_dict("records")
 
-    def _write(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    def _write(self, rows: list[dict[str, Any]], annotate: bool = False) -> pd.DataFrame:
+        """Rewrite the table; at the end of a run, with the masking checks and worst-case rows."""
         frame = to_frame([Row(**r) for r in rows])
+        if annotate:
+            rescalers = {NO_DEFENSE} | {e.obj.name for e in self.registry.entries("defenses") if e.obj.rescaler}
+            frame = diagnostics.annotate(frame, self.out_dir / "examples", rescalers)
         write_csv(frame, self.results_path)
         return frame
 
@@ -151,7 +161,7 @@ class Runner:
             module, _ = load_model(path, self.registry, self.device)
             return module, model_hash
         module, history, seconds = self._train(dataset, key, seed, data)
-        accuracy = _Evaluator(module, data, self.suite.batch_size, self.device).clean_accuracy(module)
+        accuracy = Evaluator(data.x_test, data.y_test, self.suite.batch_size).clean_accuracy(module)
         self.progress.log(f"model {key} on {dataset} (seed {seed}): trained in {seconds:.1f}s, "
                           f"test accuracy {100 * accuracy:.2f}% on {len(data.y_test)} images")
         component = self.suite.models[key]
@@ -205,98 +215,82 @@ class Runner:
     # -- cells -------------------------------------------------------------------------------
     def _base_row(self, cell: Cell, **values) -> Row:
         attack = self.suite.attacks[cell.attack]
+        spec = self.registry.attack(attack.plugin, attack.backend)
         defense = self.suite.defenses.get(cell.defense)
-        defaults = dict(n=0, clean_acc=float("nan"), robust_acc=float("nan"), zero_grad_share=float("nan"),
-                        seconds=0.0, status="ok", error="", model_hash="", T=1.0)
+        defaults = dict(n=0, clean_acc=NAN, robust_acc=NAN, zero_grad_share=NAN, nonfinite_grad_share=NAN,
+                        converged_gap=NAN, seconds=0.0, status="ok", error="", model_hash="", T=1.0)
         defaults.update(values)
         return Row(suite=self.suite.name, dataset=cell.dataset, model=cell.model,
                    architecture=self.suite.models[cell.model].plugin,
                    learners=learner_summary(self.suite, cell.model), defense=cell.defense,
                    defense_name=defense.plugin if defense else NO_DEFENSE, attack=cell.attack,
-                   attack_name=attack.plugin, backend=attack.backend or "",
-                   attack_params=json.dumps(attack.options, sort_keys=True), eps=cell.eps, seed=cell.seed,
-                   config_hash=config_hash(self.suite.cell_config(cell)), device=str(self.device), **defaults)
+                   attack_name=attack.plugin, backend=attack.backend or "", attack_kind=spec.kind,
+                   norm=spec.norm, attack_params=json.dumps(attack.options, sort_keys=True), eps=cell.eps,
+                   seed=cell.seed, config_hash=config_hash(self.suite.cell_config(cell)),
+                   device=str(self.device), **defaults)
 
     def _error_row(self, cell: Cell, message: str, **values) -> Row:
         return self._base_row(cell, status="error", error=message, **values)
 
-    def _cell(self, cell: Cell, module, model_hash: str, evaluator: "_Evaluator") -> Row:
+    def _cell(self, cell: Cell, module, model_hash: str, evaluator: Evaluator, defended: dict) -> Row:
         try:
-            wrapped = self._wrap(module, cell.defense)
-            temperature = float(getattr(wrapped, "temperature", 1.0))
-            clean, zero_share = evaluator.clean_and_gradients(cell.defense, wrapped)
+            if cell.defense not in defended:  # fitted, wrapped and measured once per model
+                wrapped = self._wrap(module, cell.defense, evaluator)
+                defended[cell.defense] = (wrapped, evaluator.clean(wrapped))
+            wrapped, clean = defended[cell.defense]
             attack = self.suite.attacks[cell.attack]
             spec = self.registry.attack(attack.plugin, attack.backend)
             start = time.perf_counter()
-            robust = clean if cell.eps == 0 else evaluator.robust_accuracy(
-                wrapped, spec.build(wrapped, cell.eps, dict(attack.options)), cell.eps, cell.seed)
-            return self._base_row(cell, n=evaluator.n, clean_acc=clean, robust_acc=robust,
-                                  zero_grad_share=zero_share, seconds=time.perf_counter() - start,
-                                  model_hash=model_hash, T=temperature)
+            robust, gap = clean.correct, NAN
+            if cell.eps > 0:
+                options = dict(attack.options)
+                robust = evaluator.robust(wrapped, spec.build(wrapped, cell.eps, options), spec, cell.eps,
+                                          cell.seed, clean.correct)
+                gap = self._convergence_gap(wrapped, spec, options, cell, evaluator, clean, robust)
+            self._save_examples(cell, clean.correct, robust)
+            return self._base_row(cell, n=evaluator.n, clean_acc=float(clean.correct.float().mean()),
+                                  robust_acc=float(robust.float().mean()), zero_grad_share=clean.zero_share,
+                                  nonfinite_grad_share=clean.nonfinite_share, converged_gap=gap,
+                                  seconds=time.perf_counter() - start, model_hash=model_hash,
+                                  T=float(getattr(wrapped, "temperature", 1.0)))
         except Exception as exc:  # one failing attack or defense plugin costs one row
             self.progress.log(f"[red]cell {cell} failed: {_one_line(exc)}[/red]")
             return self._error_row(cell, _one_line(exc), model_hash=model_hash)
 
-    def _wrap(self, module, defense_key: str):
+    def _convergence_gap(self, wrapped, spec, options, cell, evaluator, clean, robust) -> float:
+        """Robust accuracy with the attack's iterations minus with twice as many, on the first
+        ``convergence_images`` images: positive means the attack had not converged."""
+        images = self.suite.convergence_images
+        if not spec.steps_option or images == 0 or spec.steps_option not in options:
+            return NAN
+        longer = {**options, spec.steps_option: options[spec.steps_option] * 2}
+        again = evaluator.robust(wrapped, spec.build(wrapped, cell.eps, longer), spec, cell.eps, cell.seed,
+                                 clean.correct, limit=images)
+        return float(robust[: len(again)].float().mean() - again.float().mean())
+
+    def _save_examples(self, cell: Cell, correct, robust) -> None:
+        """Per-image outcomes, for worst-case accuracy over attacks (harness/diagnostics.py)."""
+        from safetensors.torch import save_file
+
+        path = self.out_dir / "examples" / f"{config_hash(self.suite.cell_config(cell))}.safetensors"
+        tensors = {"correct": correct.to("cpu", torch_uint8()), "robust": robust.to("cpu", torch_uint8())}
+        replace_atomically(path, lambda tmp: save_file(tensors, tmp))
+
+    def _wrap(self, module, defense_key: str, evaluator: Evaluator):
         if defense_key == NO_DEFENSE:
             return module
         component = self.suite.defenses[defense_key]
-        wrapped = self.registry.get("defenses", component.plugin).wrap(module, dict(component.options))
-        return wrapped.to(self.device).eval()
+        spec = self.registry.get("defenses", component.plugin)
+        options = dict(component.options)
+        if spec.fit is not None:  # data-dependent options, e.g. T = "auto", on the clean test images
+            options = spec.fit(module, options, evaluator.x, evaluator.y)
+        return spec.wrap(module, options).to(self.device).eval()
 
 
-class _Evaluator:
-    """Batched evaluation of one trained model on the test split."""
+def torch_uint8():
+    import torch
 
-    def __init__(self, module, data: Data, batch_size: int, device) -> None:
-        self.x, self.y, self.batch_size, self.device = data.x_test, data.y_test, batch_size, device
-        self.n = len(self.y)
-        self._clean: dict[str, tuple[float, float]] = {}
-
-    def _batches(self):
-        for start in range(0, self.n, self.batch_size):
-            yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
-
-    def clean_accuracy(self, model) -> float:
-        import torch
-
-        with torch.no_grad():
-            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in self._batches())
-        return correct / self.n
-
-    def clean_and_gradients(self, key: str, model) -> tuple[float, float]:
-        """Clean accuracy and the share of images whose cross-entropy gradient w.r.t. the input is
-        exactly zero in float32: the thesis's signature of gradient masking. Cached per defense."""
-        import torch
-        import torch.nn.functional as F
-
-        if key not in self._clean:
-            correct = zero = 0
-            for x, y in self._batches():
-                x = x.clone().requires_grad_(True)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, reduction="sum")  # sum: per-image gradients stay separate
-                (grad,) = torch.autograd.grad(loss, x)
-                correct += int((logits.argmax(1) == y).sum())
-                zero += int((grad.flatten(1) == 0).all(1).sum())
-            self._clean[key] = (correct / self.n, zero / self.n)
-        return self._clean[key]
-
-    def robust_accuracy(self, model, attack, eps: float, seed: int) -> float:
-        import torch
-
-        torch.manual_seed(seed)  # attacks with random starts draw from torch's global generator
-        correct = 0
-        for x, y in self._batches():
-            adv = attack(x, y).detach()
-            # An attack that leaves the threat model would report a fake success: refuse it.
-            excess = float((adv - x).abs().max())
-            if excess > eps + 1e-5 or float(adv.min()) < -1e-6 or float(adv.max()) > 1 + 1e-6:
-                raise HarnessError(f"attack returned images outside the eps={eps:g} ball or [0, 1] "
-                                   f"(max |delta| = {excess:.4g})")
-            with torch.no_grad():
-                correct += int((model(adv).argmax(1) == y).sum())
-        return correct / self.n
+    return torch.uint8
 
 
 def _group(cells: list[Cell]) -> dict[tuple[str, str, int], list[Cell]]:

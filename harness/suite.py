@@ -64,6 +64,7 @@ class Suite:
     train_size: int | None
     test_size: int | None
     batch_size: int
+    convergence_images: int
     models: dict[str, Component]
     defenses: dict[str, Component]
     attacks: dict[str, Component]
@@ -147,7 +148,8 @@ class _Checker:
             if name not in defaults:
                 hint = did_you_mean(name, list(defaults) + list(reserved))
                 raise self.fail(f"{key}.{name}", f"unknown parameter '{name}' for {what}{hint}")
-            options[name] = self.typed(value, defaults[name], f"{key}.{name}")
+            keywords = getattr(spec, "keywords", {}).get(name, ())
+            options[name] = value if value in keywords else self.typed(value, defaults[name], f"{key}.{name}")
         return options
 
     def plugin_check(self, spec: Any, options: dict[str, Any], key: str) -> None:
@@ -221,7 +223,11 @@ def load_suite(path: str | Path, registry: Registry) -> Suite:
     check.known_keys(data, ("dataset", "train_size", "test_size"), "data")
     datasets = _datasets(check, registry, data)
     evaluation = check.table(raw.get("eval", {}), "eval")
-    check.known_keys(evaluation, ("batch_size",), "eval")
+    check.known_keys(evaluation, ("batch_size", "convergence_images"), "eval")
+    convergence = evaluation.get("convergence_images", 200)
+    if isinstance(convergence, bool) or not isinstance(convergence, int) or convergence < 0:
+        raise check.fail("eval.convergence_images", f"expected an integer >= 0 (0 turns the check off), "
+                         f"got {_describe(convergence)}")
 
     suite = Suite(
         path=path,
@@ -231,6 +237,7 @@ def load_suite(path: str | Path, registry: Registry) -> Suite:
         train_size=check.positive_int(data, "train_size", "data", None),
         test_size=check.positive_int(data, "test_size", "data", None),
         batch_size=check.positive_int(evaluation, "batch_size", "eval", 500),
+        convergence_images=convergence,
         models=_models(check, registry, raw),
         defenses=_components(check, registry, raw, "defenses", "defense"),
         attacks=_components(check, registry, raw, "attacks", "attack"),

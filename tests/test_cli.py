@@ -29,10 +29,19 @@ def test_run_writes_results_and_rerun_continues(runner, tiny_suite, tmp_path):
     result = runner.invoke(cli, ["run", str(tiny_suite), "--out", str(out), "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     frame = read_results(out)
-    assert len(frame) == 12 and (frame["status"] == "ok").all()
+    cells = frame[frame["attack"] != "worst-case"]
+    assert len(cells) == 12 and (frame["status"] == "ok").all()
     assert set(frame["device"]) == {"cpu"}
+    # one worst-case row per model and eps > 0: T = 1e5 only rescales, so it pools with the bare model
+    worst = frame[frame["attack"] == "worst-case"]
+    assert sorted(worst["model"]) == ["bio", "bp"] and set(worst["eps"]) == {0.1}
+    for _, row in worst.iterrows():
+        assert row.robust_acc <= cells[(cells["model"] == row.model) & (cells["eps"] == 0.1)]["robust_acc"].min()
     assert "robust accuracy" in result.output and "T1e5" in result.output
     assert sorted(p.suffix for p in (out / "models").iterdir()) == [".json", ".json", ".safetensors", ".safetensors"]
+    # outputs are ordinary readable files, not mkstemp's private 0600
+    for path in [out / "results.csv", *(out / "models").iterdir()]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
 
     before = (out / "results.csv").read_bytes()
     again = runner.invoke(cli, ["run", str(tiny_suite), "--out", str(out), "--device", "cpu"])

@@ -95,6 +95,7 @@ def test_test_plugin_runs_in_a_suite(mnist_root, write_suite, tmp_path):
     assert entries["sign-noise@test"].plugin.startswith("NoisePlugin") or entries["sign-noise@test"].plugin
     suite = load_suite(write_suite(SUITE), registry)
     frame = Runner(suite, registry, tmp_path / "out", mnist_root, torch.device("cpu")).run()
+    frame = frame[frame["attack"] != "worst-case"]
     assert len(frame) == 6
     ok = frame[frame["status"] == "ok"]
     assert set(ok["attack"]) == {"noise", "pgd"} and len(ok) == 4

@@ -29,12 +29,15 @@ def sidecar(out, model):
 def test_every_cell_is_one_ok_row(small_run):
     suite, frame, out = small_run
     assert list(frame.columns) == COLUMNS
+    worst = frame["attack"] == "worst-case"
+    frame = frame[~worst]
     assert len(frame) == len(suite.cells) == 2 * 2 * 3 * 3
     assert (frame["status"] == "ok").all(), frame["error"].unique()
     assert frame["config_hash"].is_unique
     assert set(frame["n"]) == {500}
     # the table on disk is the table returned
     stored = read_results(out)
+    stored = stored[stored["attack"] != "worst-case"]
     assert stored[["model", "attack", "eps", "robust_acc"]].equals(frame[["model", "attack", "eps", "robust_acc"]])
 
 
@@ -129,3 +132,31 @@ def test_attacks_never_import_requests(small_run):
     """torchattacks pins an old requests in its metadata but never imports it (README,
     "Dependency decisions"); this keeps that claim true."""
     assert "requests" not in sys.modules
+
+
+def test_worst_case_is_no_better_than_any_attack(small_run):
+    """Per image, robust only if every attack failed: never above the strongest single attack, and
+    pooled over T = 1 and T = 1e5 (rescaling never changes a prediction)."""
+    _, frame, _ = small_run
+    cells = frame[frame["attack"] != "worst-case"]
+    worst = frame[frame["attack"] == "worst-case"]
+    assert sorted(zip(worst["model"], worst["eps"])) == [("bio", 0.1), ("bio", 0.2), ("bp", 0.1), ("bp", 0.2)]
+    for _, row in worst.iterrows():
+        members = cells[(cells["model"] == row.model) & (cells["eps"] == row.eps)]
+        assert row.robust_acc <= members["robust_acc"].min()
+        assert row.defense == "T1+T1e5" and row.defense_name == "pooled"
+
+
+def test_masking_checks_fire_on_the_masked_net_only(small_run):
+    """The Bio net at T = 1 hides its gradient: the gradient check fires there and the group is
+    unreliable; at T = 1e5 the gradient check is quiet. The BP net's gradients are fine at both T."""
+    _, frame, _ = small_run
+    cells = frame[frame["attack"] != "worst-case"]
+    def group(model, defense):
+        return cells[(cells["model"] == model) & (cells["defense"] == defense)].iloc[0]
+    masked = group("bio", "T1")
+    assert masked.chk_gradients and masked.unreliable and "input gradients are exactly zero" in masked.reasons
+    assert not group("bio", "T1e5").chk_gradients
+    assert not group("bp", "T1").chk_gradients and not group("bp", "T1e5").chk_gradients
+    # without large eps or gradient-free attacks in this grid, those checks are reported as skipped
+    assert "large_eps" in masked.checks_skipped and "gradient_free" in masked.checks_skipped

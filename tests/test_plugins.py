@@ -24,15 +24,19 @@ BUILT_INS = {
     "learners": {"hebbian": "hebbian", "backprop": "backprop", "random": "random", "oja": "oja",
                  "adversarial": "adversarial"},
     "models": {"repu": "repu"},
-    "attacks": {"fgsm@torchattacks": "torchattacks", "pgd@torchattacks": "torchattacks",
-                "fgsm@art": "art", "pgd@art": "art"},
+    "attacks": {**{f"{name}@torchattacks": "torchattacks" for name in (
+                    "fgsm", "bim", "pgd", "pgd-l2", "cw", "deepfool", "apgd-ce", "apgd-dlr", "apgd-t", "fab",
+                    "square", "autoattack")},
+                **{f"{name}@art": "art" for name in (
+                    "fgsm", "pgd", "cw", "deepfool", "hopskipjump", "square", "autoattack")},
+                "noise@torch": "noise", "noise-l2@torch": "noise"},
     "defenses": {"logit-scale": "rescale"},
 }
 PLUGIN_MODULES = {"mnist": "harness_mnist", "repu": "harness_repu", "hebbian": "harness_hebbian",
                   "backprop": "harness_backprop", "torchattacks": "harness_torchattacks", "art": "harness_art",
                   "rescale": "harness_rescale", "fashion-mnist": "harness_fashion_mnist",
                   "digits": "harness_digits", "cifar10": "harness_cifar10", "random": "harness_random",
-                  "oja": "harness_oja", "adversarial": "harness_adversarial"}
+                  "oja": "harness_oja", "adversarial": "harness_adversarial", "noise": "harness_noise"}
 
 
 def hookspec_functions() -> dict[str, object]:
@@ -123,7 +127,7 @@ def test_a_plugin_registering_every_kind():
 
     def attacks(register):
         calls.append("attacks")
-        register(Attack(name="noise", backend="mine", build=_build_attack))
+        register(Attack(name="toy-noise", backend="mine", build=_build_attack))
         register(Attack(name="pgd", backend="mine", build=_build_attack))
 
     def defenses(register):
@@ -137,14 +141,14 @@ def test_a_plugin_registering_every_kind():
     assert sorted(calls) == ["attacks", "datasets", "defenses", "learners", "models"]  # each hook once
     assert registry.get("learners", "toy-rule").defaults == {"lr": 0.1}
     assert registry.get("learners", "toy-rule").train is _train
-    assert registry.attack("noise", None).build is _build_attack
+    assert registry.attack("toy-noise", None).build is _build_attack
     assert registry.get("datasets", "toy").fingerprint == "toy:0"
     assert registry.get("models", "linear").name == "linear"
     assert registry.get("defenses", "clip").name == "clip"
     mine = {e.key: (e.plugin, e.distribution) for kind in BUILT_INS for e in registry.entries(kind)
             if e.plugin == "harness_toy"}
     assert mine == {"toy": ("harness_toy", None), "toy-rule": ("harness_toy", None), "linear": ("harness_toy", None),
-                    "noise@mine": ("harness_toy", None), "pgd@mine": ("harness_toy", None),
+                    "toy-noise@mine": ("harness_toy", None), "pgd@mine": ("harness_toy", None),
                     "clip": ("harness_toy", None)}
     # built-ins are still there, and pgd now has three backends
     assert registry.names("learners") == sorted([*BUILT_INS["learners"], "toy-rule"])
@@ -201,7 +205,8 @@ def test_blocking_the_built_in_resolves_the_collision(monkeypatch):
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "art")
     registry = load_registry(extra=[_fake_art()])
     assert {e.key: e.plugin for e in registry.entries("attacks")} == {
-        "fgsm@art": "harness_fake_art", "fgsm@torchattacks": "torchattacks", "pgd@torchattacks": "torchattacks"}
+        "fgsm@art": "harness_fake_art",
+        **{k: v for k, v in BUILT_INS["attacks"].items() if v != "art"}}
 
 
 def test_duplicate_message_names_the_earlier_loaded_plugin_first():
@@ -257,7 +262,7 @@ def test_load_only_some_plugins(monkeypatch):
 def test_block_a_plugin(monkeypatch):
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "art")
     registry = load_registry()
-    assert registry.names("attacks") == ["fgsm@torchattacks", "pgd@torchattacks"]
+    assert registry.names("attacks") == sorted(k for k, v in BUILT_INS["attacks"].items() if v != "art")
     assert registry.names("learners") == sorted(BUILT_INS["learners"])
     assert registry.names("defenses") == ["logit-scale"]
 
@@ -265,7 +270,7 @@ def test_block_a_plugin(monkeypatch):
 def test_block_wins_over_load(monkeypatch):
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "art,torchattacks")
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "torchattacks")
-    assert load_registry().names("attacks") == ["fgsm@art", "pgd@art"]
+    assert load_registry().names("attacks") == sorted(k for k, v in BUILT_INS["attacks"].items() if v == "art")
 
 
 def test_without_env_vars_all_entry_points_load(monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 
@@ -10,8 +12,11 @@ class LogitScale(nn.Module):
 
     def __init__(self, model: nn.Module, temperature: float) -> None:
         super().__init__()
+        temperature = float(temperature)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"logit-scale: T must be a positive finite number, got {temperature!r}")
         self.model = model
-        self.temperature = float(temperature)
+        self.temperature = temperature
 
     def forward(self, x):
         return self.model(x) / self.temperature

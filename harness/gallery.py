@@ -1,0 +1,427 @@
+"""Diagnostic figures of a trained model (``NAME.safetensors`` + ``NAME.json``) on its test images.
+
+* :func:`diagnose_gradients` (the thesis's Figure 3.1): the share of test images whose cross-entropy
+  input gradient is exactly zero, against the logit temperature T, with the ``auto`` T marked.
+* :func:`perturbation_gallery` (the thesis's Figure 3.3): successful adversarial examples of one
+  attack: the original, the perturbation and the adversarial image, captioned "true → predicted".
+
+The test images are the first ``n`` of the dataset named in the sidecar's ``config``. matplotlib
+(Agg backend) and torch are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.errors import HarnessError
+from harness.modelstore import read_sidecar
+from harness.registry import did_you_mean
+from harness.show import default_out, input_shape, model_path, pyplot, save, stage_summary
+
+POOL = 1000        # perturbations: attack at most this many test images looking for successes
+ATTACK_BATCH = 100  # ... in batches of this size, stopping once n successes are found
+CSV_FIELDS = ("T", "share_zero", "share_zero_correct", "share_nonfinite", "n", "n_correct")
+
+
+# -- model and data ------------------------------------------------------------------------------
+@dataclass
+class Loaded:
+    path: Path
+    sidecar: dict[str, Any]
+    module: Any
+    registry: Any
+    dataset: str
+    x: Any
+    y: Any
+    shape: tuple[int, ...] = field(default_factory=tuple)
+
+
+def load(model_file: Path | str, root: Path, n: int, device="cpu", registry=None) -> Loaded:
+    """The model rebuilt through its plugin, and the first ``n`` test images of its dataset on ``device``."""
+    from harness.modelstore import load_model
+    from harness.plugins import load_registry
+
+    path = model_path(model_file)
+    sidecar = read_sidecar(path)
+    dataset = (sidecar.get("config") or {}).get("dataset")
+    if not isinstance(dataset, str) or "model" not in sidecar or "info" not in sidecar:
+        raise HarnessError(f"{path.with_suffix('.json')}: not a harness model sidecar (needs model, info and "
+                           f"config.dataset)")
+    registry = registry or load_registry()
+    module, _ = load_model(path, registry, device)
+    source = registry.get("datasets", dataset)
+    source.fetch(root)
+    x, y = source.load(root, False)
+    x, y = x[:n].to(device), y[:n].to(device)
+    return Loaded(path, sidecar, module, registry, dataset, x, y, input_shape(sidecar, path))
+
+
+# -- Figure 3.1: zero gradients vs T ---------------------------------------------------------------
+def powers_of_ten(t_min: float, t_max: float) -> list[float]:
+    """Every power of ten in [t_min, t_max]."""
+    for name, value in (("--t-min", t_min), ("--t-max", t_max)):
+        if not (math.isfinite(value) and value > 0):
+            raise HarnessError(f"{name} {value:g}: expected a positive temperature")
+    if t_min > t_max:
+        raise HarnessError(f"--t-min {t_min:g} is larger than --t-max {t_max:g}; swap them")
+    low, high = math.ceil(math.log10(t_min) - 1e-9), math.floor(math.log10(t_max) + 1e-9)
+    if low > high:
+        raise HarnessError(f"no power of ten between --t-min {t_min:g} and --t-max {t_max:g}; widen the range")
+    return [10.0 ** k for k in range(low, high + 1)]
+
+
+@dataclass
+class GradientDiagnosis:
+    curve: list[dict[str, Any]]
+    auto_T: float | None
+    auto_note: str            # why there is no auto T, or ""
+    png: Path
+    csv: Path | None
+    accuracy: float
+    n: int
+    dataset: str
+
+    def table(self) -> list[str]:
+        lines = [f"{'T':>8}  {'zero (all)':>10}  {'zero (correct)':>14}  {'non-finite':>10}"]
+        for row in self.curve:
+            mark = "  <- auto" if self.auto_T is not None and row["T"] == self.auto_T else ""
+            lines.append(f"{format_T(row['T']):>8}  {_pct(row['share_zero']):>10}  "
+                         f"{_pct(row['share_zero_correct']):>14}  {_pct(row['share_nonfinite']):>10}{mark}")
+        auto = format_T(self.auto_T) if self.auto_T is not None else f"none ({self.auto_note})"
+        lines.append(f"{self.n} test images of {self.dataset}, clean accuracy {_pct(self.accuracy)}; auto T: {auto}")
+        return lines
+
+
+def format_T(value: float) -> str:
+    """1, 10, 100, 1000, 1e4, 1e5, ... (powers of ten from 1e4 as 1eK), else :g."""
+    if value >= 1e4:
+        k = round(math.log10(value))
+        if math.isclose(value, 10.0 ** k, rel_tol=1e-9):
+            return f"1e{k}"
+    return f"{value:g}"
+
+
+def _pct(value: float) -> str:
+    return "-" if value != value else f"{100 * value:.1f}%"
+
+
+def diagnose_gradients(model_file: Path | str, root: Path, t_min: float = 1.0, t_max: float = 1e7, n: int = 1000,
+                       out: Path | None = None, csv_out: Path | None = None, device="cpu") -> GradientDiagnosis:
+    """Zero-gradient shares for every power of ten in [t_min, t_max] and the auto T; writes the PNG
+    (default ``<model>-gradients.png``) and, if asked, the CSV."""
+    from harness.gradients import auto_temperature, zero_share_curve
+
+    temperatures = powers_of_ten(t_min, t_max)
+    loaded = load(model_file, root, n, device)
+    curve = zero_share_curve(loaded.module, loaded.x, loaded.y, temperatures)
+    try:
+        auto_T, note = auto_temperature(loaded.module, loaded.x, loaded.y), ""
+    except HarnessError as exc:
+        auto_T, note = None, "no T up to 1e12 restores 99% of the gradients"
+        if "none of the images" in str(exc):
+            note = "no image classified correctly"
+    first = curve[0]
+    accuracy = first["n_correct"] / first["n"] if first["n"] else float("nan")
+    diagnosis = GradientDiagnosis(curve, auto_T, note, Path(out) if out else default_out(loaded.path, "gradients"),
+                                  Path(csv_out) if csv_out else None, accuracy, first["n"], loaded.dataset)
+    if diagnosis.csv is not None:
+        write_curve_csv(curve, diagnosis.csv)
+    plot_gradients(diagnosis, loaded)
+    return diagnosis
+
+
+def write_curve_csv(curve: Sequence[dict[str, Any]], path: Path) -> None:
+    from harness.atomic import replace_atomically
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(curve)
+
+    try:
+        replace_atomically(path, write)
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def plot_gradients(diagnosis: GradientDiagnosis, loaded: Loaded) -> Path:
+    plt = pyplot()
+    curve = diagnosis.curve
+    temperatures = [row["T"] for row in curve]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.plot(temperatures, [100 * r["share_zero"] for r in curve], "o-", color="C0", linewidth=2,
+            label=f"all {diagnosis.n} test images")
+    ax.plot(temperatures, [100 * r["share_zero_correct"] for r in curve], "s--", color="C1", markersize=5,
+            label=f"correctly classified ({curve[0]['n_correct']})")
+    if any(r["share_nonfinite"] > 0 for r in curve):
+        ax.plot(temperatures, [100 * r["share_nonfinite"] for r in curve], "^:", color="C3",
+                label="non-finite gradient (NaN/inf)")
+    low, high = min(temperatures), max(temperatures)
+    if diagnosis.auto_T is not None:
+        inside = low <= diagnosis.auto_T <= high
+        label = (f"auto T = {format_T(diagnosis.auto_T)} (≥ 99% of correct ones un-masked)"
+                 + ("" if inside else ", outside the plotted range"))
+        if inside:
+            ax.axvline(diagnosis.auto_T, color="C2", linestyle=":", linewidth=2, label=label)
+        else:
+            ax.plot([], [], color="C2", linestyle=":", linewidth=2, label=label)
+    else:
+        ax.plot([], [], " ", label=f"auto T: none ({diagnosis.auto_note})")
+    ax.set_xscale("log")
+    if low == high:
+        ax.set_xlim(low / 3, high * 3)
+    else:
+        ax.set_xlim(low / 2, high * 2)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("temperature T (the loss sees logits / T)")
+    ax.set_ylabel("images with an exactly zero input gradient (%)")
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(fontsize=9, loc="upper right")
+    for row in curve:
+        if row["share_zero"] > 0:
+            ax.annotate(_pct(row["share_zero"]), (row["T"], 100 * row["share_zero"]), textcoords="offset points",
+                        xytext=(7, 4), fontsize=8, color="C0")
+    ax.set_title(f"{loaded.path.stem}: share of exactly zero input gradients vs T\n{stage_summary(loaded.sidecar)}\n"
+                 f"first {diagnosis.n} {loaded.dataset} test images, clean accuracy {_pct(diagnosis.accuracy)}",
+                 fontsize=9)
+    fig.tight_layout()
+    return save(fig, diagnosis.png)
+
+
+# -- Figure 3.3: adversarial examples ----------------------------------------------------------------
+def parse_options(pairs: Sequence[str], defaults: dict[str, Any], what: str) -> dict[str, Any]:
+    """The attack's defaults updated by ``key=value`` pairs; values parsed as int, float, bool or str
+    and checked against the default's type."""
+    options = dict(defaults)
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise HarnessError(f"--option {pair!r}: expected key=value, e.g. steps=40")
+        if key not in defaults:
+            hint = did_you_mean(key, defaults) if defaults else "; it takes no options"
+            raise HarnessError(f"--option {key}: unknown option for {what}{hint}")
+        options[key] = _typed(key, _parse(text.strip()), defaults[key])
+    return options
+
+
+def _parse(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _typed(key: str, value: Any, default: Any) -> Any:
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok, expected, value = True, "a string", str(value)
+    else:
+        ok, expected = isinstance(value, type(default)), type(default).__name__
+    if not ok:
+        raise HarnessError(f"--option {key}={value}: expected {expected} (default {default!r})")
+    return value
+
+
+def parse_temperature(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise HarnessError(f"--T {text}: expected a positive number (1 = no rescaling) or auto")
+    return value
+
+
+@dataclass
+class Example:
+    original: Any   # numpy [C, H, W] or [H, W]
+    adversarial: Any
+    true: int
+    predicted: int
+
+
+@dataclass
+class GalleryResult:
+    png: Path
+    examples: list[Example]
+    attacked: int
+    correct: int
+    fooled: int
+    T: float
+    summary: str
+
+
+def perturbation_gallery(model_file: Path | str, root: Path, attack: str, backend: str | None, eps: float,
+                         T: str | float = 1.0, n: int = 8, options: Sequence[str] = (), seed: int = 0,
+                         out: Path | None = None, device="cpu", pool: int = POOL) -> GalleryResult:
+    """Attack the first test images (at most ``pool``, in batches, until ``n`` are fooled) through
+    logit-scale ``T`` and draw the first ``n`` successes. Writes a figure saying so when none."""
+    import torch
+
+    from harness.evaluate import TOLERANCE, perturbation_norm
+    from harness.plugins import load_registry
+
+    if not (math.isfinite(eps) and eps > 0):
+        raise HarnessError(f"--eps {eps:g}: expected a positive perturbation size")
+    temperature = parse_temperature(str(T)) if isinstance(T, str) else parse_temperature(repr(float(T)))
+    registry = load_registry()
+    backends = sorted(e.obj.backend for e in registry.entries("attacks") if e.obj.name == attack)
+    if backend is None and len(backends) > 1:
+        raise HarnessError(f"attack '{attack}' is provided by backends {', '.join(backends)}; "
+                           f"choose one with --backend")
+    spec = registry.attack(attack, backend)  # unknown names fail before any data is read
+    where = f"attack '{spec.name}@{spec.backend}'"
+    chosen = parse_options(options, dict(spec.defaults), where)
+    if spec.check is not None:
+        try:
+            spec.check(dict(chosen))
+        except ValueError as exc:
+            raise HarnessError(f"--option {exc}") from None
+    loaded = load(model_file, root, pool, device, registry)
+    if temperature == "auto":
+        from harness.gradients import auto_temperature
+
+        temperature, how = auto_temperature(loaded.module, loaded.x, loaded.y), " (auto)"
+    else:
+        how = ""
+    wrapped = registry.get("defenses", "logit-scale").wrap(loaded.module, {"T": temperature}).to(device).eval()
+    try:
+        attack_fn = spec.build(wrapped, eps, dict(chosen))
+    except ValueError as exc:
+        raise HarnessError(f"{where}: {exc}") from None
+    torch.manual_seed(seed)
+    examples: list[Example] = []
+    attacked = correct_total = fooled_total = 0
+    for start in range(0, len(loaded.y), ATTACK_BATCH):
+        if len(examples) >= n:
+            break
+        x, y = loaded.x[start:start + ATTACK_BATCH], loaded.y[start:start + ATTACK_BATCH]
+        with torch.no_grad():
+            correct = wrapped(x).argmax(1) == y
+        try:
+            adv = attack_fn(x, y).detach()
+        except ValueError as exc:
+            raise HarnessError(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        if float(adv.min()) < -1e-6 or float(adv.max()) > 1 + 1e-6:
+            raise HarnessError(f"{where} returned pixels outside [0, 1]")
+        size = perturbation_norm(adv - x, spec.norm)
+        inside = size <= eps + TOLERANCE[spec.norm]
+        if not spec.minimal and not bool(inside.all()):
+            raise HarnessError(f"{where} left the {spec.norm} ball of eps={eps:g} "
+                               f"(largest perturbation {float(size.max()):.4g})")
+        with torch.no_grad():
+            predicted = wrapped(adv).argmax(1)
+        fooled = correct & inside & (predicted != y)
+        attacked += len(y)
+        correct_total += int(correct.sum())
+        fooled_total += int(fooled.sum())
+        for i in fooled.nonzero().flatten().tolist():
+            if len(examples) < n:
+                examples.append(Example(x[i].detach().cpu().numpy(), adv[i].detach().cpu().numpy(),
+                                        int(y[i]), int(predicted[i])))
+    summary = (f"{spec.name}@{spec.backend}, {spec.norm} eps={eps:g}, T={format_T(temperature)}{how}: "
+               f"fooled {fooled_total} of {correct_total} correctly classified among the first {attacked} test images")
+    png = Path(out) if out else default_out(loaded.path, "perturbations")
+    plot_gallery(examples, loaded, png, spec, eps, summary)
+    return GalleryResult(png, examples, attacked, correct_total, fooled_total, float(temperature), summary)
+
+
+def _image(array, shape: tuple[int, ...]):
+    """[H, W] grey or [H, W, 3] RGB for imshow."""
+    array = array.reshape(shape)
+    if len(shape) == 3 and shape[0] == 3:
+        return array.transpose(1, 2, 0)
+    if len(shape) == 3 and shape[0] == 1:
+        return array[0]
+    if len(shape) == 2:
+        return array
+    side = math.isqrt(array.size)
+    if side * side == array.size:
+        return array.reshape(side, side)
+    raise HarnessError(f"cannot draw inputs of shape {list(shape)} as images (need C,H,W with C 1 or 3)")
+
+
+def plot_gallery(examples: list[Example], loaded: Loaded, png: Path, spec, eps: float, summary: str) -> Path:
+    """Columns: one example each; rows: original, perturbation (diverging, symmetric, one scale for
+    all), adversarial. Up to 8 columns per block; more examples wrap into further blocks."""
+    import numpy as np
+
+    plt = pyplot()
+    title = f"{loaded.path.stem}: successful adversarial examples\n{summary}"
+    if not examples:
+        fig = plt.figure(figsize=(7.5, 2.6))
+        fig.text(0.5, 0.62, "no successful adversarial examples", ha="center", va="center", fontsize=15,
+                 color="C3")
+        fig.text(0.5, 0.3, summary, ha="center", va="center", fontsize=8, wrap=True)
+        fig.suptitle(loaded.path.stem, fontsize=10)
+        return save(fig, png)
+    shape = loaded.shape
+    deltas = [_image(e.adversarial - e.original, shape) for e in examples]
+    deltas = [d.mean(2) if d.ndim == 3 else d for d in deltas]  # RGB: the channel mean
+    limit = float(max(np.abs(d).max() for d in deltas)) or 1.0
+    if spec.norm == "linf" and not spec.minimal:
+        limit = max(limit, eps)  # one scale for every gallery of this eps
+    cols = min(len(examples), 8)
+    blocks = math.ceil(len(examples) / cols)
+    cell, head, gap = 1.25, 0.95, 0.35  # inches: per image row, for the title, between blocks
+    height = blocks * 3 * cell + head + gap * (blocks - 1) + 0.2
+    width = cell * cols + 1.9
+    fig = plt.figure(figsize=(width, height))
+    ratios = []
+    for block in range(blocks):
+        ratios += [1, 1, 1] + ([gap / cell] if block < blocks - 1 else [])
+    grid = fig.add_gridspec(len(ratios), cols, height_ratios=ratios, left=0.9 / width, right=1 - 1.1 / width,
+                            bottom=0.2 / height, top=1 - head / height, wspace=0.08, hspace=0.22)
+    axes = {(block, row, col): fig.add_subplot(grid[4 * block + row, col])
+            for block in range(blocks) for row in range(3) for col in range(cols)}
+    for ax in axes.values():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    grey = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
+    shown = None
+    for index, (example, delta) in enumerate(zip(examples, deltas)):
+        block, col = divmod(index, cols)
+        top, middle, bottom = (axes[block, row, col] for row in range(3))
+        original, adversarial = _image(example.original, shape), _image(example.adversarial, shape)
+        top.imshow(original, interpolation="nearest", **({} if original.ndim == 3 else grey))
+        shown = middle.imshow(delta, interpolation="nearest", cmap="RdBu_r", vmin=-limit, vmax=limit)
+        bottom.imshow(np.clip(adversarial, 0, 1), interpolation="nearest", **({} if adversarial.ndim == 3 else grey))
+        for ax in (top, middle, bottom):
+            ax.set_frame_on(True)
+            for side in ax.spines.values():
+                side.set_color("0.75")
+        top.set_title(f"{example.true} → {example.predicted}", fontsize=10, pad=3)
+        norm = float(np.abs(example.adversarial - example.original).max()) if spec.norm == "linf" else \
+            float(np.sqrt(((example.adversarial - example.original) ** 2).sum()))
+        bottom.set_xlabel(f"{'L∞' if spec.norm == 'linf' else 'L2'} {norm:.3g}", fontsize=7, labelpad=2)
+    for block in range(blocks):
+        for row, label in enumerate(("original", "perturbation", "adversarial")):
+            axes[block, row, 0].set_ylabel(label, fontsize=9)
+    fig.suptitle(title + "\ncaption: true → predicted label", fontsize=9)
+    bar = fig.add_axes([1 - 0.85 / width, 0.25, 0.15 / width, 0.5])
+    colorbar = fig.colorbar(shown, cax=bar)
+    colorbar.set_label("perturbation δ (" + ("channel mean, " if len(shape) == 3 and shape[0] == 3 else "")
+                       + "blue −, red +)", fontsize=8)
+    colorbar.ax.tick_params(labelsize=7)
+    return save(fig, png)
