@@ -93,7 +93,7 @@ class Runner:
             self.progress.log(f"{len(self.suite.cells) - len(todo)} cell(s) already in {self.results_path}; "
                               f"running the other {len(todo)}")
         if not todo:
-            return to_frame([Row(**r) for r in rows])
+            return read_results(self.out_dir)
         # earlier failures of these cells are replaced; worst-case rows are recomputed at the end
         retry = {hashes[c] for c in todo}
         rows = [r for r in rows if r["config_hash"] not in retry and r["attack"] != diagnostics.WORST]
@@ -133,7 +133,7 @@ class Runner:
             rescalers = {NO_DEFENSE} | {e.obj.name for e in self.registry.entries("defenses") if e.obj.rescaler}
             frame = diagnostics.annotate(frame, self.out_dir / "examples", rescalers)
         write_csv(frame, self.results_path)
-        return frame
+        return read_results(self.out_dir) if annotate else frame  # exactly what is on disk
 
     def _load_data(self, name: str) -> Data:
         if self._data is not None and self._data[0] == name:

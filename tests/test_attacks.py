@@ -192,7 +192,7 @@ def test_art_autoattack_keeps_arts_budgets_and_eps(registry, net):
 
     model, x, _, _ = net
     spec = registry.attack("autoattack", "art")
-    attack = spec.build(model, 0.3, dict(spec.defaults)).make_attack(_estimator(model, x[:4]), 4).attack
+    attack = spec.build(model, 0.3, dict(spec.defaults)).make_attack(_estimator(model, x[:4]), 4)
     assert attack.eps == 0.3 and attack.norm == np.inf and attack.targeted is False
     assert [type(a) for a in attack.attacks] == [AutoProjectedGradientDescent, AutoProjectedGradientDescent,
                                                  DeepFool, SquareAttack]

@@ -344,6 +344,7 @@ eps = [0.0, 0.1]
 def test_controls_run_in_a_suite(registry, mnist_root, write_suite, tmp_path):
     suite = load_suite(write_suite(SUITE), registry)
     frame = Runner(suite, registry, tmp_path / "out", mnist_root, torch.device("cpu")).run()
+    frame = frame[frame["attack"] != "worst-case"]
     assert len(frame) == 6 and (frame["status"] == "ok").all(), frame[["model", "error"]]
     clean = frame[frame["eps"] == 0.0].set_index("model")["clean_acc"]
     assert (clean > 0.4).all(), clean  # chance is 0.1; measured ~0.6 for each
