@@ -19,6 +19,17 @@ class CleanStats:
     nonfinite_share: float  # share of images with a NaN or inf anywhere in that gradient
 
 
+def accuracy(model, x, y, batch_size: int = 1000) -> float:
+    """Clean accuracy in eval mode, without gradients (learners use it for per-epoch curves)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum())
+                      for s in range(0, len(x), batch_size))
+    return correct / max(len(x), 1)
+
+
 def perturbation_norm(delta, norm: str):
     flat = delta.flatten(1)
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
@@ -38,11 +49,7 @@ class Evaluator:
             yield self.x[start:stop], self.y[start:stop]
 
     def clean_accuracy(self, model) -> float:
-        import torch
-
-        with torch.no_grad():
-            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in self.batches())
-        return correct / self.n
+        return accuracy(model, self.x, self.y, self.batch_size)
 
     def clean(self, model) -> CleanStats:
         """Clean predictions and the input gradient of the cross-entropy, per image, in float32:

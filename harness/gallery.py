@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from harness.errors import HarnessError
 from harness.modelstore import read_sidecar
 from harness.registry import did_you_mean
+from harness.suite import coerce_option
 from harness.show import default_out, input_shape, model_path, pyplot, save, stage_summary
 
 POOL = 1000        # perturbations: attack at most this many test images looking for successes
@@ -206,7 +207,12 @@ def parse_options(pairs: Sequence[str], defaults: dict[str, Any], what: str) -> 
         if key not in defaults:
             hint = did_you_mean(key, defaults) if defaults else "; it takes no options"
             raise HarnessError(f"--option {key}: unknown option for {what}{hint}")
-        options[key] = _typed(key, _parse(text.strip()), defaults[key])
+        raw = text.strip()
+        value = raw if isinstance(defaults[key], str) else _parse(raw)
+        try:
+            options[key] = coerce_option(value, defaults[key])
+        except ValueError as exc:
+            raise HarnessError(f"--option {key}={raw}: {exc} (default {defaults[key]!r})") from None
     return options
 
 
@@ -219,25 +225,6 @@ def _parse(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def _typed(key: str, value: Any, default: Any) -> Any:
-    if default is None:
-        return value
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        value = float(value) if ok else value
-    elif isinstance(default, str):
-        ok, expected, value = True, "a string", str(value)
-    else:
-        ok, expected = isinstance(value, type(default)), type(default).__name__
-    if not ok:
-        raise HarnessError(f"--option {key}={value}: expected {expected} (default {default!r})")
-    return value
 
 
 def parse_temperature(text: str) -> float | str:

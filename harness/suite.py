@@ -149,7 +149,16 @@ class _Checker:
                 hint = did_you_mean(name, list(defaults) + list(reserved))
                 raise self.fail(f"{key}.{name}", f"unknown parameter '{name}' for {what}{hint}")
             keywords = getattr(spec, "keywords", {}).get(name, ())
-            options[name] = value if value in keywords else self.typed(value, defaults[name], f"{key}.{name}")
+            if value in keywords:
+                options[name] = value
+                continue
+            try:
+                options[name] = self.typed(value, defaults[name], f"{key}.{name}")
+            except SuiteError as exc:
+                if not keywords:
+                    raise
+                words = " or ".join(f'"{w}"' for w in keywords)
+                raise SuiteError(str(exc).replace(", got", f" or {words}, got", 1)) from None
         return options
 
     def plugin_check(self, spec: Any, options: dict[str, Any], key: str) -> None:
@@ -163,30 +172,39 @@ class _Checker:
             raise self.fail(f"{key}.{name}" if message else key, message or str(exc)) from None
 
     def typed(self, value: Any, default: Any, key: str) -> Any:
-        if default is None:
-            return value
-        if isinstance(default, bool):
-            ok, expected = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif isinstance(default, float):
-            ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-            if ok:
-                try:
-                    value = float(value)
-                except OverflowError:  # TOML integers are unbounded
-                    ok = False
-                else:
-                    ok = math.isfinite(value)
-        elif isinstance(default, str):
-            ok, expected = isinstance(value, str), "a string"
-        elif isinstance(default, (list, tuple)):
-            ok, expected = isinstance(value, list), "a list"
-        else:
-            ok, expected = isinstance(value, type(default)), type(default).__name__
-        if not ok:
-            raise self.fail(key, f"expected {expected}, got {_describe(value)}")
+        try:
+            return coerce_option(value, default)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+
+def coerce_option(value: Any, default: Any) -> Any:
+    """``value`` converted to the type of an option's ``default`` (ints are accepted for floats);
+    ValueError("expected ..., got ...") when it does not fit. ``None`` defaults accept anything."""
+    if default is None:
         return value
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        if ok:
+            try:
+                value = float(value)
+            except OverflowError:  # TOML integers are unbounded
+                ok = False
+            else:
+                ok = math.isfinite(value)
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    elif isinstance(default, (list, tuple)):
+        ok, expected = isinstance(value, list), "a list"
+    else:
+        ok, expected = isinstance(value, type(default)), type(default).__name__
+    if not ok:
+        raise ValueError(f"expected {expected}, got {_describe(value)}")
+    return value
 
 
 def _describe(value: Any) -> str:

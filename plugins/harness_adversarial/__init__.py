@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 from harness import hookimpl
 from harness.api import Learner, TrainContext
+from harness.evaluate import accuracy
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "batch_size": 100, "eps": 0.3, "alpha": 0.01, "steps": 40, "T": 1.0,
             "clean_weight": 0.0}
@@ -117,22 +118,11 @@ def train(ctx: TrainContext) -> dict:
         if not math.isfinite(total_loss):
             raise FloatingPointError(f"adversarial: loss became {total_loss} in epoch {epoch + 1}; lower lr")
         stats = {"epoch": epoch + 1, "loss": total_loss / len(x), "train_acc": correct / len(x),
-                 "test_acc": _accuracy(model, ctx.x_test, ctx.y_test)}
+                 "test_acc": accuracy(model, ctx.x_test, ctx.y_test)}
         history.append(stats)
         advance(**{k: v for k, v in stats.items() if k != "epoch"})
     model.eval()
     return {"history": history}
-
-
-def _accuracy(model, x, y, batch_size: int = 1000) -> float:
-    """Clean accuracy in eval mode, without gradients."""
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum())
-                      for s in range(0, len(x), batch_size))
-    return correct / max(len(x), 1)
 
 
 @hookimpl

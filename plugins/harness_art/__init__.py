@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.api import Attack
+from harness.checks import at_least, positive
 
 # -- options (ART's defaults) --------------------------------------------------------------------
 
@@ -32,20 +33,8 @@ AUTOATTACK_DEFAULTS = {"eps_step": 0.1, "targeted": False, "max_iter": 100, "nb_
 
 # -- checks --------------------------------------------------------------------------------------
 
-def _positive(options: dict, *keys: str) -> None:
-    for key in keys:
-        if options[key] <= 0:
-            raise ValueError(f"{key}: expected a positive number, got {options[key]!r}")
-
-
-def _at_least(options: dict, low: int, *keys: str) -> None:
-    for key in keys:
-        if options[key] < low:
-            raise ValueError(f"{key}: expected an integer >= {low}, got {options[key]!r}")
-
-
 def _check_fgsm(options: dict) -> None:
-    _at_least(options, 0, "num_random_init")
+    at_least(options, 0, "num_random_init")
 
 
 def _check_pgd(options: dict) -> None:
@@ -61,34 +50,34 @@ def _check_pgd(options: dict) -> None:
 
 
 def _check_cw(options: dict) -> None:
-    _positive(options, "learning_rate", "initial_const")
-    _at_least(options, 1, "binary_search_steps", "max_iter")
-    _at_least(options, 0, "max_halving", "max_doubling")
+    positive(options, "learning_rate", "initial_const")
+    at_least(options, 1, "binary_search_steps", "max_iter")
+    at_least(options, 0, "max_halving", "max_doubling")
     if options["confidence"] < 0:
         raise ValueError(f"confidence: expected a number >= 0, got {options['confidence']!r}")
 
 
 def _check_deepfool(options: dict) -> None:
-    _at_least(options, 1, "max_iter", "nb_grads")
+    at_least(options, 1, "max_iter", "nb_grads")
     if options["epsilon"] < 0:
         raise ValueError(f"epsilon: expected an overshoot >= 0, got {options['epsilon']!r}")
 
 
 def _check_hopskipjump(options: dict) -> None:
-    _at_least(options, 1, "max_iter", "max_eval", "init_eval", "init_size")
+    at_least(options, 1, "max_iter", "max_eval", "init_eval", "init_size")
     if options["init_eval"] > options["max_eval"]:
         raise ValueError("init_eval: expected at most max_eval")
 
 
 def _check_square(options: dict) -> None:
-    _at_least(options, 1, "max_iter", "nb_restarts")
+    at_least(options, 1, "max_iter", "nb_restarts")
     if not 0 < options["p_init"] < 1:
         raise ValueError(f"p_init: expected a number strictly between 0 and 1, got {options['p_init']!r}")
 
 
 def _check_autoattack(options: dict) -> None:
-    _positive(options, "eps_step")
-    _at_least(options, 1, "max_iter", "nb_random_init", "square_max_iter", "square_nb_restarts")
+    positive(options, "eps_step")
+    at_least(options, 1, "max_iter", "nb_random_init", "square_max_iter", "square_nb_restarts")
 
 
 # -- running -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.api import Learner, TrainContext
+from harness.evaluate import accuracy
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "batch_size": 100, "weight_decay": 0.0, "schedule": [],
             "loss": "cross-entropy", "m": 6.0, "cache_features": True, "cache_limit_gb": 4.0}
@@ -109,7 +110,7 @@ def _epoch(ctx, forward, x, y, loss_of, optimizer, generator, batch_size) -> dic
     correct = float(correct)
     if not torch.isfinite(torch.tensor(mean_loss)):
         raise FloatingPointError(f"backprop: the loss became {mean_loss}; lower lr")
-    return {"loss": mean_loss, "train_acc": correct / len(x), "test_acc": _accuracy(ctx.model, ctx.x_test, ctx.y_test)}
+    return {"loss": mean_loss, "train_acc": correct / len(x), "test_acc": accuracy(ctx.model, ctx.x_test, ctx.y_test)}
 
 
 def _forward(ctx: TrainContext):
@@ -138,16 +139,6 @@ def _resume_point(model, params) -> str | None:
         return None
     first = min(points.index(owner) for owner in owners)
     return points[first] if first > 0 else None
-
-
-def _accuracy(model, x, y, batch_size: int = 1000) -> float:
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum())
-                      for s in range(0, len(x), batch_size))
-    return correct / max(len(x), 1)
 
 
 @hookimpl

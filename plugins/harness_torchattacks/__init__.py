@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.api import Attack
+from harness.checks import at_least, positive
 
 # -- options (the library's defaults) -----------------------------------------------------------
 
@@ -39,26 +40,14 @@ AUTOATTACK_DEFAULTS = {"steps": 100, "n_queries": 5000, "n_classes": 10, "seed":
 
 # -- checks --------------------------------------------------------------------------------------
 
-def _positive(options: dict, *keys: str) -> None:
-    for key in keys:
-        if options[key] <= 0:
-            raise ValueError(f"{key}: expected a positive number, got {options[key]!r}")
-
-
-def _at_least(options: dict, low: int, *keys: str) -> None:
-    for key in keys:
-        if options[key] < low:
-            raise ValueError(f"{key}: expected an integer >= {low}, got {options[key]!r}")
-
-
 def _fraction(options: dict, key: str) -> None:
     if not 0 < options[key] < 1:
         raise ValueError(f"{key}: expected a number strictly between 0 and 1, got {options[key]!r}")
 
 
 def _check_bim(options: dict) -> None:
-    _positive(options, "alpha")
-    _at_least(options, 0, "steps")  # 0: torchattacks picks min(255 eps + 4, 1.25 * 255 eps) (Kurakin et al.)
+    positive(options, "alpha")
+    at_least(options, 0, "steps")  # 0: torchattacks picks min(255 eps + 4, 1.25 * 255 eps) (Kurakin et al.)
 
 
 def _check_pgd(options: dict) -> None:
@@ -70,49 +59,49 @@ def _check_pgd(options: dict) -> None:
 
 def _check_pgdl2(options: dict) -> None:
     _check_pgd(options)
-    _positive(options, "eps_for_division")
+    positive(options, "eps_for_division")
 
 
 def _check_cw(options: dict) -> None:
-    _positive(options, "c", "lr")
-    _at_least(options, 1, "steps")
+    positive(options, "c", "lr")
+    at_least(options, 1, "steps")
     if options["kappa"] < 0:
         raise ValueError(f"kappa: expected a confidence margin >= 0, got {options['kappa']!r}")
 
 
 def _check_deepfool(options: dict) -> None:
-    _at_least(options, 1, "steps")
+    at_least(options, 1, "steps")
     if options["overshoot"] < 0:
         raise ValueError(f"overshoot: expected a number >= 0, got {options['overshoot']!r}")
 
 
 def _check_apgd(options: dict) -> None:
-    _at_least(options, 1, "steps", "n_restarts", "eot_iter")
+    at_least(options, 1, "steps", "n_restarts", "eot_iter")
     _fraction(options, "rho")
 
 
 def _check_apgdt(options: dict) -> None:
     _check_apgd(options)
-    _at_least(options, 2, "n_classes")
+    at_least(options, 2, "n_classes")
 
 
 def _check_fab(options: dict) -> None:
-    _at_least(options, 1, "steps", "n_restarts")
-    _at_least(options, 2, "n_classes")
-    _positive(options, "alpha_max", "eta")
+    at_least(options, 1, "steps", "n_restarts")
+    at_least(options, 2, "n_classes")
+    positive(options, "alpha_max", "eta")
     _fraction(options, "beta")
 
 
 def _check_square(options: dict) -> None:
-    _at_least(options, 1, "n_queries", "n_restarts")
+    at_least(options, 1, "n_queries", "n_restarts")
     _fraction(options, "p_init")
     if options["loss"] not in ("margin", "ce"):
         raise ValueError(f"loss: expected 'margin' or 'ce', got {options['loss']!r}")
 
 
 def _check_autoattack(options: dict) -> None:
-    _at_least(options, 1, "steps", "n_queries")
-    _at_least(options, 2, "n_classes")
+    at_least(options, 1, "steps", "n_queries")
+    at_least(options, 2, "n_classes")
 
 
 # -- running -------------------------------------------------------------------------------------
