@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
     from harness.device import resolve_device
     from harness.plugins import load_registry
     from harness.progress import RichProgress, SilentProgress
-    from harness.runner import Runner
+    from harness.runner import Runner, RunInterrupted
     from harness.suite import load_suite
 
     registry = load_registry()
@@ -75,8 +76,16 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
     out = out or Path("runs") / suite.name
     click.echo(f"suite {suite.name}: {len(suite.cells)} cells, {len(suite.models)} model(s), "
                f"device {torch_device}, output {out}", err=True)
-    with (SilentProgress() if quiet else RichProgress()) as progress:
-        frame = Runner(suite, registry, out, root, torch_device, progress).run()
+    try:
+        with (SilentProgress() if quiet else RichProgress()) as progress:
+            frame = Runner(suite, registry, out, root, torch_device, progress).run()
+    except RunInterrupted as stop:
+        command = ["harness", "run", str(suite_file), "--out", str(out)]
+        command += (["--device", device] if device != "auto" else []) + (["--data-dir", data_dir] if data_dir else [])
+        command += ["--quiet"] if quiet else []
+        click.echo(f"interrupted: {stop.done} of {stop.total} cells done ({stop.results}); "
+                   f"to resume, run: {shlex.join(command)}", err=True)
+        sys.exit(130)
     _print_results(frame)
     click.echo(f"results: {out / 'results.csv'}", err=True)
     failed = int((frame["status"] != "ok").sum())

@@ -4,12 +4,23 @@ defense-wrapped model, attack, row, table.
 Each trained model is saved once per configuration and seed under ``OUT/models`` and reused by every
 cell that needs it; ``OUT/results.csv`` is rewritten atomically after every row, and cells whose
 ``config_hash`` already has an ``ok`` row there are skipped, so rerunning a command continues it.
+
+``OUT/run.json`` records what produced the directory (the suite file and its sha256, the grid, package
+versions, the device, and one entry per invocation), next to a copy of the suite as ``OUT/suite.toml``.
+SIGINT (Ctrl-C) stops a run after the cell in progress: it is finished and recorded, then
+:class:`RunInterrupted` is raised; a second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
+import hashlib
 import json
+import random
+import re
+import signal
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -30,6 +41,18 @@ from harness.results import RESULTS_FILE, Row, read_results, to_frame, write_csv
 from harness.suite import NO_DEFENSE, Cell, Suite, config_hash
 
 NAN = float("nan")
+RUN_FILE = "run.json"
+SUITE_COPY = "suite.toml"
+# replace_atomically's temporary files (".NAME-XXXXXXXX"), left behind only by a killed process
+_TEMPORARY = re.compile(r"^\..+\.(csv|json|safetensors|toml)-[A-Za-z0-9_]+$")
+
+
+class RunInterrupted(Exception):
+    """A run stopped early on SIGINT / KeyboardInterrupt; ``done`` of ``total`` cells have a row."""
+
+    def __init__(self, done: int, total: int, results: Path) -> None:
+        super().__init__(f"interrupted: {done} of {total} cells done")
+        self.done, self.total, self.results = done, total, results
 
 
 @dataclass
@@ -66,6 +89,7 @@ class Runner:
         self.progress = progress or SilentProgress()
         self.results_path = self.out_dir / RESULTS_FILE
         self._data: tuple[str, Data] | None = None  # the one dataset held in memory
+        self._stop = False  # set by SIGINT: stop before the next cell
 
     # -- checks before any work --------------------------------------------------------------
     def info(self, dataset: str):
@@ -81,14 +105,34 @@ class Runner:
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
-        import torch
+        """Run every cell not yet in the table. On SIGINT, finish the cell in progress, leave a
+        valid table and raise :class:`RunInterrupted`."""
+        self._stop = False
+        installed, previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
+            installed = True
+        try:
+            return self._run()
+        finally:
+            if installed:
+                signal.signal(signal.SIGINT, previous)
 
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop:  # a second Ctrl-C: stop now, the cell in progress is lost
+            raise KeyboardInterrupt
+        self._stop = True
+        self.progress.log("[yellow]interrupt: stopping after the current cell (Ctrl-C again to stop now)[/yellow]")
+
+    def _run(self) -> pd.DataFrame:
         self.preflight()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_temporaries()
         rows = self._previous_rows()
         done = {r["config_hash"] for r in rows if r["status"] == "ok"}
         hashes = {c: config_hash(self.suite.cell_config(c)) for c in self.suite.cells}
         todo = [c for c in self.suite.cells if hashes[c] not in done]
+        self._record_run(hashes, todo)
         if len(todo) < len(self.suite.cells):
             self.progress.log(f"{len(self.suite.cells) - len(todo)} cell(s) already in {self.results_path}; "
                               f"running the other {len(todo)}")
@@ -97,8 +141,23 @@ class Runner:
         # earlier failures of these cells are replaced; worst-case rows are recomputed at the end
         retry = {hashes[c] for c in todo}
         rows = [r for r in rows if r["config_hash"] not in retry and r["attack"] != diagnostics.WORST]
+        try:
+            self._cells(todo, rows)
+        except KeyboardInterrupt:  # a second Ctrl-C (or no handler): the table holds every finished cell
+            self._stop = True
+        if self._stop:
+            finished = {r["config_hash"] for r in rows}
+            raise RunInterrupted(sum(h in finished for h in hashes.values()), len(self.suite.cells),
+                                 self.results_path)
+        return self._write(rows, annotate=True)
+
+    def _cells(self, todo: list[Cell], rows: list[dict[str, Any]]) -> None:
+        import torch
+
         advance = self.progress.task("cells", len(todo))
         for (dataset, model_key, seed), cells in _group(todo).items():
+            if self._stop:
+                return
             try:
                 data = self._load_data(dataset)
                 module, model_hash = self._model(dataset, model_key, seed, data)
@@ -112,13 +171,49 @@ class Runner:
                 continue
             evaluator, defended = Evaluator(data.x_test, data.y_test, self.suite.batch_size), {}
             for cell in cells:
+                if self._stop:
+                    return
                 rows.append(asdict(self._cell(cell, module, model_hash, evaluator, defended)))
                 self._write(rows)
                 advance(last=f"{cell.model}/{cell.defense}/{cell.attack}/eps={cell.eps:g}")
             del module
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        return self._write(rows, annotate=True)
+
+    def _remove_temporaries(self) -> None:
+        """Temporary files a killed run left next to the files it was replacing."""
+        for directory in (self.out_dir, self.out_dir / "models", self.out_dir / "examples"):
+            if directory.is_dir():
+                for path in directory.iterdir():
+                    if _TEMPORARY.match(path.name) and path.is_file():
+                        path.unlink(missing_ok=True)
+
+    def _record_run(self, hashes: dict[Cell, str], todo: list[Cell]) -> None:
+        """OUT/run.json and OUT/suite.toml, both atomically; earlier invocations stay in "runs"."""
+        source = Path(self.suite.path)
+        try:
+            text: bytes | None = source.read_bytes()
+        except OSError:  # a Suite built in code, or a file removed since it was loaded
+            text = None
+        digest = hashlib.sha256(text).hexdigest() if text is not None else None
+        path = self.out_dir / RUN_FILE
+        history: list[Any] = []
+        if path.exists():
+            try:
+                history = list(json.loads(path.read_text()).get("runs", []))
+            except (OSError, ValueError, AttributeError, TypeError) as exc:
+                self.progress.log(f"[yellow]{path}: unreadable ({exc}); starting a new history[/yellow]")
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        history.append({"started": now, "suite_sha256": digest, "device": str(self.device),
+                        "cells_todo": len(todo), "todo": [hashes[c] for c in todo]})
+        record = {"format": 1, "suite": {"name": self.suite.name, "path": str(source.resolve()),
+                                         "sha256": digest, "copy": SUITE_COPY if text is not None else None},
+                  "cells": [{**asdict(c), "config_hash": hashes[c]} for c in self.suite.cells],
+                  "versions": _versions(), "device": str(self.device), "runs": history}
+        if text is not None:
+            replace_atomically(self.out_dir / SUITE_COPY, lambda tmp: Path(tmp).write_bytes(text))
+        body = json.dumps(record, indent=2, default=str) + "\n"
+        replace_atomically(path, lambda tmp: Path(tmp).write_text(body))
 
     def _previous_rows(self) -> list[dict[str, Any]]:
         if not self.results_path.exists():
@@ -244,6 +339,7 @@ class Runner:
             robust, gap = clean.correct, NAN
             if cell.eps > 0:
                 options = dict(attack.options)
+                _seed_host_rngs(cell.seed)
                 robust = evaluator.robust(wrapped, spec.build(wrapped, cell.eps, options), spec, cell.eps,
                                           cell.seed, clean.correct)
                 gap = self._convergence_gap(wrapped, spec, options, cell, evaluator, clean, robust)
@@ -264,6 +360,7 @@ class Runner:
         if not spec.steps_option or images == 0 or spec.steps_option not in options:
             return NAN
         longer = {**options, spec.steps_option: options[spec.steps_option] * 2}
+        _seed_host_rngs(cell.seed)
         again = evaluator.robust(wrapped, spec.build(wrapped, cell.eps, longer), spec, cell.eps, cell.seed,
                                  clean.correct, limit=images)
         return float(robust[: len(again)].float().mean() - again.float().mean())
@@ -285,6 +382,15 @@ class Runner:
         if spec.fit is not None:  # data-dependent options, e.g. T = "auto", on the clean test images
             options = spec.fit(module, options, evaluator.x, evaluator.y)
         return spec.wrap(module, options).to(self.device).eval()
+
+
+def _seed_host_rngs(seed: int) -> None:
+    """Seed Python's and numpy's global generators before an attack (ART draws its random starts from
+    numpy), so a cell's result does not depend on what ran before it in the process."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def torch_uint8():

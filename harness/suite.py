@@ -97,7 +97,8 @@ class _Checker:
         self.path = path
 
     def fail(self, key: str, message: str) -> SuiteError:
-        return SuiteError(f"{self.path}: {key}: {message}")
+        text = f"{self.path}: {key}: {message}"  # keys and values may hold line breaks: escape them
+        return SuiteError("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text))
 
     def table(self, value: Any, key: str) -> dict[str, Any]:
         if not isinstance(value, dict):
