@@ -256,10 +256,10 @@ def _print_results(frame) -> None:
                         "input gradient is exactly zero (%)")
     for column in summary.columns:
         table.add_column(str(column), justify="right" if column not in ("dataset", "model", "defense", "attack",
-                                                                        "backend") else "left")
+                                                                        "backend", "flag") else "left")
     for _, line in summary.iterrows():
-        table.add_row(*(f"{v:g}" if column == "T" else f"{v:.1f}" if isinstance(v, float) else str(v)
-                        for column, v in line.items()))
+        table.add_row(*("" if isinstance(v, float) and v != v else f"{v:.1f}" if isinstance(v, float)
+                        else str(v) for column, v in line.items()))
     console.print(table)
 
 

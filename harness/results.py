@@ -93,15 +93,20 @@ def read_results(directory: Path) -> pd.DataFrame:
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Robust accuracy (%) with one column per epsilon, one line per model x defense x attack."""
+    """Robust accuracy (%) with one column per epsilon, one line per model x defense x attack,
+    worst-case lines included, and whether the masking checks flagged the line."""
     ok = frame[frame["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame()
+    # T as text: worst-case rows have no T, and NaN keys would be dropped from the pivot
+    ok = ok.assign(T=[("" if t != t else f"{t:g}") for t in ok["T"]])
     keys = ["dataset", "model", "defense", "T", "attack", "backend"]
     robust = ok.pivot_table(index=keys, columns="eps", values="robust_acc", aggfunc="mean") * 100
     robust.columns = [f"eps={c:g}" for c in robust.columns]
     extra = ok.groupby(keys).agg(clean=("clean_acc", "mean"), zero_grad=("zero_grad_share", "mean"),
-                                 seeds=("seed", "nunique"), n=("n", "max"))
+                                               seeds=("seed", "nunique"), n=("n", "max"),
+                                               flag=("unreliable", "any"))
     extra[["clean", "zero_grad"]] *= 100
+    extra["flag"] = extra["flag"].map({True: "unreliable", False: ""})
     extra = extra.rename(columns={"zero_grad": "0-grad"})
     return extra.join(robust).reset_index()
