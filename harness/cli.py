@@ -96,7 +96,9 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
 
 
 @cli.command()
-def plugins() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: one object per registered record, "
+              "with its options' defaults and presets.")
+def plugins(as_json: bool) -> None:
     """List every registered dataset, learner, model, attack and defense, and who registered it."""
     from rich.console import Console
     from rich.table import Table
@@ -105,6 +107,16 @@ def plugins() -> None:
     from harness.registry import SINGULAR
 
     registry = load_registry()
+    if as_json:
+        import json
+
+        records = [{"kind": SINGULAR[kind], "name": e.obj.name, "key": e.key, "plugin": e.plugin,
+                    "distribution": e.distribution, "description": e.obj.description,
+                    "defaults": dict(e.obj.defaults), "presets": {k: dict(v) for k, v in
+                                                                 getattr(e.obj, "presets", {}).items()}}
+                   for kind in SINGULAR for e in registry.entries(kind)]
+        click.echo(json.dumps(records, indent=2, sort_keys=True))
+        return
     table = Table("kind", "name", "plugin", "distribution", "description")
     for kind in SINGULAR:
         for entry in registry.entries(kind):

@@ -2,12 +2,14 @@
 
 Built-in plugins are ordinary entry points of this distribution, loaded exactly like third-party ones.
 ``HARNESS_LOAD_PLUGINS=a,b`` loads only the named entry points; ``HARNESS_BLOCK_PLUGINS=c`` skips some.
+``HARNESS_TRACE_HOOKS=1`` prints every hook call and what it registered to stderr, for debugging.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 from typing import Iterable
 
 import pluggy
@@ -63,12 +65,20 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     so each registered object records who registered it."""
     registry = Registry()
     distributions = {pm.get_name(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
+    trace = os.environ.get("HARNESS_TRACE_HOOKS", "") not in ("", "0")
     for kind in KINDS:
         caller = getattr(pm.hook, f"harness_register_{kind}")
         for impl in caller.get_hookimpls():  # pluggy lists them in plugin load order
-            def register(obj, _kind=kind, _plugin=impl.plugin_name):
+            registered: list[str] = []
+
+            def register(obj, _kind=kind, _plugin=impl.plugin_name, _done=registered):
                 registry.register(_kind, obj, _plugin, distributions.get(_plugin))
+                _done.append(getattr(obj, "name", "?"))
             impl.function(register=register)
+            if trace:
+                print(f"harness hook: harness_register_{kind} of plugin '{impl.plugin_name}' "
+                      f"({distributions.get(impl.plugin_name) or 'no distribution'}) registered "
+                      f"{', '.join(registered) or 'nothing'}", file=sys.stderr)
     return registry
 
 

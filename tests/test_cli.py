@@ -94,3 +94,31 @@ def test_bad_input_leaves_existing_results_untouched(runner, tiny_suite, write_s
     broken = write_suite(tiny_suite.read_text().replace("T = 1e5", "T = -1"), "broken.toml")
     one_line_error(runner.invoke(cli, ["run", str(broken), "--out", str(out)]), "defenses.T1e5.T", "positive")
     assert (out / "results.csv").read_bytes() == before
+
+
+def test_plugins_json_lists_records_with_their_options(runner):
+    import json
+
+    result = runner.invoke(cli, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    records = {(r["kind"], r["key"]): r for r in json.loads(result.output)}
+    pgd = records[("attack", "pgd@torchattacks")]
+    assert pgd["plugin"] == "torchattacks" and pgd["distribution"] == "robustness-harness"
+    assert pgd["defaults"] == {"alpha": 2 / 255, "steps": 10, "random_start": True}
+    hebbian = records[("learner", "hebbian")]
+    assert set(hebbian["presets"]) == {"krotov2019", "thesis", "thesis-appendix"}
+    assert hebbian["presets"]["thesis"]["k"] == 2
+    assert {kind for kind, _ in records} == {"dataset", "learner", "model", "attack", "defense"}
+
+
+def test_hook_trace_names_each_call_and_what_it_registered(runner, monkeypatch, capfd):
+    from harness.plugins import load_registry
+
+    monkeypatch.setenv("HARNESS_TRACE_HOOKS", "1")
+    load_registry()
+    lines = capfd.readouterr().err.splitlines()
+    assert "harness hook: harness_register_defenses of plugin 'rescale' (robustness-harness) registered logit-scale" in lines
+    assert any(line.startswith("harness hook: harness_register_attacks of plugin 'art'") for line in lines)
+    monkeypatch.setenv("HARNESS_TRACE_HOOKS", "0")
+    load_registry()
+    assert capfd.readouterr().err == ""
