@@ -8,7 +8,6 @@ added), quick.toml cut short or with a byte inserted, and random bytes (often in
 from __future__ import annotations
 
 import copy
-import math
 import tomllib
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 from harness.cli import cli
 from harness.errors import SuiteError
 from harness.suite import load_suite
+from tomlwriter import toml_document
 
 QUICK_TEXT = (Path(__file__).parent.parent / "suites" / "quick.toml").read_bytes()
 QUICK = tomllib.loads(QUICK_TEXT.decode())
@@ -30,50 +30,6 @@ KNOWN = ["suite", "data", "eval", "models", "defenses", "attacks", "grid", "name
          "freeze", "defense", "attack", "backend", "preset", "eps", "seed", "exclude", "mnist", "repu",
          "backprop", "hebbian", "pgd", "fgsm", "torchattacks", "art", "logit-scale", "T", "hidden", "epochs",
          "steps", "none", "bio", "bp", "auto"]
-
-
-# -- a tiny TOML serializer ------------------------------------------------------------------
-def toml_string(text: str) -> str:
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
-
-
-def toml_document(doc: dict) -> str:
-    """Scalars and arrays as ``key = value`` first, then each table as a ``[header]`` section (its
-    own nested tables inline), so both TOML forms appear."""
-    lines = [f"{toml_string(k)} = {toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    for key, table in doc.items():
-        if isinstance(table, dict):
-            lines.append(f"[{toml_string(key)}]")
-            lines += [f"{toml_string(k)} = {toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
 
 
 def test_serializer_round_trips():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 import random
 import tomllib
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from harness.errors import SuiteError
 from harness.suite import Cell, config_hash, load_suite
+from tomlwriter import toml_document
 
 QUICK = Path(__file__).parents[1] / "suites" / "quick.toml"
 
@@ -552,31 +552,6 @@ def test_error_multiline_toml_problem_is_one_line(write_suite, registry):
 # garbage in, SuiteError out
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
-
-
-def to_toml(document: dict) -> str:
-    """Every top-level key as one inline value: enough TOML to write any nesting."""
-    return "".join(f"{json.dumps(key)} = {_toml_value(value)}\n" for key, value in document.items())
-
-
 def _garbage(rng: random.Random, depth: int = 0):
     kinds = ["int", "float", "str", "bool", "empty"]
     if depth < 2:
@@ -639,7 +614,7 @@ def _garbage_failures(registry, tmp_path, region: str, count: int, seed: int):
     for index in range(count):
         mutated = _mutate(document, rng, region)
         path = tmp_path / f"garbage{index}.toml"
-        text = to_toml(mutated)
+        text = toml_document(mutated)
         path.write_text(text)
         assert tomllib.loads(text) is not None  # the writer produced valid TOML
         try:
@@ -675,7 +650,7 @@ def test_garbage_whole_document(registry, tmp_path):
             for section in rng.sample(sorted(document), 2):
                 document[section] = _garbage(rng)
         path = tmp_path / f"whole{index}.toml"
-        path.write_text(to_toml(document))
+        path.write_text(toml_document(document))
         with pytest.raises(SuiteError):
             load_suite(path, registry)
 

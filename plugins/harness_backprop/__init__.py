@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.api import Learner, TrainContext
+from harness.checks import one_of
 from harness.evaluate import accuracy
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "batch_size": 100, "weight_decay": 0.0, "schedule": [],
@@ -35,8 +36,7 @@ def _check(options: dict) -> None:
         raise ValueError("lr: expected a positive learning rate")
     if options["weight_decay"] < 0:
         raise ValueError("weight_decay: expected a number >= 0")
-    if options["loss"] not in LOSSES:
-        raise ValueError(f"loss: expected one of {', '.join(LOSSES)}")
+    one_of(options, "loss", LOSSES)
     if options["m"] < 1:
         raise ValueError("m: expected a number >= 1 (power of Krotov's loss)")
     for phase in options["schedule"]:

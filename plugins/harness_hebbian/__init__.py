@@ -33,6 +33,7 @@ INPUTS = {
 
 
 def _check(options: dict) -> None:
+    from harness.checks import one_of
     from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY, STEPS
 
     if options["p"] < 1:
@@ -49,8 +50,7 @@ def _check(options: dict) -> None:
             raise ValueError(f"{key}: expected a positive integer")
     for key, allowed in (("lr_decay", LR_DECAY), ("anti_hebbian", ANTI_HEBBIAN), ("currents", CURRENTS),
                          ("inputs", tuple(INPUTS)), ("method", ("auto", *STEPS))):
-        if options[key] not in allowed:
-            raise ValueError(f"{key}: expected one of {', '.join(allowed)}")
+        one_of(options, key, allowed)
 
 
 def _inputs(ctx: TrainContext, name: str, weight):
