@@ -36,3 +36,17 @@ def harness_register_attacks(register):
 @hookspec
 def harness_register_defenses(register):
     """Register defenses and logit rescalers: ``register(harness.api.Defense(...))``. Returns nothing."""
+
+
+@hookspec
+def harness_register_executors(register):
+    """Register executors, which run a suite's cells somewhere (in process, on a Ray cluster, on
+    Slurm): ``register(harness.api.Executor(...))``; ``harness run --executor NAME`` picks one.
+    Returns nothing."""
+
+
+@hookspec
+def harness_register_commands(register):
+    """Add CLI commands: ``register(command)`` with a ``click.Command`` or ``click.Group``; it becomes
+    ``harness <command.name>``. Called once when the ``harness`` command starts, before the command
+    line is parsed; a name that clashes with another command is an error. Returns nothing."""
