@@ -3,6 +3,8 @@ units that win converge to unit norm, and the learned detectors look like digits
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,31 @@ def test_dense_path_equals_sparse_path(inputs, case):
                       lr_decay=case.get("decay", "linear"), currents=case.get("currents", "published"),
                       anti_hebbian=case.get("anti", "kth"), method=method)
     assert (weights["sparse"] - weights["dense"]).abs().max() < 1e-9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES[:1] + CASES[4:], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_cuda_graph_path_equals_dense_path(inputs, case):
+    """Replaying the captured epoch runs the dense steps' kernels in the same order: same weights."""
+    x = inputs[0][:400].cuda()
+    weights = {}
+    for method in ("dense", "graph"):
+        weights[method] = torch.empty(30, 784, device="cuda")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a failed capture would silently test dense vs dense
+            train_hebbian(weights[method], x, init_mean=0.0, init_std=1.0, precision=1e-30, delta=0.4,
+                          lr=0.05, epochs=3, batch_size=40, seed=5, p=case["p"], k=case["k"],
+                          R=case.get("R", 1.0), lr_decay=case.get("decay", "linear"),
+                          currents=case.get("currents", "published"), anti_hebbian=case.get("anti", "kth"),
+                          method=method)
+    assert (weights["dense"] - weights["graph"]).abs().max() < 1e-5
+
+
+def test_graph_method_needs_cuda(inputs):
+    weight = torch.empty(10, 784)
+    with pytest.raises(ValueError, match="CUDA"):
+        train_hebbian(weight, inputs[0][:100], p=2.0, k=2, delta=0.4, lr=0.04, epochs=1, batch_size=50,
+                      init_mean=0.0, init_std=1.0, precision=1e-30, seed=0, method="graph")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ INPUTS = {
 
 def _check(options: dict) -> None:
     from harness.checks import one_of
-    from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY, STEPS
+    from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY, METHODS
 
     if options["p"] < 1:
         raise ValueError("p: expected a number >= 1 (the l_p weighting exponent)")
@@ -49,7 +49,7 @@ def _check(options: dict) -> None:
         if options[key] < 1:
             raise ValueError(f"{key}: expected a positive integer")
     for key, allowed in (("lr_decay", LR_DECAY), ("anti_hebbian", ANTI_HEBBIAN), ("currents", CURRENTS),
-                         ("inputs", tuple(INPUTS)), ("method", ("auto", *STEPS))):
+                         ("inputs", tuple(INPUTS)), ("method", ("auto", *METHODS))):
         one_of(options, key, allowed)
 
 

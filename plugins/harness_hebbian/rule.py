@@ -16,7 +16,10 @@ update is computed on the touched rows alone (index_add), never as a dense [H, B
 and the weighted matrix sign(W)|W|^(p-1) is refreshed only on those rows. What remains is one
 [B, D] @ [D, H] product per minibatch: the FLOP floor of the rule. On a GPU the sparse path's
 ``unique`` forces a host sync every minibatch, which costs more than the arithmetic; there the update
-is the dense product on device (``method = "dense"``), with no sync until the epoch ends.
+is the dense product on device (``method = "dense"``), with no sync until the epoch ends. A minibatch
+of 100 is far too small to keep a GPU busy, so the dense path spends its time launching ~20 small
+kernels per step; ``method = "graph"`` (the CUDA default) records one whole epoch of dense steps as a
+CUDA graph once and replays it every epoch: the same kernels in the same order, launched at once.
 
 Random draws, in order, from one CPU ``torch.Generator`` seeded with ``seed``: the initial weights
 ``torch.normal(init_mean, init_std, W.shape)``, then one ``torch.randperm(N)`` per epoch giving the
@@ -26,6 +29,7 @@ the published rule.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -92,6 +96,47 @@ def hebbian_step_dense(weight: torch.Tensor, weighted: torch.Tensor, x: torch.Te
 
 
 STEPS = {"sparse": hebbian_step, "dense": hebbian_step_dense}
+METHODS = (*STEPS, "graph")
+
+
+def _epoch_runner(step, weight, weighted, inputs, winner, batch_size, step_options):
+    """``run(order, lr)``: one epoch of ``step`` over ``inputs`` in the given order."""
+    def run(order, lr):
+        for start in range(0, len(inputs), batch_size):
+            batch = order[start:start + batch_size]
+            winner[batch] = step(weight, weighted, inputs[batch], lr=lr, **step_options)
+    return run
+
+
+def _graph_epoch_runner(weight, weighted, inputs, winner, batch_size, step_options):
+    """The dense epoch captured as a CUDA graph; ``order`` and ``lr`` live in static device tensors
+    that each replay reads. Returns None (and leaves every tensor as it was) when capture fails."""
+    order_static = torch.zeros(len(inputs), dtype=torch.long, device=weight.device)
+    lr_static = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    eager = _epoch_runner(hebbian_step_dense, weight, weighted, inputs, winner, batch_size, step_options)
+    saved = [t.clone() for t in (weight, weighted, winner)]
+    graph = torch.cuda.CUDAGraph()
+    try:
+        side = torch.cuda.Stream()  # capture needs its kernels (cuBLAS handles, ...) warmed up first
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            hebbian_step_dense(weight, weighted, inputs[:batch_size], lr=lr_static, **step_options)
+        torch.cuda.current_stream().wait_stream(side)
+        for tensor, value in zip((weight, weighted, winner), saved):
+            tensor.copy_(value)
+        with torch.cuda.graph(graph):
+            eager(order_static, lr_static)
+    except RuntimeError:
+        torch.cuda.synchronize()
+        for tensor, value in zip((weight, weighted, winner), saved):
+            tensor.copy_(value)
+        return None
+
+    def run(order, lr):
+        order_static.copy_(order)
+        lr_static.fill_(lr)
+        graph.replay()
+    return run
 
 
 def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: int, delta: float, lr: float,
@@ -100,7 +145,7 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
                   currents: str = "published", method: str = "auto",
                   on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Initialise ``weight`` ~ N(init_mean, init_std) and train it in place (``method``: "sparse",
-    "dense", or "auto" = dense on CUDA, sparse elsewhere); returns per-epoch stats:
+    "dense", "graph" (CUDA only), or "auto" = graph on CUDA, sparse elsewhere); returns per-epoch stats:
     ``norm_dev`` mean |‖W_i‖_p − R| over units, ``never_won`` units that have not won any input yet,
     ``winner_changes`` share of inputs whose winning unit differs from the previous epoch's."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -108,18 +153,28 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
     inputs = inputs.to(weight)
     weighted = weighting(weight, p, currents)
     hidden, n = weight.shape[0], len(inputs)
-    step = STEPS["dense" if method == "auto" and weight.is_cuda else "sparse" if method == "auto" else method]
+    if method == "auto":
+        method = "graph" if weight.is_cuda else "sparse"
+    if method == "graph" and not weight.is_cuda:
+        raise ValueError("method = \"graph\" needs the weights on a CUDA device; use \"sparse\" on the CPU")
     won = torch.zeros(hidden, dtype=torch.bool, device=weight.device)
     winner = torch.full((n,), -1, dtype=torch.long, device=weight.device)
+    step_options = dict(p=p, k=k, delta=delta, precision=precision, R=R, anti_hebbian=anti_hebbian,
+                        currents=currents)
+    run_epoch = None
+    if method == "graph":
+        run_epoch = _graph_epoch_runner(weight, weighted, inputs, winner, batch_size, step_options)
+        if run_epoch is None:
+            warnings.warn("hebbian: CUDA graph capture failed; running the dense steps one by one")
+    if run_epoch is None:
+        step = STEPS["dense" if method == "graph" else method]
+        run_epoch = _epoch_runner(step, weight, weighted, inputs, winner, batch_size, step_options)
     history = []
     for epoch in range(epochs):
         eps = lr * (1 - epoch / epochs) if lr_decay == "linear" else lr
         order = torch.randperm(n, generator=generator).to(weight.device)
         previous = winner.clone()
-        for start in range(0, n, batch_size):
-            batch = order[start:start + batch_size]
-            winner[batch] = step(weight, weighted, inputs[batch], p=p, k=k, delta=delta, lr=eps,
-                                 precision=precision, R=R, anti_hebbian=anti_hebbian, currents=currents)
+        run_epoch(order, eps)
         if not torch.isfinite(weight).all():
             raise FloatingPointError(f"hebbian: NaN or inf in the weights after epoch {epoch + 1}; "
                                      f"lower lr (now {lr}) or check the inputs")
