@@ -172,10 +172,54 @@ class Defense:
     rescaler: bool = False
 
 
+@dataclass(frozen=True)
+class Executor:
+    """An executor plugin: runs a suite's cells somewhere (in process, on a Ray cluster, on Slurm)
+    and hands each cell's outcome back to the runner. ``harness run --executor NAME`` picks one;
+    ``defaults`` are its options (``--executor-option KEY=VALUE``, checked like suite options and
+    by ``check``).
+
+    ``run(plan, options)`` returns an iterator (write it as a generator) of
+    :class:`harness.worker.Outcome`, one per cell of ``plan``, each yielded as soon as its cell is
+    done, in any order. The runner stays in charge of the run directory: it only hands over the
+    cells that have no ``ok`` row yet, writes each outcome's row to ``results.csv`` atomically as
+    it arrives, and writes the end-of-run checks. An executor writes nothing there itself.
+
+    ``plan`` (:class:`harness.worker.Plan`) holds:
+
+    - ``groups``: the cells to run, as :class:`harness.worker.Group` (``dataset``, ``model``,
+      ``seed``, ``cells``): the cells of a group share one trained model;
+    - ``worker``: a :class:`harness.worker.Worker`. ``worker.run_group(group, stopping)`` runs a
+      group in this process (what ``local`` does). The worker pickles to a few kilobytes and works
+      in any process that has the harness and the same plugins installed and sees the data root
+      and the model cache: ``worker.train(group)`` trains the group's model (or finds it) and
+      stores it in ``OUT/models`` and the shared cache, returning a :class:`harness.worker.Trained`;
+      ``worker.run_cell(cell, model_hash)`` then loads that model from the cache and returns the
+      cell's outcome; ``worker.failed(cell, message)`` is the outcome of a cell that could not run;
+    - ``stopping()``: true after Ctrl-C. Submit no new cell, yield the outcomes of the cells
+      already running, then return; the runner records them and stops. On a second Ctrl-C the
+      runner stops reading and calls the iterator's ``close()``: cancel what is still running in a
+      ``finally:`` block;
+    - ``log(message)``: one line for the user, shown above the progress bars.
+
+    A cell that fails must still yield an outcome (``worker.failed``); an exception raised by
+    ``run`` ends the run, with the rows received so far kept, so keep it for errors that concern
+    the whole run (a missing library, an unreachable cluster: raise :class:`harness.errors.HarnessError`
+    with the fix).
+    """
+
+    name: str
+    run: Callable[[Any, dict[str, Any]], Any]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
 KINDS: dict[str, type] = {
     "datasets": Dataset,
     "learners": Learner,
     "models": Model,
     "attacks": Attack,
     "defenses": Defense,
+    "executors": Executor,
 }

@@ -10,11 +10,15 @@ from pathlib import Path
 import click
 
 from harness import __version__
+from harness.cli_cache import cache
 from harness.errors import HarnessError
 
 
 class HarnessGroup(click.Group):
-    """Turns every :class:`HarnessError` into one line on stderr and exit code 2."""
+    """Turns every :class:`HarnessError` into one line on stderr and exit code 2, and adds the
+    commands plugins register (``harness_register_commands``). Those are loaded only when a name is
+    not a built-in command or when commands are listed (``--help``), so built-in commands never wait
+    for them; a plugin that fails there costs a one-line warning on stderr, not the built-ins."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -22,6 +26,27 @@ class HarnessGroup(click.Group):
         except HarnessError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+
+    def plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        """The plugins' commands, loaded once per invocation (tests invoke ``cli`` many times, with
+        different plugins)."""
+        key = "harness.plugin_commands"
+        if key not in ctx.meta:
+            from harness.plugins import load_commands
+
+            try:
+                ctx.meta[key] = {name: entry.command for name, entry in load_commands(self.commands).items()}
+            except Exception as exc:  # noqa: BLE001 - any plugin failure must leave the built-ins usable
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                click.echo(f"warning: plugin commands not loaded: {message}", err=True)
+                ctx.meta[key] = {}
+        return ctx.meta[key]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.plugin_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self.plugin_commands(ctx).get(cmd_name)
 
 
 def default_data_root() -> Path:
@@ -61,28 +86,48 @@ def cli() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @data_dir_option
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, quiet: bool) -> None:
+@click.option("--executor", default="local", show_default=True,
+              help="Where cells run: local (this process), ray, or another registered executor.")
+@click.option("--address", default=None, help="Ray cluster address (--executor ray; default: a local instance).")
+@click.option("--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
+              help="Executor option (repeatable), e.g. num_gpus=0.5; see docs/running.md.")
+@click.option("--cache-dir", envvar="HARNESS_CACHE", default=None, type=click.Path(file_okay=False),
+              help="Shared trained-model cache (default: $HARNESS_CACHE or ~/.cache/robustness-harness/models).")
+@click.option("--no-cache", envvar="HARNESS_NO_CACHE", is_flag=True,
+              help="Neither read nor fill the model cache (also HARNESS_NO_CACHE=1).")
+def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, quiet: bool, executor: str,
+        address: str | None, executor_options: tuple[str, ...], cache_dir: str | None, no_cache: bool) -> None:
     """Run SUITE_FILE's grid and write OUT/results.csv, one row per cell."""
+    from harness.cache import ModelCache, cache_dir as resolve_cache_dir
     from harness.device import resolve_device
     from harness.plugins import load_registry
     from harness.progress import RichProgress, SilentProgress
-    from harness.runner import Runner, RunInterrupted
+    from harness.runner import Runner, RunInterrupted, parse_executor_options
     from harness.suite import load_suite
 
     registry = load_registry()
     suite = load_suite(suite_file, registry)
+    options = parse_executor_options(registry, executor, executor_options, address)
     root = data_root(data_dir)
     torch_device = resolve_device(device)
+    cache_root = resolve_cache_dir(cache_dir, no_cache)
     out = out or Path("runs") / suite.name
     click.echo(f"suite {suite.name}: {len(suite.cells)} cells, {len(suite.models)} model(s), "
-               f"device {torch_device}, output {out}", err=True)
+               f"device {torch_device}, output {out}, executor {executor}, model cache {cache_root or 'off'}",
+               err=True)
     try:
         with (SilentProgress() if quiet else RichProgress()) as progress:
-            frame = Runner(suite, registry, out, root, torch_device, progress).run()
+            runner = Runner(suite, registry, out, root, torch_device, progress,
+                            cache=ModelCache(cache_root) if cache_root else None, executor=executor,
+                            executor_options=options)
+            frame = runner.run()
     except RunInterrupted as stop:
         command = ["harness", "run", str(suite_file), "--out", str(out)]
         command += (["--device", device] if device != "auto" else []) + (["--data-dir", data_dir] if data_dir else [])
         command += ["--quiet"] if quiet else []
+        command += (["--executor", executor] if executor != "local" else []) + (["--address", address] if address else [])
+        command += [arg for pair in executor_options for arg in ("--executor-option", pair)]
+        command += (["--cache-dir", cache_dir] if cache_dir else []) + (["--no-cache"] if no_cache else [])
         click.echo(f"interrupted: {stop.done} of {stop.total} cells done ({stop.results}); "
                    f"to resume, run: {shlex.join(command)}", err=True)
         sys.exit(130)
@@ -99,14 +144,15 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable: one object per registered record, "
               "with its options' defaults and presets.")
 def plugins(as_json: bool) -> None:
-    """List every registered dataset, learner, model, attack and defense, and who registered it."""
+    """List every registered dataset, learner, model, attack, defense and executor, and who registered it."""
     from rich.console import Console
     from rich.table import Table
 
-    from harness.plugins import load_registry
+    from harness.plugins import load_commands, load_registry
     from harness.registry import SINGULAR
 
     registry = load_registry()
+    commands = load_commands(cli.commands)  # commands plugins add; here a clash is an error, not a warning
     if as_json:
         import json
 
@@ -115,6 +161,9 @@ def plugins(as_json: bool) -> None:
                     "defaults": dict(e.obj.defaults), "presets": {k: dict(v) for k, v in
                                                                  getattr(e.obj, "presets", {}).items()}}
                    for kind in SINGULAR for e in registry.entries(kind)]
+        records += [{"kind": "command", "name": name, "key": name, "plugin": c.plugin, "distribution": c.distribution,
+                     "description": c.command.get_short_help_str(limit=120), "defaults": {}, "presets": {}}
+                    for name, c in sorted(commands.items())]
         click.echo(json.dumps(records, indent=2, sort_keys=True))
         return
     table = Table("kind", "name", "plugin", "distribution", "description")
@@ -122,6 +171,9 @@ def plugins(as_json: bool) -> None:
         for entry in registry.entries(kind):
             table.add_row(SINGULAR[kind], entry.key, entry.plugin, entry.distribution or "-",
                           entry.obj.description)
+    for name, command in sorted(commands.items()):
+        table.add_row("command", name, command.plugin, command.distribution or "-",
+                      command.command.get_short_help_str(limit=120))
     Console(width=max(120, Console().width)).print(table)
 
 
@@ -273,6 +325,9 @@ def _print_results(frame) -> None:
         table.add_row(*("" if isinstance(v, float) and v != v else f"{v:.1f}" if isinstance(v, float)
                         else str(v) for column, v in line.items()))
     console.print(table)
+
+
+cli.add_command(cache)
 
 
 def main() -> None:

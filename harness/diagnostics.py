@@ -25,6 +25,10 @@ LARGE_EPS_ACCURACY = 0.02  # at a large eps an attack that works leaves < 2 % ac
 GROUP = ["dataset", "model", "seed", "defense"]
 WHITE_BOX = ("single-step", "iterative", "minimal")
 CHECKS = ("single_step", "gradient_free", "large_eps", "noise", "monotone", "converged", "gradients")
+# Checks for a blind attacker, which concern one rescaler's view of a model: a pooled worst case is
+# blind only if every view pooled into it is. The others (an unconverged attack, accuracy rising with
+# eps) can inflate a pooled number through any one view, so any view that fires them flags it.
+VIEW_CHECKS = ("single_step", "gradient_free", "large_eps", "noise", "gradients")
 WORST = "worst-case"
 
 
@@ -124,8 +128,9 @@ def annotate(frame: pd.DataFrame, examples: Path, rescalers: set[str]) -> pd.Dat
     """The table with its check columns filled in and worst-case rows appended (old ones replaced)."""
     frame = frame[frame["attack"] != WORST].copy()
     ok = frame["status"] == "ok"
-    for _, rows in frame[ok].groupby(GROUP):
-        results = evaluate(rows)
+    checked: dict[tuple, dict[str, tuple[bool | None, str]]] = {}
+    for key, rows in frame[ok].groupby(GROUP):
+        results = checked[key] = evaluate(rows)
         fired = [reason for fired_, reason in results.values() if fired_]
         skipped = [name for name, (fired_, _) in results.items() if fired_ is None]
         for name, (fired_, _) in results.items():
@@ -133,14 +138,27 @@ def annotate(frame: pd.DataFrame, examples: Path, rescalers: set[str]) -> pd.Dat
         frame.loc[rows.index, "unreliable"] = bool(fired)
         frame.loc[rows.index, "reasons"] = "; ".join(fired)
         frame.loc[rows.index, "checks_skipped"] = ", ".join(skipped)
-    worst = worst_case_rows(frame[ok], examples, rescalers)
+    worst = worst_case_rows(frame[ok], examples, rescalers, checked)
     return pd.concat([frame, worst], ignore_index=True) if len(worst) else frame.reset_index(drop=True)
 
 
-def worst_case_rows(ok: pd.DataFrame, examples: Path, rescalers: set[str]) -> pd.DataFrame:
+def pooled_checks(views: list[dict[str, tuple[bool | None, str]]]) -> dict[str, list[str]]:
+    """Check name -> reasons that flag a worst case pooled over these views (see VIEW_CHECKS)."""
+    flagged = {}
+    for name in CHECKS:
+        states = [view[name] for view in views]
+        fired = [reason for hit, reason in states if hit]
+        blind_everywhere = all(hit for hit, _ in states)
+        flagged[name] = sorted(set(fired)) if name not in VIEW_CHECKS or blind_everywhere else []
+    return flagged
+
+
+def worst_case_rows(ok: pd.DataFrame, examples: Path, rescalers: set[str],
+                    checked: dict[tuple, dict[str, tuple[bool | None, str]]]) -> pd.DataFrame:
     """Per dataset x model x seed x eps x norm: an image counts as robust only if every attack run
     on it failed (AutoAttack's rule). Defenses that never change a prediction (rescalers, and the
-    bare model) are pooled: an adversarial example found through any of them is one for the model."""
+    bare model) are pooled: an adversarial example found through any of them is one for the model.
+    ``checked`` holds each GROUP's check results; pooled rows combine them by :func:`pooled_checks`."""
     import torch
     from safetensors.torch import load_file
 
@@ -156,16 +174,17 @@ def worst_case_rows(ok: pd.DataFrame, examples: Path, rescalers: set[str]) -> pd
         robust = torch.stack([o["robust"].bool() for o in outcomes]).all(0)
         first = members.iloc[0].to_dict()
         defenses = sorted(set(members["defense"]))
+        flagged = pooled_checks([checked[(dataset, model, seed, d)] for d in defenses])
         first.update(
             defense="+".join(defenses), defense_name="pooled" if pool == "rescaled" else first["defense_name"],
             T=float("nan"), attack=WORST, attack_name=WORST, backend="", attack_kind=WORST,
             attack_params=json.dumps(sorted(set(members["attack"]))), robust_acc=float(robust.float().mean()),
             zero_grad_share=float("nan"), nonfinite_grad_share=float("nan"), converged_gap=float("nan"),
             seconds=float(members["seconds"].sum()), config_hash=config_hash(sorted(members["config_hash"])),
-            unreliable=bool(members["unreliable"].any()),
-            reasons="; ".join(sorted({r for r in members["reasons"] if r})),
+            unreliable=any(flagged.values()),
+            reasons="; ".join(sorted({r for reasons in flagged.values() for r in reasons})),
             checks_skipped=", ".join(sorted({c for s in members["checks_skipped"] for c in s.split(", ") if c})))
         for name in CHECKS:
-            first[f"chk_{name}"] = bool(members[f"chk_{name}"].any())
+            first[f"chk_{name}"] = bool(flagged[name])
         rows.append(first)
     return pd.DataFrame(rows, columns=ok.columns)

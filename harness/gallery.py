@@ -265,7 +265,6 @@ def perturbation_gallery(model_file: Path | str, root: Path, attack: str, backen
     logit-scale ``T`` and draw the first ``n`` successes. Writes a figure saying so when none."""
     import torch
 
-    from harness.evaluate import TOLERANCE, perturbation_norm
     from harness.plugins import load_registry
 
     if not (math.isfinite(eps) and eps > 0):
@@ -297,12 +296,28 @@ def perturbation_gallery(model_file: Path | str, root: Path, attack: str, backen
     except ValueError as exc:
         raise HarnessError(f"{where}: {exc}") from None
     torch.manual_seed(seed)
+    examples, attacked, correct_total, fooled_total = collect_examples(wrapped, attack_fn, spec, eps, loaded.x,
+                                                                       loaded.y, n, where)
+    summary = (f"{spec.name}@{spec.backend}, {spec.norm} eps={eps:g}, T={format_T(temperature)}{how}: "
+               f"fooled {fooled_total} of {correct_total} correctly classified among the first {attacked} test images")
+    png = Path(out) if out else default_out(loaded.path, "perturbations")
+    plot_gallery(examples, loaded, png, spec, eps, summary)
+    return GalleryResult(png, examples, attacked, correct_total, fooled_total, float(temperature), summary)
+
+
+def collect_examples(wrapped, attack_fn, spec, eps: float, images, labels, n: int, where: str):
+    """Attack ``images`` in batches of ATTACK_BATCH until ``n`` are fooled (checking the threat model
+    as the runner does). Returns (examples, attacked, correctly classified, fooled)."""
+    import torch
+
+    from harness.evaluate import TOLERANCE, perturbation_norm
+
     examples: list[Example] = []
     attacked = correct_total = fooled_total = 0
-    for start in range(0, len(loaded.y), ATTACK_BATCH):
+    for start in range(0, len(labels), ATTACK_BATCH):
         if len(examples) >= n:
             break
-        x, y = loaded.x[start:start + ATTACK_BATCH], loaded.y[start:start + ATTACK_BATCH]
+        x, y = images[start:start + ATTACK_BATCH], labels[start:start + ATTACK_BATCH]
         with torch.no_grad():
             correct = wrapped(x).argmax(1) == y
         try:
@@ -326,11 +341,7 @@ def perturbation_gallery(model_file: Path | str, root: Path, attack: str, backen
             if len(examples) < n:
                 examples.append(Example(x[i].detach().cpu().numpy(), adv[i].detach().cpu().numpy(),
                                         int(y[i]), int(predicted[i])))
-    summary = (f"{spec.name}@{spec.backend}, {spec.norm} eps={eps:g}, T={format_T(temperature)}{how}: "
-               f"fooled {fooled_total} of {correct_total} correctly classified among the first {attacked} test images")
-    png = Path(out) if out else default_out(loaded.path, "perturbations")
-    plot_gallery(examples, loaded, png, spec, eps, summary)
-    return GalleryResult(png, examples, attacked, correct_total, fooled_total, float(temperature), summary)
+    return examples, attacked, correct_total, fooled_total
 
 
 def _image(array, shape: tuple[int, ...]):
@@ -351,6 +362,11 @@ def _image(array, shape: tuple[int, ...]):
 def plot_gallery(examples: list[Example], loaded: Loaded, png: Path, spec, eps: float, summary: str) -> Path:
     """Columns: one example each; rows: original, perturbation (diverging, symmetric, one scale for
     all), adversarial. Up to 8 columns per block; more examples wrap into further blocks."""
+    return save(gallery_figure(examples, loaded, spec, eps, summary), png)
+
+
+def gallery_figure(examples: list[Example], loaded: Loaded, spec, eps: float, summary: str):
+    """The matplotlib figure of :func:`plot_gallery`, not yet saved."""
     import numpy as np
 
     plt = pyplot()
@@ -361,7 +377,7 @@ def plot_gallery(examples: list[Example], loaded: Loaded, png: Path, spec, eps: 
                  color="C3")
         fig.text(0.5, 0.3, summary, ha="center", va="center", fontsize=8, wrap=True)
         fig.suptitle(loaded.path.stem, fontsize=10)
-        return save(fig, png)
+        return fig
     shape = loaded.shape
     deltas = [_image(e.adversarial - e.original, shape) for e in examples]
     deltas = [d.mean(2) if d.ndim == 3 else d for d in deltas]  # RGB: the channel mean
@@ -411,4 +427,4 @@ def plot_gallery(examples: list[Example], loaded: Loaded, png: Path, spec, eps: 
     colorbar.set_label("perturbation δ (" + ("channel mean, " if len(shape) == 3 and shape[0] == 3 else "")
                        + "blue −, red +)", fontsize=8)
     colorbar.ax.tick_params(labelsize=7)
-    return save(fig, png)
+    return fig

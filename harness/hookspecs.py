@@ -48,5 +48,6 @@ def harness_register_executors(register):
 @hookspec
 def harness_register_commands(register):
     """Add CLI commands: ``register(command)`` with a ``click.Command`` or ``click.Group``; it becomes
-    ``harness <command.name>``. Called once when the ``harness`` command starts, before the command
-    line is parsed; a name that clashes with another command is an error. Returns nothing."""
+    ``harness <command.name>``. Called when ``harness`` lists its commands (``--help``) or meets a
+    name that is not a core command, so core commands never wait for plugins to load; a name that
+    clashes with another command is an error. Returns nothing."""

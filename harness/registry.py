@@ -10,7 +10,7 @@ from harness.api import KINDS, Attack
 from harness.errors import PluginError, RegistryError
 
 SINGULAR = {"datasets": "dataset", "learners": "learner", "models": "model", "attacks": "attack",
-            "defenses": "defense"}
+            "defenses": "defense", "executors": "executor"}
 
 
 def did_you_mean(word: str, choices) -> str:

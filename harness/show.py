@@ -149,6 +149,19 @@ def save(fig, out: Path) -> Path:
     return out
 
 
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (no timestamp or software metadata: same figure, same bytes); closes it."""
+    import io
+
+    plt = pyplot()
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
 def unit_image(row, shape: tuple[int, ...]) -> tuple[Any, dict[str, Any]]:
     """One unit's weights as an image and its imshow options: RGB scaled to [0, 1] for 3 channels,
     else a diverging map with symmetric limits at the unit's largest |w|."""
@@ -170,6 +183,14 @@ def plot_features(model_file: Path | str, param: str | None = None, units: int |
                   unit_ids: str | None = None, seed: int = 0, out: Path | None = None,
                   cols: int | None = None) -> Path:
     """Draw a grid of hidden units' weight rows as input-shaped images; returns the PNG's path."""
+    path = model_path(model_file)
+    fig = features_figure(path, param, units, unit_ids, seed, cols)
+    return save(fig, Path(out) if out else default_out(path, "features"))
+
+
+def features_figure(model_file: Path | str, param: str | None = None, units: int | None = None,
+                    unit_ids: str | None = None, seed: int = 0, cols: int | None = None):
+    """The matplotlib figure of :func:`plot_features`, not yet saved."""
     path = model_path(model_file)
     sidecar = read_sidecar(path)
     shape = input_shape(sidecar, path)
@@ -193,7 +214,7 @@ def plot_features(model_file: Path | str, param: str | None = None, units: int |
     fig.suptitle(f"{path.stem}: {param}, {len(ids)} of {len(weights)} units\n"
                  f"{stage_summary(sidecar)}\n{scale}", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=1 - title / height, wspace=0.1, hspace=0.3)
-    return save(fig, Path(out) if out else default_out(path, "features"))
+    return fig
 
 
 def split_stages(sidecar: dict[str, Any]):
@@ -269,6 +290,12 @@ def plot_curve(model_file: Path | str, out: Path | None = None) -> Path:
     """Accuracy over epochs for the stages that record it, and a panel per statistic of the stages
     that do not (a hebbian stage: norm_dev, units_won, ...); returns the PNG's path."""
     path = model_path(model_file)
+    return save(curve_figure(path), Path(out) if out else default_out(path, "curve"))
+
+
+def curve_figure(model_file: Path | str):
+    """The matplotlib figure of :func:`plot_curve`, not yet saved."""
+    path = model_path(model_file)
     sidecar = read_sidecar(path)
     accuracy, statistics = split_stages(sidecar)
     keys = stat_keys(statistics)
@@ -287,4 +314,4 @@ def plot_curve(model_file: Path | str, out: Path | None = None) -> Path:
         plot_statistic(fig.add_subplot(grid[row, number % cols]), statistics, key)
     fig.suptitle(f"{path.stem}\n{stage_summary(sidecar)}", fontsize=10)
     fig.tight_layout()
-    return save(fig, Path(out) if out else default_out(path, "curve"))
+    return fig

@@ -20,6 +20,19 @@ def _only_own_plugins(monkeypatch):
     monkeypatch.delenv("HARNESS_BLOCK_PLUGINS", raising=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_model_cache():
+    """`harness run` in tests never reads or fills the user's model cache: a model cached by other
+    code would hide training, and determinism tests must train twice. Cache tests opt back in."""
+    saved = os.environ.get("HARNESS_NO_CACHE")
+    os.environ["HARNESS_NO_CACHE"] = "1"
+    yield
+    if saved is None:
+        os.environ.pop("HARNESS_NO_CACHE", None)
+    else:
+        os.environ["HARNESS_NO_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The real MNIST files, fetched and verified once (HARNESS_DATA or the user cache dir)."""

@@ -108,7 +108,7 @@ def test_plugins_json_lists_records_with_their_options(runner):
     hebbian = records[("learner", "hebbian")]
     assert set(hebbian["presets"]) == {"krotov2019", "thesis", "thesis-appendix"}
     assert hebbian["presets"]["thesis"]["k"] == 2
-    assert {kind for kind, _ in records} == {"dataset", "learner", "model", "attack", "defense"}
+    assert {kind for kind, _ in records} == {"dataset", "learner", "model", "attack", "defense", "executor", "command"}
 
 
 def test_hook_trace_names_each_call_and_what_it_registered(runner, monkeypatch, capfd):

@@ -314,3 +314,19 @@ def test_show_perturbations_without_success_still_writes_a_figure(nets, mnist_ro
 def test_bad_input_is_one_line_and_exit_2(nets, mnist_root, args, fragments):
     args = [str(nets[2]) if a == "{bio}" else a for a in args]
     assert_one_line_error(invoke(*args, "--data-dir", mnist_root), *fragments)
+
+
+def test_pooled_worst_case_is_blind_only_if_every_view_is():
+    """Masked gradients at T = 1 do not flag a worst case that T = 1e5 also attacked unmasked; an
+    unconverged attack in any one view does."""
+    from harness.diagnostics import CHECKS, pooled_checks
+
+    quiet = {name: (False, "") for name in CHECKS}
+    masked = {**quiet, "gradients": (True, "97.3% of input gradients are exactly zero or not finite")}
+    unconverged = {**quiet, "converged": (True, "pgd at eps=0.3: twice the iterations found 5.0% more")}
+    assert not any(pooled_checks([masked, quiet]).values())
+    assert pooled_checks([masked, masked])["gradients"] == [masked["gradients"][1]]
+    flagged = pooled_checks([masked, unconverged])
+    assert flagged["converged"] == [unconverged["converged"][1]] and not flagged["gradients"]
+    skipped = {**quiet, "gradients": (None, "")}
+    assert not pooled_checks([masked, skipped])["gradients"]  # a view the check could not judge is not blind

@@ -31,12 +31,14 @@ BUILT_INS = {
                     "fgsm", "pgd", "cw", "deepfool", "hopskipjump", "square", "autoattack")},
                 "noise@torch": "noise", "noise-l2@torch": "noise"},
     "defenses": {"logit-scale": "rescale"},
+    "executors": {"local": "local", "ray": "ray"},
 }
 PLUGIN_MODULES = {"mnist": "harness_mnist", "repu": "harness_repu", "hebbian": "harness_hebbian",
                   "backprop": "harness_backprop", "torchattacks": "harness_torchattacks", "art": "harness_art",
                   "rescale": "harness_rescale", "fashion-mnist": "harness_fashion_mnist",
                   "digits": "harness_digits", "cifar10": "harness_cifar10", "random": "harness_random",
-                  "oja": "harness_oja", "adversarial": "harness_adversarial", "noise": "harness_noise"}
+                  "oja": "harness_oja", "adversarial": "harness_adversarial", "noise": "harness_noise",
+                  "local": "harness_local", "ray": "harness_ray", "reporters": "harness_reporters"}
 
 
 def hookspec_functions() -> dict[str, object]:

@@ -1,0 +1,98 @@
+"""Built-in reporters: ``harness report`` (an HTML page and its Markdown twin with the thesis's
+figures and a "thesis vs this run" table) and ``harness leaderboard`` (runs merged into one line per
+model x threat model x eps). They read finished run directories only, and reach the command line
+through ``harness_register_commands``, the hook a third-party reporter would use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness import hookimpl
+from harness.cli import data_dir_option, data_root
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for report.html, report.md and its PNGs (default: RUN_DIR/report).")
+@click.option("--gallery/--no-gallery", default=True, show_default=True,
+              help="Figure 3.3: re-attack a few test images the run recorded as fooled (reads the dataset).")
+@data_dir_option
+@click.option("--device", default="cpu", show_default=True, help="Device for the gallery's attacks: cpu, cuda, auto.")
+def report_command(run_dir: Path, out: Path | None, gallery: bool, data_dir: str | None, device: str) -> None:
+    """Write an HTML report (self-contained) and its Markdown twin for the run in RUN_DIR."""
+    from harness_reporters.report import check_run_dir, write_report
+
+    check_run_dir(run_dir)  # before the data root, so a wrong RUN_DIR is the error reported
+    root = None
+    if gallery:
+        from harness.device import resolve_device
+
+        root, device = data_root(data_dir), resolve_device(device)
+    written = write_report(run_dir, out, root, device)
+    click.echo(f"{written.figures} figure(s)", err=True)
+    click.echo(written.html)
+    click.echo(written.markdown)
+
+
+@click.command("leaderboard")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the table as CSV (same runs, same bytes).")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
+def leaderboard_command(run_dirs: tuple[Path, ...], csv_out: Path | None, markdown: bool) -> None:
+    """One line per model x dataset x threat model x eps over RUN_DIRS: worst-case robust accuracy
+    over every attack, the strongest attack, and whether the masking checks flagged it."""
+    from harness_reporters import leaderboard as board
+
+    frame = board.leaderboard(list(run_dirs))
+    if frame.empty:
+        click.echo("no attacked cells (eps > 0) in these runs", err=True)
+    if csv_out is not None:
+        board.write_csv(frame, csv_out)
+        click.echo(f"{len(frame)} line(s): {csv_out}", err=True)
+    if markdown:
+        click.echo(board.to_markdown(frame), nl=False)
+    elif csv_out is None and not frame.empty:
+        _print_leaderboard(frame)
+
+
+def _print_leaderboard(frame) -> None:
+    """One table per threat model, then the reasons behind each flag and what each model is, once."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(width=max(120, Console().width))
+    for (dataset, norm, eps), group in frame.groupby(["dataset", "norm", "eps"], sort=False):
+        table = Table(title=f"{dataset}, {norm} eps = {eps:g}: worst-case robust accuracy (%) over every attack",
+                      title_justify="left")
+        for column in ("rank", "model", "defense", "suite", "run", "clean", "robust", "strongest attack", "attacks",
+                       "n", "seeds", "flag"):
+            right = column in ("rank", "clean", "robust", "attacks", "n", "seeds")
+            table.add_column(column, justify="right" if right else "left",
+                             style="bold" if column == "robust" else None)
+        for line in group.itertuples(index=False):
+            cells = [str(line.rank), line.model, line.defense, line.suite, line.run, f"{100 * line.clean_acc:.1f}",
+                     f"{100 * line.robust_acc:.1f}", line.strongest_attack, str(line.attacks), str(line.n),
+                     str(line.seeds), "unreliable" if line.unreliable else ""]
+            table.add_row(*map(escape, cells), style="red" if line.unreliable else None)
+        console.print(table)
+    keys = ["run", "model", "defense"]
+    for (run, model, defense), group in frame[frame["unreliable"]].groupby(keys):
+        reasons = sorted({r for text in group["reasons"] for r in text.split("; ") if r})
+        console.print(f"[red]unreliable[/red] {escape(f'{run}/{model} ({defense}): ' + '; '.join(reasons))}",
+                      highlight=False)
+    for (run, model), group in frame.groupby(["run", "model"]):
+        line = group.iloc[0]
+        console.print(f"{run}/{model}: {line['learners']}; model {line['model_hash']}; run of {line['date'] or '?'}; "
+                      f"{line['versions']}", highlight=False, markup=False)
+
+
+@hookimpl
+def harness_register_commands(register):
+    register(report_command)
+    register(leaderboard_command)

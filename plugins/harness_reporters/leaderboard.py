@@ -1,0 +1,176 @@
+"""``harness leaderboard RUN_DIR...``: one line per model x dataset x threat model (norm, eps) over
+one or more runs, RobustBench-style: clean accuracy, worst-case robust accuracy over every attack
+run, the strongest attack, the ``unreliable`` flag and why, and what produced the number.
+
+The worst case is the run's own per-image worst-case row (harness.diagnostics: an image counts as
+robust only if every attack at that eps failed on it, logit rescalings of the model pooled). A run
+without those rows (interrupted before its end-of-run checks) falls back to the lowest robust
+accuracy of any single attack, an upper bound on the per-image worst case; ``worst_case`` says
+which. Seeds are averaged. Runs are not pooled with each other: each line names its suite and run.
+Lines are grouped by threat model (dataset, norm, eps) and ranked within it by robust accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from harness.diagnostics import WORST
+from harness.errors import HarnessError
+from harness_reporters.report import Run, fmt_T, load_run, rescaler_defenses
+from harness.suite import config_hash
+
+POOLED = "pooled"  # defense_name of a worst-case row over the rescalings of a model
+
+
+@dataclass
+class Entry:
+    """One leaderboard line. Accuracies are fractions, as in results.csv."""
+
+    dataset: str
+    norm: str              # the threat model's norm: linf or l2
+    eps: float
+    rank: int              # within dataset x norm x eps, by robust accuracy (ties share a rank)
+    model: str             # model key in the suite
+    defense: str           # defenses pooled into the worst case ("T1+T1e5"), or one real defense
+    suite: str
+    run: str               # the run directory's name
+    clean_acc: float
+    robust_acc: float      # worst case over every attack (mean over seeds)
+    strongest_attack: str  # the attack (and T) with the lowest robust accuracy on its own
+    attacks: int           # attack x defense cells behind the worst case (per seed)
+    worst_case: str        # per-image (the run's worst-case rows) or min-over-attacks
+    n: int                 # test images
+    seeds: int
+    unreliable: bool       # a masking check fired for a cell behind the number
+    reasons: str
+    learners: str
+    config_hash: str       # of the worst-case row(s), "+"-joined over seeds
+    model_hash: str
+    versions: str          # package versions recorded in run.json
+    date: str              # date of the run's last invocation (run.json), not of this table
+
+
+COLUMNS = [f.name for f in fields(Entry)]
+
+
+def _pool(defense: str, defense_name: str, rescalers: set[str]) -> str:
+    """The worst-case pool a row belongs to (harness.diagnostics.worst_case_rows' rule)."""
+    return "rescaled" if defense_name in rescalers or defense_name == POOLED else defense
+
+
+def _label(row, pool: str) -> str:
+    """The attack, with the logit temperature it saw when the pool holds rescalings of the model."""
+    t = row["T"]
+    rescaled = pool == "rescaled" and row["defense_name"] != "none" and t == t
+    return f"{row['attack']} (T={fmt_T(t)})" if rescaled else row["attack"]
+
+
+@dataclass
+class SeedWorst:
+    robust: float
+    how: str            # per-image or min-over-attacks
+    config_hash: str
+    unreliable: bool
+    reasons: set[str]
+
+
+def _reasons(texts) -> set[str]:
+    return {reason for text in texts for reason in text.split("; ") if reason}
+
+
+def seed_worst(cells: pd.DataFrame, worst: pd.DataFrame) -> SeedWorst:
+    """One seed's worst case: the run's per-image worst-case row when there is one, else the
+    strongest single attack (an upper bound)."""
+    if len(worst):
+        line = worst.iloc[0]
+        return SeedWorst(float(line["robust_acc"]), "per-image", line["config_hash"], bool(line["unreliable"]),
+                         _reasons([line["reasons"]]))
+    return SeedWorst(float(cells["robust_acc"].min()), "min-over-attacks", config_hash(sorted(cells["config_hash"])),
+                     bool(cells["unreliable"].any()), _reasons(cells["reasons"]))
+
+
+def run_entries(run: Run, rescalers: set[str]) -> list[Entry]:
+    ok = run.ok
+    attacks = ok[(ok["attack"] != WORST) & (ok["eps"] > 0)]
+    worst = ok[ok["attack"] == WORST]
+    attacks, worst = (rows.assign(pool=[_pool(d, n, rescalers) for d, n in zip(rows["defense"], rows["defense_name"])])
+                      for rows in (attacks, worst))
+    versions = ", ".join(f"{k} {v}" for k, v in sorted((run.record.get("versions") or {}).items()))
+    keys = ["dataset", "model", "norm", "eps", "pool"]
+    worst_by_key = {key: rows for key, rows in worst.groupby(keys + ["seed"])}
+    entries = []
+    for key, members in attacks.groupby(keys):
+        dataset, model, norm, eps, pool = key
+        seeds = [seed_worst(cells, worst_by_key.get((*key, seed), worst.iloc[:0]))
+                 for seed, cells in members.groupby("seed")]
+        by_attack = members.groupby(["attack", "defense"]).agg(acc=("robust_acc", "mean"), T=("T", "first"),
+                                                               defense_name=("defense_name", "first"))
+        strongest = by_attack.reset_index().sort_values(["acc", "attack", "defense"], kind="stable").iloc[0]
+        entries.append(Entry(
+            dataset=dataset, norm=norm, eps=float(eps), rank=0, model=model,
+            defense="+".join(sorted(set(members["defense"]))), suite=", ".join(sorted(set(members["suite"]))),
+            run=run.directory.resolve().name, clean_acc=float(members["clean_acc"].mean()),
+            robust_acc=sum(s.robust for s in seeds) / len(seeds), strongest_attack=_label(strongest, pool),
+            attacks=int(members.groupby("seed").size().max()), worst_case="/".join(sorted({s.how for s in seeds})),
+            n=int(members["n"].max()), seeds=len(seeds), unreliable=any(s.unreliable for s in seeds),
+            reasons="; ".join(sorted(set().union(*(s.reasons for s in seeds)))), learners=members["learners"].iloc[0],
+            config_hash="+".join(s.config_hash for s in seeds), model_hash="+".join(sorted(set(members["model_hash"]))),
+            versions=versions, date=run.date()))
+    return entries
+
+
+def leaderboard(directories: list[Path | str]) -> pd.DataFrame:
+    """The merged table of the runs, sorted and ranked (see the module docstring)."""
+    if not directories:
+        raise HarnessError("give at least one run directory")
+    seen, entries, rescalers = set(), [], rescaler_defenses()
+    for directory in directories:
+        key = Path(directory).resolve()
+        if key in seen:
+            continue  # the same run named twice counts once
+        seen.add(key)
+        entries += run_entries(load_run(Path(directory)), rescalers)
+    frame = pd.DataFrame([asdict(e) for e in entries], columns=COLUMNS)
+    if frame.empty:
+        return frame
+    order = ["dataset", "norm", "eps", "robust_acc", "clean_acc", "model", "suite", "run", "defense"]
+    frame = frame.sort_values(order, ascending=[True, True, True, False, False, True, True, True, True], kind="stable")
+    frame["rank"] = (frame.groupby(["dataset", "norm", "eps"])["robust_acc"]
+                     .rank(method="min", ascending=False).astype(int))
+    return frame.reset_index(drop=True)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Fixed column order, float format and line endings: the same runs give the same bytes."""
+    from harness.atomic import replace_atomically
+
+    try:
+        replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n"))
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+DISPLAY = ["rank", "dataset", "norm", "eps", "model", "defense", "suite", "clean", "robust", "strongest_attack",
+           "attacks", "n", "seeds", "flag", "reasons", "learners", "date"]
+
+
+def display_rows(frame: pd.DataFrame) -> list[list[str]]:
+    """The table as text for a terminal or Markdown: accuracies in %, the flag as a word."""
+    rows = []
+    for line in frame.itertuples(index=False):
+        rows.append([str(line.rank), line.dataset, line.norm, f"{line.eps:g}", line.model, line.defense, line.suite,
+                     f"{100 * line.clean_acc:.1f}", f"{100 * line.robust_acc:.1f}", line.strongest_attack,
+                     str(line.attacks), str(line.n), str(line.seeds), "unreliable" if line.unreliable else "",
+                     line.reasons or "", line.learners, line.date])
+    return rows
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    from harness_reporters.document import Table, markdown_table
+
+    columns = [c if c not in ("clean", "robust") else f"{c} %" for c in DISPLAY]
+    return markdown_table(Table(columns, display_rows(frame), flagged=list(frame["unreliable"]),
+                                numeric={"rank", "eps", "clean %", "robust %", "attacks", "n", "seeds"})) + "\n"

@@ -1,0 +1,219 @@
+"""Executors: the built-in local and ray ones give the same table, a third-party executor written
+against the hook works, and the runner holds executors to their contract.
+
+One tiny suite (a 32-unit net, 1 epoch on 1 000 MNIST images, 100 test images, 8 cells over two
+seeds), one thread per process so that results are bit-identical across processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from harness import hookimpl
+from harness.api import Executor
+from harness.cache import ModelCache
+from harness.cli import cli
+from harness.errors import HarnessError, PluginError
+from harness.plugins import load_registry
+from harness.results import TIMING_COLUMNS, read_results
+from harness.runner import Runner
+from harness.suite import load_suite
+
+SUITE = """
+[data]
+dataset = "mnist"
+train_size = 1000
+test_size = 100
+
+[eval]
+convergence_images = 20
+
+[models.bp]
+model = "repu"
+hidden = 32
+
+[[models.bp.stages]]
+learner = "backprop"
+epochs = 1
+
+[defenses.T1e5]
+defense = "logit-scale"
+T = 1e5
+
+[attacks.pgd]
+attack = "pgd"
+backend = "torchattacks"
+steps = 3
+
+[grid]
+model = ["bp"]
+defense = ["none", "T1e5"]
+attack = ["pgd"]
+eps = [0.0, 0.1]
+seed = [0, 1]
+"""
+CELLS = 8
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by Ray's worker processes
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def suite_file(write_suite) -> Path:
+    return write_suite(SUITE)
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=TIMING_COLUMNS).sort_values("config_hash").reset_index(drop=True)
+
+
+def run(registry, suite_file, out, root, executor="local", cache=None, **options):
+    suite = load_suite(suite_file, registry)
+    return Runner(suite, registry, out, root, torch.device("cpu"), cache=cache, executor=executor,
+                  executor_options=options).run()
+
+
+@pytest.fixture
+def local_table(suite_file, tmp_path, mnist_root) -> pd.DataFrame:
+    frame = run(load_registry(), suite_file, tmp_path / "local", mnist_root, cache=ModelCache(tmp_path / "c1"))
+    assert len(frame[frame["attack"] != "worst-case"]) == CELLS and (frame["status"] == "ok").all()
+    return frame
+
+
+class Backwards:
+    """A third-party executor in the shape a cluster executor takes: train each model with
+    ``worker.train``, then run each cell with ``worker.run_cell``, here in reverse order."""
+
+    __name__ = "backwards_plugin"
+
+    @hookimpl
+    def harness_register_executors(self, register):
+        def run_backwards(plan, options):
+            for group in reversed(plan.groups):
+                trained = plan.worker.train(group)
+                assert not trained.error, trained.error
+                plan.log(trained.message)
+                for cell in reversed(group.cells):
+                    if plan.stopping():
+                        return
+                    yield plan.worker.run_cell(cell, trained.model_hash)
+        register(Executor(name="backwards", run=run_backwards, description="cells in reverse order"))
+
+        def run_twice(plan, options):
+            group = plan.groups[0]
+            outcome = plan.worker.failed(group.cells[0], "not run")
+            yield outcome
+            yield outcome
+        register(Executor(name="twice", run=run_twice, description="breaks the contract"))
+
+
+def test_a_third_party_executor_gives_the_local_table(local_table, suite_file, tmp_path, mnist_root):
+    registry = load_registry(extra=[Backwards()])
+    frame = run(registry, suite_file, tmp_path / "backwards", mnist_root, "backwards", ModelCache(tmp_path / "c2"))
+    pd.testing.assert_frame_equal(comparable(frame), comparable(local_table))
+    with pytest.raises(PluginError, match="executor 'twice' returned a row for a cell it was not given or twice"):
+        run(registry, suite_file, tmp_path / "twice", mnist_root, "twice")
+    assert len(read_results(tmp_path / "twice")) == 1  # what came before the breach is kept
+
+
+RAY_MISSING = importlib.util.find_spec("ray") is None
+NEEDS_RAY = pytest.mark.skipif(RAY_MISSING, reason="Ray is optional and not installed: "
+                               "pip install 'robustness-harness[ray]' (the test extra has it)")
+
+
+@NEEDS_RAY
+def test_the_ray_executor_gives_the_local_table(local_table, suite_file, tmp_path, mnist_root):
+    """`harness run --executor ray` with no address starts a local Ray instance (one CPU). It runs in
+    a subprocess: Ray imports requests, which tests/test_pipeline.py checks this process never does."""
+    out, cache = tmp_path / "ray", tmp_path / "c3"
+    env = {**os.environ, "HARNESS_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
+    env.pop("HARNESS_NO_CACHE", None)
+    args = [sys.executable, "-m", "harness.cli", "run", str(suite_file), "--out", str(out), "--device", "cpu",
+            "--quiet", "--executor", "ray", "--executor-option", "cpus=1", "--cache-dir", str(cache)]
+    # not from the checkout: Ray puts the driver's directory first on its tasks' sys.path
+    done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    # models were trained by Ray tasks (fresh cache), each the local run's, tensor for tensor
+    pd.testing.assert_frame_equal(comparable(read_results(out)), comparable(local_table))
+    from safetensors.torch import load_file
+
+    for model_hash in set(local_table["model_hash"]):
+        by_ray = load_file(ModelCache(cache).weights(model_hash))
+        by_local = load_file(ModelCache(tmp_path / "c1").weights(model_hash))
+        assert by_ray.keys() == by_local.keys() and all(torch.equal(by_ray[k], by_local[k]) for k in by_ray)
+        assert len(list((out / "models").glob(f"bp-seed*-{model_hash}.json"))) == 1  # OUT/models too
+    assert json.loads((out / "run.json").read_text())["runs"][-1]["executor"] == "ray"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_bad_executor_choices_are_one_line_errors(suite_file, tmp_path, monkeypatch):
+    out = str(tmp_path / "out")
+    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "rey"),
+                   "--executor rey", "unknown executor", "did you mean 'ray'")
+    one_line_error(invoke("run", str(suite_file), "--out", out, "--address", "auto"),
+                   "--address", "executor 'local' takes no address")
+    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "num_gpu=1"),
+                   "num_gpu", "did you mean 'num_gpus'")
+    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "cpus=two"),
+                   "--executor-option cpus", "expected an integer")
+    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "cpus"),
+                   "expected KEY=VALUE")
+    if not RAY_MISSING:
+        with socket.socket() as probe:  # a port that was free a moment ago: nobody listens there
+            probe.bind(("127.0.0.1", 0))
+            closed = f"127.0.0.1:{probe.getsockname()[1]}"
+        one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--address", closed),
+                       f"--address {closed}", "nothing answers there", "ray start --head")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray"),
+                   "Ray is not installed", "pip install 'robustness-harness[ray]'")
+    assert not Path(out).exists()  # nothing was written
+
+
+@NEEDS_RAY
+def test_ray_needs_the_model_cache(suite_file, tmp_path, mnist_root):
+    with pytest.raises(HarnessError, match="needs the model cache"):
+        run(load_registry(), suite_file, tmp_path / "out", mnist_root, "ray", cache=None)
+
+
+def test_executors_are_registered_like_other_plugins(registry):
+    entries = {e.key: e for e in registry.entries("executors")}
+    assert {key: e.plugin for key, e in entries.items()} == {"local": "local", "ray": "ray"}
+    assert all(isinstance(e.obj, Executor) and e.obj.description for e in entries.values())
+    # registering the ray executor does not import Ray: only running it does
+    code = "import sys; from harness.plugins import load_registry; load_registry(); print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_this_process_never_imported_ray():
+    """Ray (and the requests it imports) stay out of the test process: see the Ray test's docstring."""
+    assert "ray" not in sys.modules
