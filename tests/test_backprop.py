@@ -112,3 +112,27 @@ def test_bad_options_are_suite_errors(write_suite, stage, key, hint):
     with pytest.raises(SuiteError) as info:
         load_suite(path, load_registry())
     assert str(info.value).startswith(f"{path}: {key}:") and hint in str(info.value)
+
+
+def test_adam_is_fused_where_torch_has_it_and_updates_like_the_default():
+    """harness.optim.adam takes torch's fused kernel (CPU since torch 2.4) and steps like for-each Adam."""
+    import torch
+
+    from harness.optim import adam
+
+    torch.manual_seed(0)
+    start = torch.randn(50, 30)
+    grads = [torch.randn(50, 30) for _ in range(5)]
+    results = {}
+    for name, make in (("fused", lambda p: adam([p], lr=1e-2, weight_decay=1e-3)),
+                       ("default", lambda p: torch.optim.Adam([p], lr=1e-2, weight_decay=1e-3))):
+        param = torch.nn.Parameter(start.clone())
+        optimizer = make(param)
+        for grad in grads:
+            param.grad = grad.clone()
+            optimizer.step()
+        results[name] = (param.detach(), optimizer.defaults.get("fused"))
+    has_fused_cpu = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+    assert bool(results["fused"][1]) == has_fused_cpu and not results["default"][1]
+    assert not torch.equal(results["fused"][0], start)
+    assert torch.allclose(results["fused"][0], results["default"][0], atol=1e-6)

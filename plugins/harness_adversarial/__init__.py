@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from harness import hookimpl
 from harness.api import Learner, TrainContext
 from harness.evaluate import accuracy
+from harness.optim import adam
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "batch_size": 100, "eps": 0.3, "alpha": 0.01, "steps": 40, "T": 1.0,
             "clean_weight": 0.0}
@@ -90,7 +91,7 @@ def train(ctx: TrainContext) -> dict:
     options = ctx.options
     model, x, y = ctx.model, ctx.x, ctx.y
     params = list(ctx.params.values())
-    optimizer = torch.optim.Adam(params, lr=options["lr"])
+    optimizer = adam(params, lr=options["lr"])
     attack = torchattacks.PGD(_scaled(model, options["T"]), eps=options["eps"], alpha=options["alpha"],
                               steps=options["steps"], random_start=True)
     attack.set_device(x.device)

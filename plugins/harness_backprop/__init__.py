@@ -15,6 +15,7 @@ from harness import hookimpl
 from harness.api import Learner, TrainContext
 from harness.checks import one_of
 from harness.evaluate import accuracy
+from harness.optim import adam
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "batch_size": 100, "weight_decay": 0.0, "schedule": [],
             "loss": "cross-entropy", "m": 6.0, "cache_features": True, "cache_limit_gb": 4.0}
@@ -72,7 +73,7 @@ def train(ctx: TrainContext) -> dict:
     forward, inputs, cached = _forward(ctx)
     x, y = inputs, ctx.y
     loss_of = loss_fn(options)
-    optimizer = torch.optim.Adam(ctx.params.values(), lr=options["lr"], weight_decay=options["weight_decay"])
+    optimizer = adam(ctx.params.values(), lr=options["lr"], weight_decay=options["weight_decay"])
     generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
     schedule = phases(options)
     advance = ctx.progress(sum(n for _, n in schedule), "backprop " + ",".join(ctx.params))
