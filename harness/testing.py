@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -209,7 +209,7 @@ def to_toml(document: Mapping[str, Any]) -> str:
 def _toml_key(key: str) -> str:
     if not isinstance(key, str):
         raise TypeError(f"TOML keys are strings; got {key!r}")
-    return key if _BARE_KEY.match(key) else _toml_string(key)
+    return key if _BARE_KEY.match(key) else toml_string(key)
 
 
 def _is_table_list(value: Any) -> bool:
@@ -222,7 +222,7 @@ def _toml_table(table: Mapping[str, Any], path: list[str], lines: list[str]) -> 
         if isinstance(value, Mapping) or _is_table_list(value):
             nested.append((key, value))
         else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value, [*path, key])}")
+            lines.append(f"{_toml_key(key)} = {toml_value(value, [*path, key])}")
     for key, value in nested:
         header = ".".join(_toml_key(part) for part in [*path, key])
         for item in ([value] if isinstance(value, Mapping) else value):
@@ -230,13 +230,15 @@ def _toml_table(table: Mapping[str, Any], path: list[str], lines: list[str]) -> 
             _toml_table(item, [*path, key], lines)
 
 
-def _toml_string(text: str) -> str:
+def toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
     escaped = "".join("\\" + ch if ch in '"\\' else f"\\u{ord(ch):04X}" if ord(ch) < 0x20 or ord(ch) == 0x7F
                       else ch for ch in text)
     return f'"{escaped}"'
 
 
-def _toml_value(value: Any, path: list[str]) -> str:
+def toml_value(value: Any, path: Sequence[str] = ()) -> str:
+    """One TOML value written inline (tables as inline tables); ``path`` names it in errors."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -248,9 +250,9 @@ def _toml_value(value: Any, path: list[str]) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return _toml_string(value)
+        return toml_string(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item, path) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item, path) for item in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v, [*path, k])}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_toml_key(k)} = {toml_value(v, [*path, k])}" for k, v in value.items()) + "}"
     raise TypeError(f"{'.'.join(map(str, path))}: TOML cannot hold {type(value).__name__} ({value!r})")
