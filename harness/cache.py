@@ -24,6 +24,7 @@ from typing import Any
 from harness import __version__
 from harness.atomic import replace_atomically
 from harness.errors import HarnessError
+from harness.paths import user_cache
 from harness.registry import Registry, did_you_mean
 from harness.suite import Suite, config_hash
 
@@ -31,8 +32,7 @@ WEIGHTS, SIDECAR = ".safetensors", ".json"
 
 
 def default_cache_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "robustness-harness" / "models"
+    return user_cache("models")
 
 
 def cache_dir(option: str | None, disabled: bool = False) -> Path | None:

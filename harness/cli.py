@@ -12,6 +12,7 @@ import click
 from harness import __version__
 from harness.cli_cache import cache
 from harness.errors import HarnessError
+from harness.paths import user_cache
 
 
 class HarnessGroup(click.Group):
@@ -50,8 +51,7 @@ class HarnessGroup(click.Group):
 
 
 def default_data_root() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "robustness-harness" / "data"
+    return user_cache("data")
 
 
 def data_root(option: str | None) -> Path:

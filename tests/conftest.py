@@ -72,6 +72,19 @@ def write_suite(tmp_path):
     return write
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: the trainings and attacks here are tiny, and on 2 shared cores
+    one thread is many times faster than two (function scope: ``mnist_small`` sets 2 threads when a
+    session first uses it). Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY_SUITE = """
 [suite]
 name = "tiny"

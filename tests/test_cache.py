@@ -73,12 +73,7 @@ def counted():
     return load_registry(extra=[plugin]), calls
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(registry, suite_file: Path, out: Path, root: Path, cache: ModelCache | None):

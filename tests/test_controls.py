@@ -29,14 +29,7 @@ from harness_oja.rule import decay_term, train_oja
 CONTROLS = [harness_random, harness_oja, harness_adversarial]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These trainings are tiny: on 2 shared cores one torch thread is many times faster than two
-    (function scope: the session fixture ``mnist_small`` sets 2 threads when first used)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _registry():

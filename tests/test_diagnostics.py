@@ -16,11 +16,7 @@ from harness.gradients import auto_temperature, gradient_stats, zero_share_curve
 TEMPERATURES = [10.0 ** k for k in range(6)]  # 1 ... 1e5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    torch.set_num_threads(1)  # the shared machine's threads contend badly
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -66,12 +66,8 @@ CELLS = 8
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
+def one_thread(monkeypatch, one_torch_thread):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by Ray's worker processes
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture
