@@ -7,7 +7,10 @@ epoch five minutes.
 
     python bench/backprop.py [--images 12000] [--repeats 2]
 
-Prints seconds per 60 000-image epoch for both and their ratio. Run it on an otherwise idle machine.
+Prints seconds per 60 000-image epoch for both and their ratio, and the machine's own floor
+(bench/gemm_floor.py): the bare matrix products one epoch needs (per minibatch: x W1^T, h W2^T,
+and backward g2 W2, g2^T h, g1^T x), in float32 and, where native, bf16; then learner / floor.
+Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from __future__ import annotations
 import argparse
 import time
 
+import harness  # noqa: F401 - first: its math settings (harness/threads.py) precede torch's runtimes
 import torch
 import torch.nn.functional as F
 
 from harness_repu.net import RePUNet
+
+from gemm_floor import cpu_name, floors  # bench/gemm_floor.py, beside this script
 
 
 def epoch_seconds(fused: bool, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
@@ -48,10 +54,16 @@ def main() -> None:
         for fused in (False, True):
             times[fused].append(epoch_seconds(fused, x, y, 100))
     default, fused = min(times[False]), min(times[True])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images per pass")
+    # per minibatch of 100: forward x W1^T [100,784]x[784,2000], h W2^T [100,2000]x[2000,10];
+    # backward g2 W2 [100,10]x[10,2000], g2^T h [10,100]x[100,2000], g1^T x [2000,100]x[100,784]
+    products = [(100, 784, 2000), (100, 2000, 10), (100, 10, 2000), (10, 100, 2000), (2000, 100, 784)]
+    floor = floors(products, steps=600)
+    print(f"{cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images per pass")
     print(f"Adam (for-each): {default:.2f} s per epoch")
-    print(f"Adam (fused):    {fused:.2f} s per epoch")
+    print(f"Adam (fused):    {fused:.2f} s per epoch   learner / fp32 floor {fused / floor['fp32']:.2f}")
     print(f"ratio: {default / fused:.2f}x")
+    for dtype, seconds in floor.items():
+        print(f"floor, bare {dtype} products: {seconds:.2f} s per epoch")
 
 
 if __name__ == "__main__":

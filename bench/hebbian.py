@@ -4,9 +4,13 @@ Setting (issue 3): 2000 hidden units, minibatch 100, all 60 000 MNIST training i
 rule (p = 3, k = 7, Delta = 0.4). The reference loop is a transcription of Krotov & Hopfield's
 notebook: dense float32 numpy, argsort over all units, dense [H, B] @ [B, D] update.
 
-    python bench/hebbian.py [--hidden 2000] [--epochs 1] [--p 3] [--k 7] [--images 60000]
+It also times the machine's own floor (bench/gemm_floor.py): the bare [B, D] @ [D, H] product each
+minibatch needs, in float32 and, where the CPU multiplies bf16 natively, in bf16, and the learner
+with ``ranking_dtype = "bf16"``; and it prints learner / floor beside learner / reference.
 
-Prints both times and their ratio. Run it on an otherwise idle machine.
+    python bench/hebbian.py [--hidden 2000] [--epochs 1] [--p 3] [--k 7] [--images 60000] [--no-reference]
+
+Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+import harness  # noqa: F401 - first: its math settings (harness/threads.py) precede torch's runtimes
 import numpy as np
 import torch
 
@@ -46,38 +51,51 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=7)
     parser.add_argument("--images", type=int, default=60000)
     parser.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA"))
+    parser.add_argument("--no-reference", action="store_true", help="skip the (slow) reference loop")
     args = parser.parse_args()
 
-    from harness.cli import default_data_root
+    from harness.options import default_data_root
     from harness.plugins import load_registry
     from harness_hebbian.rule import train_hebbian
+
+    from gemm_floor import cpu_name, floors  # bench/gemm_floor.py, beside this script
 
     root = Path(args.data_dir) if args.data_dir else default_data_root()
     dataset = load_registry().get("datasets", "mnist")
     dataset.fetch(root)
     x, _ = dataset.load(root, True)
     x = x[: args.images].flatten(1)                                        # [0, 1] pixels, as the reference
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; H={args.hidden}, p={args.p}, "
-          f"k={args.k}, minibatch 100, {len(x)} images, {args.epochs} epoch(s)")
+    print(f"{cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads; H={args.hidden}, "
+          f"p={args.p}, k={args.k}, minibatch 100, {len(x)} images, {args.epochs} epoch(s)")
 
-    W = np.random.default_rng(0).normal(0, 1, (args.hidden, x.shape[1])).astype(np.float32)
-    X = x.numpy()
-    rng = np.random.default_rng(1)
-    start = time.perf_counter()
-    for epoch in range(args.epochs):
-        W = reference_epoch(W, X, args.p, args.k, 0.4, 0.04 * (1 - epoch / args.epochs), 100, rng)
-    reference = (time.perf_counter() - start) / args.epochs
+    reference = None
+    if not args.no_reference:
+        W = np.random.default_rng(0).normal(0, 1, (args.hidden, x.shape[1])).astype(np.float32)
+        X = x.numpy()
+        rng = np.random.default_rng(1)
+        start = time.perf_counter()
+        for epoch in range(args.epochs):
+            W = reference_epoch(W, X, args.p, args.k, 0.4, 0.04 * (1 - epoch / args.epochs), 100, rng)
+        reference = (time.perf_counter() - start) / args.epochs
 
-    weight = torch.empty(args.hidden, x.shape[1])
-    start = time.perf_counter()
-    train_hebbian(weight, x, p=args.p, k=args.k, delta=0.4, lr=0.04, epochs=args.epochs, batch_size=100,
-                  init_mean=0.0, init_std=1.0, precision=1e-30, seed=0)
-    learner = (time.perf_counter() - start) / args.epochs
+    floor = floors([(100, x.shape[1], args.hidden)], steps=-(-len(x) // 100))
+    learner = {}
+    for dtype in floor:  # fp32, and bf16 where native
+        weight = torch.empty(args.hidden, x.shape[1])
+        start = time.perf_counter()
+        train_hebbian(weight, x, p=args.p, k=args.k, delta=0.4, lr=0.04, epochs=args.epochs, batch_size=100,
+                      init_mean=0.0, init_std=1.0, precision=1e-30, seed=0, ranking_dtype=dtype)
+        learner[dtype] = (time.perf_counter() - start) / args.epochs
 
     flops = 2 * args.hidden * x.shape[1] * len(x)
-    print(f"reference numpy loop : {reference:7.2f} s/epoch")
-    print(f"harness learner      : {learner:7.2f} s/epoch  ({flops / learner / 1e9:.0f} GFLOP/s on the currents)")
-    print(f"speed-up             : {reference / learner:7.1f}x")
+    if reference is not None:
+        print(f"reference numpy loop       : {reference:6.2f} s/epoch")
+    for dtype, seconds in learner.items():
+        versus = f"   learner / reference {reference / seconds:4.1f}x faster" if reference else ""
+        print(f"learner, {dtype} ranking      : {seconds:6.2f} s/epoch ({flops / seconds / 1e9:4.0f} GFLOP/s on the "
+              f"currents)   learner / {dtype} floor {seconds / floor[dtype]:4.2f}{versus}")
+    for dtype, seconds in floor.items():
+        print(f"floor, bare {dtype} products  : {seconds:6.2f} s/epoch ({flops / seconds / 1e9:4.0f} GFLOP/s)")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
 """robustness-harness: a plugin-based benchmark of adversarial robustness.
 
 Plugin authors need two names from here: ``hookimpl`` to mark hook implementations, and the
-registration records in :mod:`harness.api`.
+registration records in :mod:`harness.api`. Users evaluating a model of their own need
+``harness.eval_model`` (docs: README, "Evaluate your own model").
 """
 
 import pluggy
+
+from harness.threads import set_math_environment
+
+# Before anything imports torch: its MKL and OpenMP runtimes read these once (harness/threads.py).
+set_math_environment()
 
 __version__ = "0.1.0"
 
@@ -12,4 +18,14 @@ PROJECT = "harness"  # pluggy project name and entry-point group
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["hookimpl", "__version__", "PROJECT"]
+__all__ = ["hookimpl", "__version__", "PROJECT", "eval_model"]
+
+
+def __getattr__(name: str):
+    """``harness.eval_model`` (harness/evaluation_api.py), imported on first use so that ``import
+    harness`` stays light."""
+    if name == "eval_model":
+        from harness.evaluation_api import eval_model
+
+        return eval_model
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -63,6 +63,12 @@ class Model:
     Resume points (optional protocol of the built module): ``resume_points`` lists submodule names
     in forward order and ``forward_from(name, h)`` continues the forward pass from the input ``h`` of
     that submodule. Learners use it to cache the output of frozen layers.
+
+    A ``pretrained`` model's ``build`` returns it already trained (e.g. weights read from a file):
+    a suite may give it no learner stages. ``fingerprint(options)`` (optional) returns a string that
+    identifies the content ``build`` reads (a hash of a weights file); it is part of the model's
+    hash, so a changed file is a new model, and raises ``ValueError("key: what is wrong")`` when
+    that content is missing.
     """
 
     name: str
@@ -73,6 +79,8 @@ class Model:
     check: Callable[[dict[str, Any]], None] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    pretrained: bool = False
+    fingerprint: Callable[[dict[str, Any]], str] | None = None
 
 
 @dataclass
@@ -122,6 +130,8 @@ class Attack:
     ``steps_option`` names the option holding the iteration count, so the evaluation can check that
     more iterations would not have found more (see harness/diagnostics.py). A ``baseline`` is random
     noise of the same size, not an attack: an attack that does worse than it is broken or fooled.
+    ``requires`` names the distributions the attack runs on (e.g. ``("torchattacks",)``): their
+    versions are recorded with every trained model and run (``run.json``).
     """
 
     name: str
@@ -137,6 +147,7 @@ class Attack:
     gradient_free: bool = False
     steps_option: str | None = None
     baseline: bool = False
+    requires: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -154,7 +165,8 @@ class Attack:
 class Defense:
     """A defense or rescaler plugin: ``wrap(model, options)`` returns the module attacks see.
 
-    If the returned module has a float attribute ``temperature``, results record it as ``T``.
+    ``temperature_option`` names the option holding the logit temperature the attacks see (after
+    ``fit``): results record its value as ``T`` (1 for defenses without one).
     ``fit(model, options, x, y)`` (optional) resolves data-dependent options on the clean test images
     before ``wrap`` (e.g. ``T = "auto"``) and returns the options to use. A ``rescaler`` never changes
     a prediction, only what attacks' losses see: an adversarial example found through any rescaler of
@@ -170,6 +182,7 @@ class Defense:
     keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     fit: Callable[["nn.Module", dict[str, Any], "torch.Tensor", "torch.Tensor"], dict[str, Any]] | None = None
     rescaler: bool = False
+    temperature_option: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +219,9 @@ class Executor:
     ``run`` ends the run, with the rows received so far kept, so keep it for errors that concern
     the whole run (a missing library, an unreachable cluster: raise :class:`harness.errors.HarnessError`
     with the fix).
+
+    ``default``: this executor runs the cells when ``--executor`` is not given (the built-in
+    ``local`` claims it); a second executor claiming it is an error when a run needs the default.
     """
 
     name: str
@@ -213,6 +229,7 @@ class Executor:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
+    default: bool = False
 
 
 KINDS: dict[str, type] = {

@@ -101,7 +101,9 @@ class ModelCache:
         self.root = Path(root).absolute()
 
     def weights(self, model_hash: str) -> Path:
-        return self.root / f"{model_hash}{WEIGHTS}"
+        from harness.rundir import under
+
+        return under(self.root, self.root / f"{model_hash}{WEIGHTS}", "model cache entry", self.root)
 
     def find(self, model_hash: str) -> Path | None:
         """The cached weights for ``model_hash`` (marked as used now), or None."""

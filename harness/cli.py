@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import click
 from harness import __version__
 from harness.cli_cache import cache
 from harness.errors import HarnessError
-from harness.paths import user_cache
+from harness.options import data_dir_option, data_root, device_option
 
 
 class HarnessGroup(click.Group):
@@ -50,29 +49,6 @@ class HarnessGroup(click.Group):
         return super().get_command(ctx, cmd_name) or self.plugin_commands(ctx).get(cmd_name)
 
 
-def default_data_root() -> Path:
-    return user_cache("data")
-
-
-def data_root(option: str | None) -> Path:
-    """--data-dir, else $HARNESS_DATA, else the user's cache dir (created on demand). A root the
-    user named must exist: a typo should not silently download a second copy elsewhere."""
-    for value, source in ((option, "--data-dir"), (os.environ.get("HARNESS_DATA"), "HARNESS_DATA")):
-        if value:
-            root = Path(value).expanduser()
-            if not root.is_dir():
-                raise HarnessError(f"{source} {root}: data root does not exist; create it, or unset "
-                                   f"{source} to use {default_data_root()}")
-            return root
-    root = default_data_root()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
-                               help="Data root (default: $HARNESS_DATA or ~/.cache/robustness-harness/data).")
-
-
 @click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="harness")
 def cli() -> None:
@@ -83,37 +59,53 @@ def cli() -> None:
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory (default: runs/<suite name>). Rerunning continues it.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @data_dir_option
 @click.option("--quiet", is_flag=True, help="No progress display.")
-@click.option("--executor", default="local", show_default=True,
-              help="Where cells run: local (this process), ray, or another registered executor.")
+@click.option("--executor", default=None,
+              help="Where cells run: ray, or another registered executor (default: the one registered as the "
+                   "default, local: this process).")
 @click.option("--address", default=None, help="Ray cluster address (--executor ray; default: a local instance).")
 @click.option("--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
               help="Executor option (repeatable), e.g. num_gpus=0.5; see docs/running.md.")
 @click.option("--cache-dir", envvar="HARNESS_CACHE", default=None, type=click.Path(file_okay=False),
-              help="Shared trained-model cache (default: $HARNESS_CACHE or ~/.cache/robustness-harness/models).")
+              help="Shared trained-model cache (default: $HARNESS_CACHE, else "
+                   "$XDG_CACHE_HOME/robustness-harness/models, ~/.cache/... when XDG_CACHE_HOME is unset).")
 @click.option("--no-cache", envvar="HARNESS_NO_CACHE", is_flag=True,
               help="Neither read nor fill the model cache (also HARNESS_NO_CACHE=1).")
-def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, quiet: bool, executor: str,
-        address: str | None, executor_options: tuple[str, ...], cache_dir: str | None, no_cache: bool) -> None:
-    """Run SUITE_FILE's grid and write OUT/results.csv, one row per cell."""
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change the suite without editing it (repeatable): a dotted key and a TOML value, e.g. "
+                   "models.bio.hidden=2000, 'grid.eps=[0.1,0.2]'; checked like the file (docs/suites.md).")
+def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, quiet: bool, executor: str | None,
+        address: str | None, executor_options: tuple[str, ...], cache_dir: str | None, no_cache: bool,
+        overrides: tuple[str, ...]) -> None:
+    """Run SUITE_FILE's grid and write OUT/results.csv, one row per cell.
+
+    With --set, OUT defaults to runs/<suite name>-set-<6 hex digits of the overrides>, OUT/suite.toml
+    holds the effective suite and OUT/run.json the overrides."""
     from harness.cache import ModelCache, cache_dir as resolve_cache_dir
     from harness.device import resolve_device
     from harness.plugins import load_registry
     from harness.progress import RichProgress, SilentProgress
-    from harness.runner import Runner, RunInterrupted, parse_executor_options
+    from harness.runner import Runner, RunInterrupted, default_executor, parse_executor_options
+    from harness.rundir import RunDir, check_unlocked
     from harness.suite import load_suite
 
     registry = load_registry()
-    suite = load_suite(suite_file, registry)
+    suite = load_suite(suite_file, registry, overrides)
     options = parse_executor_options(registry, executor, executor_options, address)
     root = data_root(data_dir)
     torch_device = resolve_device(device)
     cache_root = resolve_cache_dir(cache_dir, no_cache)
+    if out is None and overrides:  # another grid: not the directory of the suite as written
+        from harness.overrides import digest
+
+        out = Path("runs") / f"{suite.name}-set-{digest(overrides)}"
     out = out or Path("runs") / suite.name
+    check_unlocked(RunDir(out))  # before anything is printed: the error is then the only line
     click.echo(f"suite {suite.name}: {len(suite.cells)} cells, {len(suite.models)} model(s), "
-               f"device {torch_device}, output {out}, executor {executor}, model cache {cache_root or 'off'}",
+               f"device {torch_device}, output {out}, executor {executor or default_executor(registry)}, "
+               f"model cache {cache_root or 'off'}",
                err=True)
     try:
         with (SilentProgress() if quiet else RichProgress()) as progress:
@@ -125,9 +117,10 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
         command = ["harness", "run", str(suite_file), "--out", str(out)]
         command += (["--device", device] if device != "auto" else []) + (["--data-dir", data_dir] if data_dir else [])
         command += ["--quiet"] if quiet else []
-        command += (["--executor", executor] if executor != "local" else []) + (["--address", address] if address else [])
+        command += (["--executor", executor] if executor else []) + (["--address", address] if address else [])
         command += [arg for pair in executor_options for arg in ("--executor-option", pair)]
         command += (["--cache-dir", cache_dir] if cache_dir else []) + (["--no-cache"] if no_cache else [])
+        command += [arg for pair in overrides for arg in ("--set", pair)]
         click.echo(f"interrupted: {stop.done} of {stop.total} cells done ({stop.results}); "
                    f"to resume, run: {shlex.join(command)}", err=True)
         sys.exit(130)
@@ -138,6 +131,86 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
         click.echo(f"{failed} cell(s) failed; see the error column. Rerun the same command to retry them.",
                    err=True)
         sys.exit(1)
+
+
+@cli.command("eval")
+@click.argument("model")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+              help="The state dict of a factory MODEL, as a safetensors file (never pickle).")
+@click.option("--arg", "factory_args", multiple=True, metavar="KEY=VALUE",
+              help="Keyword argument for a factory MODEL (repeatable), the value as TOML: --arg hidden=100.")
+@click.option("--dataset", default="mnist", show_default=True, help="Dataset whose test split is attacked.")
+@click.option("--eps", required=True, help="L-inf budgets on [0, 1] pixels, comma-separated, e.g. 0.1,0.15.")
+@click.option("--attacks", default="standard", show_default=True,
+              help="standard (AutoAttack, APGD-DLR, Square, PGD, FGSM, noise), fast (APGD-CE, APGD-DLR, "
+                   "Square with 1000 queries, PGD, FGSM, noise) or attack names, comma-separated; see "
+                   "docs/attacks.md.")
+@click.option("--n", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Number of test images (the first n).")
+@click.option("--T", "temperature", default="auto", show_default=True,
+              help="Logit temperature the attacks see: auto (the smallest power of ten with working gradients), "
+                   "a number (1 = logits as they are), or several, comma-separated.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Images per attack batch.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (default: runs/eval-<model name>). Rerunning continues it.")
+@device_option
+@data_dir_option
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def eval_command(model: str, weights: str | None, factory_args: tuple[str, ...], dataset: str, eps: str,
+                 attacks: str, n: int, temperature: str, batch_size: int, out: Path | None, device: str,
+                 data_dir: str | None, quiet: bool) -> None:
+    """Evaluate MODEL, trained anywhere, under a strong attack set, with the masking checks and the
+    worst case over attacks; writes OUT/results.csv like `harness run`.
+
+    MODEL is a factory package.module:build or path/to/file.py:build with --weights FILE.safetensors,
+    a TorchScript file, or a NAME.safetensors the harness saved (next to its NAME.json). It must take
+    [N, C, H, W] images in [0, 1] and return [N, classes] logits."""
+    from harness.device import resolve_device
+    from harness.evaluation_api import eval_runner, eval_suite, model_table
+    from harness.overrides import value
+    from harness.plugins import load_registry
+    from harness.progress import RichProgress, SilentProgress
+
+    kwargs = {}
+    for pair in factory_args:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise HarnessError(f"--arg {pair}: expected NAME=VALUE with a Python argument name, e.g. hidden=100")
+        kwargs[key.strip()] = value(text.strip(), pair, "--arg")
+    key, table = model_table(model, weights, kwargs)
+    registry = load_registry()
+    raw = eval_suite(key, table, registry, dataset, eps, attacks, n, temperature, batch_size)
+    root = data_root(data_dir)
+    torch_device = resolve_device(device)
+    out = out or Path("runs") / f"eval-{key}"
+    progress = SilentProgress() if quiet else RichProgress()
+    runner = eval_runner(raw, registry, out, root, torch_device, progress)
+    runner.preflight()  # the model loads and fits the dataset before anything is written
+    click.echo(f"eval {model} on {dataset} ({n} test images): attacks {', '.join(raw['attacks'])}, "
+               f"T {', '.join(str(d['T']) for d in raw['defenses'].values())}, device {torch_device}, "
+               f"output {out}", err=True)
+    with progress:
+        frame = runner.run()
+    _print_results(frame)
+    _print_reasons(frame)
+    click.echo(f"results: {out / 'results.csv'}", err=True)
+    failed = int((frame["status"] != "ok").sum())
+    if failed:
+        click.echo(f"{failed} cell(s) failed; see the error column. Rerun the same command to retry them.",
+                   err=True)
+        sys.exit(1)
+
+
+def _print_reasons(frame) -> None:
+    """The masking checks' verdict per model and defense (the reasons of flags are printed with the
+    table), and which checks the grid could not evaluate."""
+    ok = frame[frame["status"] == "ok"]
+    for (model, defense), rows in ok.groupby(["model", "defense"], sort=False):
+        flagged = bool(rows["unreliable"].astype(bool).any())
+        skipped = sorted({s for text in rows["checks_skipped"] for s in str(text).split(", ") if s})
+        verdict = "flagged by the masking checks (reasons above)" if flagged else "no masking check fired"
+        click.echo(f"{model} / {defense}: {verdict}" + (f" (not checked: {', '.join(skipped)})" if skipped else ""))
 
 
 @cli.command()
@@ -197,134 +270,87 @@ def data_fetch(name: str, data_dir: str | None) -> None:
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-def results(directory: Path) -> None:
-    """Print the results table stored in DIRECTORY (a run's --out)."""
+@click.option("--intervals", is_flag=True,
+              help="One line per model x defense x attack x eps with 95 % intervals instead: Wilson over the "
+                   "images for one seed; mean, sd and t-interval over seeds for several.")
+def results(directory: Path, intervals: bool) -> None:
+    """Print the results table stored in DIRECTORY (a run's --out), then the reasons behind every flag."""
     from harness.results import read_results
 
-    _print_results(read_results(directory))
+    frame = read_results(directory)
+    if intervals:
+        _print_intervals(frame)
+    else:
+        _print_results(frame)
 
 
-@cli.group()
-def show() -> None:
-    """Plot a trained model (a NAME.safetensors file with its NAME.json) as PNG files."""
+def _print_intervals(frame) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from harness.results import flag_notes, seed_table
+
+    lines = seed_table(frame)
+    console = Console(width=max(160, Console().width))
+    if lines.empty:
+        console.print("no successful cells")
+        return
+    table = Table(title="accuracy (%) with 95 % intervals: Wilson over the n images for one seed; "
+                        "over several seeds, mean ± sd and the t-interval over seeds")
+    for column in ("dataset", "model", "defense", "T", "attack", "eps", "seeds", "n", "clean", "robust",
+                   "robust 95 % interval", "flag"):
+        table.add_column(column, justify="left" if column in ("dataset", "model", "defense", "attack", "flag")
+                         else "right")
+
+    def value(line, name):
+        sd = line[f"{name}_sd"]
+        return f"{line[name]:.1f}" + (f" ± {sd:.1f}" if sd == sd else "")
+
+    for _, line in lines.iterrows():
+        table.add_row(*map(escape, [line["dataset"], line["model"], line["defense"], line["T"], line["attack"],
+                                    f"{line['eps']:g}", str(line["seeds"]), str(line["n"]),
+                                    value(line, "clean_acc"), value(line, "robust_acc"),
+                                    f"[{line['robust_acc_low']:.1f}, {line['robust_acc_high']:.1f}]",
+                                    line["flag"]]))
+    console.print(table)
+    _print_notes(console, flag_notes(frame))
 
 
-@show.command("features")
-@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--param", default=None,
-              help="2-D weight tensor to draw (default: the first whose width matches the input shape).")
-@click.option("--units", type=click.IntRange(min=1), default=None,
-              help="Number of random units to draw (default 25, or all if fewer).")
-@click.option("--unit-ids", default=None, help="Units to draw, comma-separated: 3,17,42.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing random units.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG to write (default: <model>-features.png next to the model).")
-@click.option("--cols", type=click.IntRange(min=1), default=None, help="Grid columns (default: about square).")
-def show_features(model_file: Path, param: str | None, units: int | None, unit_ids: str | None, seed: int,
-                  out: Path | None, cols: int | None) -> None:
-    """Draw hidden units' weights of MODEL_FILE as a grid of input-shaped images."""
-    from harness.show import plot_features
-
-    click.echo(plot_features(model_file, param, units, unit_ids, seed, out, cols))
-
-
-@show.command("curve")
-@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG to write (default: <model>-curve.png next to the model).")
-def show_curve(model_file: Path, out: Path | None) -> None:
-    """Plot MODEL_FILE's per-epoch accuracy and learner statistics, stage by stage."""
-    from harness.show import plot_curve
-
-    click.echo(plot_curve(model_file, out))
-
-
-@show.command("perturbations")
-@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--attack", "attack_name", required=True, help="Attack name (see `harness plugins`), e.g. pgd.")
-@click.option("--backend", default=None, help="Backend of the attack, when several provide it.")
-@click.option("--eps", type=float, required=True, help="Perturbation budget, in the attack's norm.")
-@click.option("--T", "temperature", default="1", show_default=True,
-              help="Logit temperature the attack sees (logit-scale): a positive number or auto.")
-@click.option("--n", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Successful adversarial examples to draw (at most).")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Attack option overriding its default (repeatable), e.g. --option steps=40.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the attack's random start.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG to write (default: <model>-perturbations.png next to the model).")
-@data_dir_option
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def show_perturbations(model_file: Path, attack_name: str, backend: str | None, eps: float, temperature: str,
-                       n: int, options: tuple[str, ...], seed: int, out: Path | None, data_dir: str | None,
-                       device: str) -> None:
-    """Draw successful adversarial examples of MODEL_FILE: original, perturbation, adversarial image.
-
-    The first test images are attacked (through logit-scale T) until n are fooled; when none is,
-    the figure says so and the command still succeeds."""
-    from harness.device import resolve_device
-    from harness.gallery import perturbation_gallery
-
-    result = perturbation_gallery(model_file, data_root(data_dir), attack_name, backend, eps, temperature, n,
-                                  options, seed, out, resolve_device(device))
-    click.echo(result.summary + (f"; drew {len(result.examples)}" if result.examples
-                                 else "; no successful adversarial examples"), err=True)
-    click.echo(result.png)
-
-
-@cli.group()
-def diagnose() -> None:
-    """Check a trained model (a NAME.safetensors file with its NAME.json) for gradient masking."""
-
-
-@diagnose.command("gradients")
-@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--t-min", type=float, default=1.0, show_default=True, help="Smallest temperature T.")
-@click.option("--t-max", type=float, default=1e7, show_default=True, help="Largest temperature T.")
-@data_dir_option
-@click.option("--n", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Number of test images (the first n).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG to write (default: <model>-gradients.png next to the model).")
-@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the curve as CSV.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def diagnose_gradients(model_file: Path, t_min: float, t_max: float, data_dir: str | None, n: int,
-                       out: Path | None, csv_out: Path | None, device: str) -> None:
-    """Share of test images whose input gradient is exactly zero, for every power of ten T in
-    [t-min, t-max] (the loss sees logits / T), with the auto T marked; a table and a PNG."""
-    from harness.device import resolve_device
-    from harness.gallery import diagnose_gradients as diagnose_model, powers_of_ten
-
-    powers_of_ten(t_min, t_max)  # a bad range fails before the model and data are loaded
-    result = diagnose_model(model_file, data_root(data_dir), t_min, t_max, n, out, csv_out, resolve_device(device))
-    for line in result.table():
-        click.echo(line)
-    click.echo(result.png)
-    if result.csv is not None:
-        click.echo(result.csv)
+def _print_notes(console, notes: list[str]) -> None:
+    """The distinct reasons behind the flags, one line each with the rows they concern."""
+    if notes:
+        console.print("flags (docs/diagnostics.md): meaningless = the attack did not see the model; "
+                      "upper bound = the true robust accuracy is lower", highlight=False, markup=False)
+    for note in notes:
+        console.print(f"  {note}", highlight=False, markup=False, soft_wrap=True,
+                      style="red" if note.startswith("meaningless") else "yellow")
 
 
 def _print_results(frame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.results import summary_table
+    from harness.results import flag_notes, summary_table
 
     summary = summary_table(frame)
-    console = Console(width=max(160, Console().width))
     if summary.empty:
-        console.print("no successful cells")
+        Console().print("no successful cells")
         return
+    cells = [["" if isinstance(v, float) and v != v else f"{v:.1f}" if isinstance(v, float) else str(v)
+              for v in line] for line in summary.itertuples(index=False)]
+    widths = [max([len(str(c))] + [len(line[i]) for line in cells]) for i, c in enumerate(summary.columns)]
+    # as wide as the widest cell needs: rich would otherwise cut names ("torchattac…") and numbers
+    console = Console(width=max(160, Console().width, sum(w + 3 for w in widths) + 1))
     table = Table(title="robust accuracy (%) by epsilon, with clean accuracy and the share of images whose "
                         "input gradient is exactly zero (%)")
+    text = ("dataset", "model", "defense", "attack", "backend", "flag")
     for column in summary.columns:
-        table.add_column(str(column), justify="right" if column not in ("dataset", "model", "defense", "attack",
-                                                                        "backend", "flag") else "left")
-    for _, line in summary.iterrows():
-        table.add_row(*("" if isinstance(v, float) and v != v else f"{v:.1f}" if isinstance(v, float)
-                        else str(v) for column, v in line.items()))
+        table.add_column(str(column), justify="left" if column in text else "right", no_wrap=True)
+    for line in cells:
+        table.add_row(*line)
     console.print(table)
+    _print_notes(console, flag_notes(frame))
 
 
 cli.add_command(cache)

@@ -8,7 +8,8 @@ from harness.errors import HarnessError
 
 cache_dir_option = click.option(
     "--cache-dir", envvar="HARNESS_CACHE", default=None, type=click.Path(file_okay=False),
-    help="Model cache (default: $HARNESS_CACHE or ~/.cache/robustness-harness/models).")
+    help="Model cache (default: $HARNESS_CACHE, else $XDG_CACHE_HOME/robustness-harness/models, "
+         "~/.cache/robustness-harness/models when XDG_CACHE_HOME is unset).")
 
 
 def _open(cache_dir: str | None):
@@ -24,7 +25,8 @@ def cache() -> None:
 
 @cache.command("ls")
 @cache_dir_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per cached model.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON array instead of the table: one object per cached model.")
 def cache_ls(cache_dir: str | None, as_json: bool) -> None:
     """Every cached model: hash, model key, dataset, learners, seed, size, created, last used."""
     from dataclasses import asdict

@@ -9,6 +9,7 @@ through the ``harness_plugin`` fixture of :mod:`harness.testing`).
 
 from __future__ import annotations
 
+import contextvars
 import importlib.metadata
 import os
 import sys
@@ -123,24 +124,72 @@ def make_manager(load_entry_points: bool = True, extra: Iterable[object] = ()) -
     return pm
 
 
+# The plugin whose hook implementation is running, while pluggy calls it (see _attribute).
+_CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("harness_hook_caller", default=None)
+
+
+def _named(function: Callable, plugin: str, calls: list[str], generator: bool) -> Callable:
+    """``function`` (a hook implementation) run with ``plugin`` as the current caller; a wrapper's
+    generator has it at each of its steps, before and after its ``yield``."""
+    if not generator:
+        def call(*args, **kwargs):
+            calls.append(plugin)
+            token = _CALLER.set(plugin)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _CALLER.reset(token)
+        return call
+
+    def steps(*args, **kwargs):
+        calls.append(plugin)
+        inner, sent, thrown = function(*args, **kwargs), None, None
+        while True:
+            token = _CALLER.set(plugin)
+            try:
+                out = inner.throw(thrown) if thrown is not None else inner.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                _CALLER.reset(token)
+            try:
+                sent, thrown = (yield out), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the wrapper, as pluggy would
+                sent, thrown = None, exc
+    return steps
+
+
 def call_register_hook(pm: pluggy.PluginManager, hook: str,
                        accept: Callable[[Any, str, str | None], str]) -> None:
-    """Call every implementation of ``hook`` (in plugin load order) with a ``register`` callback bound
-    to its plugin: ``register(obj)`` calls ``accept(obj, plugin name, distribution or None)``, which
-    validates and stores the object and returns its name. With ``HARNESS_TRACE_HOOKS`` set, one line
-    per call goes to stderr."""
+    """Call ``hook`` through pluggy (so ``tryfirst``/``trylast`` order and hook wrappers apply) with
+    one ``register`` callback: ``register(obj)`` calls ``accept(obj, plugin name, distribution or
+    None)`` for the plugin whose implementation is running, which validates and stores the object
+    and returns its name. With ``HARNESS_TRACE_HOOKS`` set, one line per implementation called goes
+    to stderr."""
     distributions = {pm.get_name(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
     trace = os.environ.get("HARNESS_TRACE_HOOKS", "") not in ("", "0")
-    for impl in getattr(pm.hook, hook).get_hookimpls():
-        registered: list[str] = []
+    calls: list[str] = []
+    registered: dict[str, list[str]] = {}
 
-        def register(obj, _plugin=impl.plugin_name, _done=registered):
-            _done.append(accept(obj, _plugin, distributions.get(_plugin)))
-        impl.function(register=register)
-        if trace:
-            print(f"harness hook: {hook} of plugin '{impl.plugin_name}' "
-                  f"({distributions.get(impl.plugin_name) or 'no distribution'}) registered "
-                  f"{', '.join(registered) or 'nothing'}", file=sys.stderr)
+    def register(obj):
+        plugin = _CALLER.get()
+        if plugin is None:
+            raise PluginError(f"{hook}'s register was called after the hook returned; call it inside the hook")
+        registered.setdefault(plugin, []).append(accept(obj, plugin, distributions.get(plugin)))
+
+    caller = getattr(pm.hook, hook)
+    originals = [(impl, impl.function) for impl in caller.get_hookimpls()]
+    for impl, function in originals:  # restored below: the manager's plugins are left as they were
+        impl.function = _named(function, impl.plugin_name, calls, impl.hookwrapper or impl.wrapper)
+    try:
+        caller(register=register)
+    finally:
+        for impl, function in originals:
+            impl.function = function
+    if trace:
+        for plugin in calls:
+            print(f"harness hook: {hook} of plugin '{plugin}' ({distributions.get(plugin) or 'no distribution'}) "
+                  f"registered {', '.join(registered.get(plugin, [])) or 'nothing'}", file=sys.stderr)
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:

@@ -68,6 +68,16 @@ class Registry:
             return table[name].obj
         raise RegistryError(f"unknown {SINGULAR[kind]} '{name}'{did_you_mean(name, table)}")
 
+    def logit_rescaler(self) -> Any:
+        """The first registered defense (by name) that is a rescaler reporting a logit temperature
+        (``rescaler`` and ``temperature_option``), e.g. to evaluate a model at several T; a
+        RegistryError when none is registered."""
+        for entry in self.entries("defenses"):
+            if entry.obj.rescaler and entry.obj.temperature_option:
+                return entry.obj
+        raise RegistryError("no registered defense rescales the logits (a rescaler with a temperature_option); "
+                            "load one, e.g. the built-in rescale plugin")
+
     def attack(self, name: str, backend: str | None) -> Attack:
         """Look an attack up by name and backend; the backend may be omitted when only one has it."""
         table = self._tables["attacks"]

@@ -13,8 +13,10 @@ import pandas as pd
 
 from harness.atomic import replace_atomically
 from harness.errors import HarnessError
+from harness.rundir import RESULTS_FILE
+from harness.stats import accuracy_interval
 
-RESULTS_FILE = "results.csv"
+NAN = float("nan")
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Row:
     architecture: str     # model plugin name (e.g. "repu")
     learners: str         # training stages, e.g. "hebbian[fc1.weight,frozen] > backprop[fc2.weight]"
     defense: str          # defense key in the suite, or "none"
-    defense_name: str     # defense plugin name (e.g. "logit-scale"), or "none"
+    defense_name: str     # defense plugin name (e.g. the built-in logit rescaler's), or "none"
     T: float              # logit temperature the attack saw (1.0 = logits untouched)
     attack: str           # attack key in the suite (e.g. "pgd-art")
     attack_name: str      # attack plugin name (e.g. "pgd")
@@ -35,7 +37,7 @@ class Row:
     attack_kind: str      # single-step, iterative, minimal, gradient-free or baseline
     norm: str             # the norm eps is measured in: linf or l2
     attack_params: str    # JSON of the attack's options
-    eps: float            # L-infinity budget on [0, 1] images
+    eps: float            # budget in the attack's norm on [0, 1] images: L-inf in [0, 1], L2 in [0, sqrt(d)]
     seed: int             # training and attack seed
     n: int                # number of test images attacked
     clean_acc: float      # accuracy on the unperturbed images
@@ -49,20 +51,44 @@ class Row:
     config_hash: str      # hash of everything that determines this row
     model_hash: str       # hash naming the trained model file under models/
     device: str           # device the cell ran on
-    # Masking checks (harness/diagnostics.py), per dataset x model x seed x defense:
-    chk_single_step: bool = False    # a single-step attack beat an iterative one
-    chk_gradient_free: bool = False  # a gradient-free attack beat every white-box one
-    chk_large_eps: bool = False      # attacks did not reach ~100 % success at a large eps
-    chk_noise: bool = False          # random noise of the same eps beat an attack
-    chk_monotone: bool = False       # robust accuracy rose with eps
-    chk_converged: bool = False      # twice the iterations found more adversarial examples
-    chk_gradients: bool = False      # input gradients exactly zero, NaN or inf for many images
-    unreliable: bool = False         # any check fired
-    reasons: str = ""                # why, one short clause per fired check
+    # robust accuracy among the clean-correct images only (the thesis's denominator; NaN when none is
+    # correct or the row predates the column); stored next to robust_acc in the CSV (COLUMNS)
+    robust_acc_cc: float = NAN
+    # 95 % Wilson intervals over the n images (harness/stats.py), filled in by write_csv:
+    clean_acc_low: float = NAN
+    clean_acc_high: float = NAN
+    robust_acc_low: float = NAN
+    robust_acc_high: float = NAN
+    # Masking checks (harness/diagnostics.py): each flags only the rows its evidence concerns
+    chk_single_step: bool = False    # a single-step attack beat this iterative one at this eps
+    chk_gradient_free: bool = False  # a gradient-free attack beat every white-box one at this eps
+    chk_large_eps: bool = False      # attacks did not reach ~100 % success at this large eps
+    chk_noise: bool = False          # random noise of the same eps beat this attack
+    chk_monotone: bool = False       # this attack left more accuracy here than at a smaller eps
+    chk_converged: bool = False      # twice this attack's steps found more (a paired test says so)
+    chk_gradients: bool = False      # this view's input gradients are zero or not finite for many images
+    meaningless: str = ""            # masking symptoms: why this number says nothing ("" = none)
+    upper_bound: str = ""            # not converged: why, and by how much, the true number is lower
+    unreliable: bool = False         # either grade
+    reasons: str = ""                # both grades' reasons, "; "-separated
     checks_skipped: str = ""         # checks this grid could not evaluate (e.g. no eps >= 0.5)
 
 
-COLUMNS = [f.name for f in fields(Row)]
+def robust_among_correct(correct, robust) -> float:
+    """``robust_acc_cc``: the share of the clean-correct images the attack did not fool, as the thesis
+    counts robust accuracy (appendix A attacks only the images the clean net gets right and divides
+    by their number); NaN when no image is correct. Per-image boolean or 0/1 tensors."""
+    correct = correct.bool()
+    hits = int(correct.sum())
+    return float((robust.bool() & correct).sum()) / hits if hits else NAN
+
+
+def _columns() -> list[str]:
+    names = [f.name for f in fields(Row) if f.name != "robust_acc_cc"]
+    return names[:names.index("robust_acc") + 1] + ["robust_acc_cc"] + names[names.index("robust_acc") + 1:]
+
+
+COLUMNS = _columns()
 TEXT_COLUMNS = [f.name for f in fields(Row) if f.type == "str"]
 TIMING_COLUMNS = ["seconds"]
 
@@ -71,8 +97,27 @@ def to_frame(rows: list[Row]) -> pd.DataFrame:
     return pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
 
 
+INTERVALS = {"clean_acc": ("clean_acc_low", "clean_acc_high"), "robust_acc": ("robust_acc_low", "robust_acc_high")}
+# Columns added after the first tables were written: an older table gets them on reading
+# (intervals computed from n and the accuracies, grades empty until the run is continued).
+LATER_COLUMNS = {"meaningless": "", "upper_bound": "", "robust_acc_cc": NAN,
+                 **{c: NAN for pair in INTERVALS.values() for c in pair}}
+
+
+def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with its interval columns computed from n and the accuracies (see harness/stats.py)."""
+    frame = frame.copy()
+    for value, (low, high) in INTERVALS.items():
+        bounds = [accuracy_interval(acc, n) for acc, n in zip(frame[value], frame["n"])]
+        frame[low] = [b[0] for b in bounds]
+        frame[high] = [b[1] for b in bounds]
+    return frame
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write atomically (harness.atomic), so readers only ever see a complete table."""
+    """Write atomically (harness.atomic), so readers only ever see a complete table; the interval
+    columns are (re)computed here, so every row has them, worst-case rows included."""
+    frame = with_intervals(frame)
     replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
 
 
@@ -85,16 +130,19 @@ def read_results(directory: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise HarnessError(f"{path}: not a readable results CSV ({exc})") from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in COLUMNS if c not in frame.columns and c not in LATER_COLUMNS]
     if missing:
         raise HarnessError(f"{path}: not a harness results table; missing columns {', '.join(missing)}")
+    if any(c not in frame.columns for c in LATER_COLUMNS):
+        frame = with_intervals(frame.assign(**{c: v for c, v in LATER_COLUMNS.items() if c not in frame.columns}))
+        frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
     frame[TEXT_COLUMNS] = frame[TEXT_COLUMNS].fillna("")
     return frame
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Robust accuracy (%) with one column per epsilon, one line per model x defense x attack,
-    worst-case lines included, and whether the masking checks flagged the line."""
+    worst-case lines included, and which grades of masking flag the line at which eps."""
     ok = frame[frame["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame()
@@ -104,9 +152,87 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     robust = ok.pivot_table(index=keys, columns="eps", values="robust_acc", aggfunc="mean") * 100
     robust.columns = [f"eps={c:g}" for c in robust.columns]
     extra = ok.groupby(keys).agg(clean=("clean_acc", "mean"), zero_grad=("zero_grad_share", "mean"),
-                                               seeds=("seed", "nunique"), n=("n", "max"),
-                                               flag=("unreliable", "any"))
+                                 seeds=("seed", "nunique"), n=("n", "max"))
     extra[["clean", "zero_grad"]] *= 100
-    extra["flag"] = extra["flag"].map({True: "unreliable", False: ""})
+    extra["flag"] = ok.groupby(keys).apply(line_flag, include_groups=False)
     extra = extra.rename(columns={"zero_grad": "0-grad"})
     return extra.join(robust).reset_index()
+
+
+GRADE_COLUMNS = {"meaningless": "meaningless", "upper_bound": "upper bound"}
+
+
+def line_flag(rows: pd.DataFrame) -> str:
+    """The grades that flag some row of a table line, each with the eps it concerns when not all."""
+    attacked = sorted(set(rows.loc[rows["eps"] > 0, "eps"]))
+    words = []
+    for column, grade in GRADE_COLUMNS.items():
+        eps = sorted(set(rows.loc[rows[column].fillna("") != "", "eps"]))
+        if eps:
+            words.append(grade if eps == attacked else f"{grade} at eps {', '.join(f'{e:g}' for e in eps)}")
+    return "; ".join(words)
+
+
+def flag_reasons(frame: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(grade, reason, the rows it concerns) for every distinct reason, meaningless ones first."""
+    ok = frame[frame["status"] == "ok"]
+    found = []
+    for column, grade in GRADE_COLUMNS.items():
+        concerned: dict[str, list] = {}
+        for index, text in ok[column].fillna("").items():
+            for reason in filter(None, text.split("; ")):
+                concerned.setdefault(reason, []).append(index)
+        found += [(grade, reason, ok.loc[indices]) for reason, indices in sorted(concerned.items())]
+    return found
+
+
+def flag_notes(frame: pd.DataFrame) -> list[str]:
+    """One line per distinct reason of either grade, with the rows it concerns (model/defense, the
+    attacks and their eps, the seeds): what the terminal prints under the results table."""
+    return [f"{grade}: {reason} ({rows_text(rows)})" for grade, reason, rows in flag_reasons(frame)]
+
+
+def rows_text(rows: pd.DataFrame) -> str:
+    """Rows named compactly: "bio/T1 seed 0: fgsm, pgd (eps 0.1, 0.2)"."""
+    parts = []
+    many_datasets = rows["dataset"].nunique() > 1
+    for (dataset, model, defense, seed), view in rows.groupby(["dataset", "model", "defense", "seed"], sort=True):
+        by_attack = {attack: tuple(sorted(set(group["eps"]))) for attack, group in view.groupby("attack")}
+        clauses = {}
+        for attack, eps in by_attack.items():
+            clauses.setdefault(eps, []).append(attack)
+        what = ", ".join(f"{', '.join(attacks)} (eps {', '.join(f'{e:g}' for e in eps)})"
+                         for eps, attacks in clauses.items())
+        where = f"{dataset}/" if many_datasets else ""
+        parts.append(f"{where}{model}/{defense} seed {seed}: {what}")
+    return "; ".join(parts)
+
+
+def mean_interval(rows: pd.DataFrame, value: str = "robust_acc") -> tuple[float, float, float, float]:
+    """(mean, sd, low, high) of ``value`` over the rows of one cell's seeds: the t-interval over seeds
+    when there are several, else the row's own Wilson interval (sd nan)."""
+    from harness.stats import seed_summary
+
+    summary = seed_summary(rows[value])
+    if summary.seeds > 1:
+        return summary.mean, summary.sd, summary.low, summary.high
+    return summary.mean, NAN, float(rows[f"{value}_low"].iloc[0]), float(rows[f"{value}_high"].iloc[0])
+
+
+def seed_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One line per model x defense x attack x eps: clean and robust accuracy (%) with a 95 % interval.
+    With one seed the interval is Wilson's over the n images (the row's own); with several, the mean
+    over seeds, its standard deviation and the t-interval over seeds (harness/stats.py)."""
+    ok = frame[frame["status"] == "ok"]
+    ok = ok.assign(T=[("" if t != t else f"{t:g}") for t in ok["T"]])
+    keys = ["dataset", "model", "defense", "T", "attack", "backend", "eps"]
+    lines = []
+    for key, rows in ok.groupby(keys, sort=True):
+        line = dict(zip(keys, key), seeds=rows["seed"].nunique(), n=int(rows["n"].max()))
+        for value in ("clean_acc", "robust_acc"):
+            mean, sd, low, high = mean_interval(rows, value)
+            line.update({value: 100 * mean, f"{value}_sd": 100 * sd, f"{value}_low": 100 * low,
+                         f"{value}_high": 100 * high})
+        line["flag"] = line_flag(rows)
+        lines.append(line)
+    return pd.DataFrame(lines)

@@ -9,7 +9,8 @@ atomically after every row, and cells whose ``config_hash`` already has an ``ok`
 skipped, so rerunning a command continues it.
 
 ``OUT/run.json`` records what produced the directory (the suite file and its sha256, the grid, package
-versions, the device, and one entry per invocation), next to a copy of the suite as ``OUT/suite.toml``.
+versions, the device, ``--set`` overrides, and one entry per invocation), next to a copy of the suite
+as ``OUT/suite.toml``: the effective suite when overrides or ``harness eval`` made it.
 SIGINT (Ctrl-C) stops a run after the cells in progress: they are finished and recorded, then
 :class:`RunInterrupted` is raised; a second Ctrl-C stops at once.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import re
 import signal
 import threading
 from dataclasses import asdict
@@ -35,15 +35,12 @@ from harness.cache import ModelCache
 from harness.errors import HarnessError, PluginError
 from harness.progress import SilentProgress
 from harness.registry import Registry, did_you_mean
-from harness.results import RESULTS_FILE, Row, read_results, to_frame, write_csv
-from harness.suite import NO_DEFENSE, Cell, Suite, coerce_option, config_hash
+from harness.results import Row, read_results, to_frame, write_csv
+from harness.rundir import SUITE_COPY, RunDir, rescaler_defenses, run_lock
+from harness.resolve import OptionError, resolve_options, split_pairs
+from harness.suite import Cell, Suite, config_hash
 from harness.worker import Outcome, Plan, Worker, group_cells, select_params, versions
 
-RUN_FILE = "run.json"
-SUITE_COPY = "suite.toml"
-DEFAULT_EXECUTOR = "local"
-# replace_atomically's temporary files (".NAME-XXXXXXXX"), left behind only by a killed process
-_TEMPORARY = re.compile(r"^\..+\.(csv|json|safetensors|toml)-[A-Za-z0-9_]+$")
 
 
 class RunInterrupted(Exception):
@@ -54,65 +51,53 @@ class RunInterrupted(Exception):
         self.done, self.total, self.results = done, total, results
 
 
-def executor_spec(registry: Registry, name: str) -> Executor:
-    """The registered executor ``name``, or one line saying what is registered."""
+def default_executor(registry: Registry) -> str:
+    """The name of the one registered executor that declares itself the ``default``."""
+    names = [e.obj.name for e in registry.entries("executors") if e.obj.default]
+    if len(names) > 1:
+        raise HarnessError(f"executors {', '.join(names)} each declare themselves the default; pass --executor NAME "
+                           f"or block one with HARNESS_BLOCK_PLUGINS")
+    if not names:
+        known = ", ".join(registry.names("executors")) or "none"
+        raise HarnessError(f"no registered executor is the default (registered: {known}); pass --executor NAME, "
+                           f"or let HARNESS_LOAD_PLUGINS load the plugin of an executor that declares default=True")
+    return names[0]
+
+
+def executor_spec(registry: Registry, name: str | None) -> Executor:
+    """The registered executor ``name`` (None: the default one), or one line saying what is registered."""
+    name = name or default_executor(registry)
     if name not in registry.names("executors"):
-        hint = did_you_mean(name, registry.names("executors"))
-        if name == DEFAULT_EXECUTOR:
-            hint += f" (add '{DEFAULT_EXECUTOR}' to HARNESS_LOAD_PLUGINS: it provides the in-process executor)"
-        raise HarnessError(f"--executor {name}: unknown executor{hint}")
+        raise HarnessError(f"--executor {name}: unknown executor{did_you_mean(name, registry.names('executors'))}")
     return registry.get("executors", name)
 
 
 def parse_executor_options(registry: Registry, name: str, pairs: tuple[str, ...] = (),
                            address: str | None = None) -> dict[str, Any]:
-    """``--executor-option KEY=VALUE`` strings (and ``--address``) typed like executor ``name``'s
-    defaults, and checked by it (the ``ray`` executor checks that Ray is installed)."""
+    """``--executor-option KEY=VALUE`` strings (and ``--address``) resolved like every plugin's options
+    (harness.resolve: typed like executor ``name``'s defaults, then checked by it; the ``ray``
+    executor checks that Ray is installed)."""
     spec = executor_spec(registry, name)
-    given: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise HarnessError(f"--executor-option {pair}: expected KEY=VALUE, e.g. address=auto")
-        known = key in spec.defaults  # an unknown key is reported by resolve_executor
-        given[key] = _typed(text, spec.defaults[key], f"--executor-option {key}") if known else text
+    try:
+        given: dict[str, Any] = split_pairs(pairs, "--executor-option")
+    except OptionError as exc:
+        raise HarnessError(f"{exc.message}, e.g. address=auto") from None
     if address is not None:
         if "address" not in spec.defaults:
             raise HarnessError(f"--address: executor '{spec.name}' takes no address; use --executor ray")
         given["address"] = address
-    return resolve_executor(registry, name, given)[1]
+    return resolve_executor(registry, name, given, text=True)[1]
 
 
-def _typed(text: str, default: Any, where: str) -> Any:
-    if isinstance(default, bool):
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise HarnessError(f"{where}: expected true or false, got {text!r}")
-        return text.lower() in ("true", "1", "yes")
-    try:
-        return type(default)(text) if isinstance(default, (int, float)) else text
-    except ValueError:
-        raise HarnessError(f"{where}: expected {'an integer' if isinstance(default, int) else 'a number'}, "
-                           f"got {text!r}") from None
-
-
-def resolve_executor(registry: Registry, name: str, options: dict[str, Any] | None) -> tuple[Executor, dict]:
-    """The executor and its options over its defaults, checked (unknown keys, types, its ``check``)."""
+def resolve_executor(registry: Registry, name: str, options: dict[str, Any] | None,
+                     text: bool = False) -> tuple[Executor, dict]:
+    """The executor and its options over its defaults, checked (unknown keys, types, its ``check``);
+    ``text``: the values are command-line strings."""
     spec = executor_spec(registry, name)
-    resolved = dict(spec.defaults)
-    for key, value in (options or {}).items():
-        if key not in spec.defaults:
-            raise HarnessError(f"--executor-option {key}: executor '{name}' has no option '{key}'"
-                               f"{did_you_mean(key, spec.defaults)}")
-        try:
-            resolved[key] = coerce_option(value, spec.defaults[key])
-        except ValueError as exc:
-            raise HarnessError(f"--executor-option {key}: {exc}") from None
-    if spec.check is not None:
-        try:
-            spec.check(dict(resolved))
-        except ValueError as exc:
-            raise HarnessError(f"--executor-option {exc}") from None
-    return spec, resolved
+    try:
+        return spec, resolve_options(spec, options or {}, f"executor '{spec.name}'", text=text)
+    except OptionError as exc:
+        raise HarnessError(f"--executor-option {exc}") from None
 
 
 class Runner:
@@ -120,14 +105,15 @@ class Runner:
     here; ``harness run`` uses the user's). ``executor``: a registered executor's name."""
 
     def __init__(self, suite: Suite, registry: Registry, out_dir: Path, data_root: Path, device,
-                 progress=None, cache: ModelCache | None = None, executor: str = DEFAULT_EXECUTOR,
+                 progress=None, cache: ModelCache | None = None, executor: str | None = None,
                  executor_options: dict[str, Any] | None = None) -> None:
         self.suite, self.registry, self.out_dir = suite, registry, Path(out_dir)
         self.progress = progress or SilentProgress()
         self.executor, self.executor_options = resolve_executor(registry, executor, executor_options)
         self.worker = Worker(suite, registry, self.out_dir, data_root, device, cache, self.progress)
         self.device, self.cache = self.worker.device, cache
-        self.results_path = self.out_dir / RESULTS_FILE
+        self.run_dir = RunDir(self.out_dir)
+        self.results_path = self.run_dir.results
         self._stop = False  # set by SIGINT: stop before the next cell
 
     # -- checks before any work --------------------------------------------------------------
@@ -152,7 +138,9 @@ class Runner:
             previous = signal.signal(signal.SIGINT, self._on_sigint)
             installed = True
         try:
-            return self._run()
+            self.preflight()
+            with run_lock(self.run_dir):
+                return self._run()
         finally:
             if installed:
                 signal.signal(signal.SIGINT, previous)
@@ -164,9 +152,7 @@ class Runner:
         self.progress.log("[yellow]interrupt: stopping after the current cell (Ctrl-C again to stop now)[/yellow]")
 
     def _run(self) -> pd.DataFrame:
-        self.preflight()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_temporaries()
+        self.run_dir.remove_temporaries()
         rows = self._previous_rows()
         done = {r["config_hash"] for r in rows if r["status"] == "ok"}
         hashes = {c: config_hash(self.suite.cell_config(c)) for c in self.suite.cells}
@@ -221,23 +207,15 @@ class Runner:
         rows.append(outcome.row)
         self._write(rows)
 
-    def _remove_temporaries(self) -> None:
-        """Temporary files a killed run left next to the files it was replacing."""
-        for directory in (self.out_dir, self.out_dir / "models", self.out_dir / "examples"):
-            if directory.is_dir():
-                for path in directory.iterdir():
-                    if _TEMPORARY.match(path.name) and path.is_file():
-                        path.unlink(missing_ok=True)
-
     def _record_run(self, hashes: dict[Cell, str], todo: list[Cell]) -> None:
         """OUT/run.json and OUT/suite.toml, both atomically; earlier invocations stay in "runs"."""
         source = Path(self.suite.path)
-        try:
-            text: bytes | None = source.read_bytes()
+        try:  # the effective suite when --set or harness eval made it, else the file as it is
+            text: bytes | None = self.suite.source.encode() if self.suite.source is not None else source.read_bytes()
         except OSError:  # a Suite built in code, or a file removed since it was loaded
             text = None
         digest = hashlib.sha256(text).hexdigest() if text is not None else None
-        path = self.out_dir / RUN_FILE
+        path = self.run_dir.record
         history: list[Any] = []
         if path.exists():
             try:
@@ -247,13 +225,15 @@ class Runner:
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         history.append({"started": now, "suite_sha256": digest, "device": str(self.device),
                         "executor": self.executor.name, "model_cache": str(self.cache.root) if self.cache else None,
-                        "cells_todo": len(todo), "todo": [hashes[c] for c in todo]})
+                        "cells_todo": len(todo), "todo": [hashes[c] for c in todo],
+                        "overrides": list(self.suite.overrides)})
         record = {"format": 1, "suite": {"name": self.suite.name, "path": str(source.resolve()),
-                                         "sha256": digest, "copy": SUITE_COPY if text is not None else None},
+                                         "sha256": digest, "copy": SUITE_COPY if text is not None else None,
+                                         "overrides": list(self.suite.overrides)},
                   "cells": [{**asdict(c), "config_hash": hashes[c]} for c in self.suite.cells],
-                  "versions": versions(), "device": str(self.device), "runs": history}
+                  "versions": versions(self.registry), "device": str(self.device), "runs": history}
         if text is not None:
-            replace_atomically(self.out_dir / SUITE_COPY, lambda tmp: Path(tmp).write_bytes(text))
+            replace_atomically(self.run_dir.suite_copy, lambda tmp: Path(tmp).write_bytes(text))
         body = json.dumps(record, indent=2, default=str) + "\n"
         replace_atomically(path, lambda tmp: Path(tmp).write_text(body))
 
@@ -267,8 +247,7 @@ class Runner:
         """Rewrite the table; at the end of a run, with the masking checks and worst-case rows."""
         frame = to_frame([Row(**r) for r in rows])
         if annotate:
-            rescalers = {NO_DEFENSE} | {e.obj.name for e in self.registry.entries("defenses") if e.obj.rescaler}
-            frame = diagnostics.annotate(frame, self.out_dir / "examples", rescalers)
+            frame = diagnostics.annotate(frame, self.run_dir.examples, rescaler_defenses(self.registry))
         write_csv(frame, self.results_path)
         return read_results(self.out_dir) if annotate else frame  # exactly what is on disk
 
@@ -276,5 +255,5 @@ class Runner:
         """Per-image outcomes, for worst-case accuracy over attacks (harness/diagnostics.py)."""
         from safetensors.torch import save_file
 
-        path = self.out_dir / "examples" / f"{digest}.safetensors"
+        path = self.run_dir.cell_examples(digest)
         replace_atomically(path, lambda tmp: save_file(tensors, tmp))

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import itertools
 import json
-import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from harness.errors import HarnessError, SuiteError
 from harness.registry import Registry, did_you_mean
+from harness.resolve import OptionError, check_options, coerce_option, resolve_options
+from harness.resolve import describe as _describe
 
 AXES = ("dataset", "model", "defense", "attack", "eps", "seed")
 SECTIONS = ("suite", "data", "eval", "models", "defenses", "attacks", "grid")
 NO_DEFENSE = "none"  # grid value meaning "attack the bare model"
+# Suite names and model, defense and attack keys become file and directory names (runs/NAME,
+# models/KEY-seed0-HASH.safetensors): a suite from elsewhere must not be able to name a path.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SAFE_HINT = "use up to 100 letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class Component:
     options: dict[str, Any]
     backend: str | None = None
     stages: tuple["Stage", ...] = ()
+    fingerprint: str = ""  # a pretrained model's content identity (Model.fingerprint); "" for others
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,18 @@ class Suite:
     defenses: dict[str, Component]
     attacks: dict[str, Component]
     cells: list[Cell] = field(default_factory=list)
+    overrides: tuple[str, ...] = ()   # --set KEY=VALUE pairs applied to the file (harness/overrides.py)
+    source: str | None = None         # the effective suite as TOML when it is not the file's text
 
     def model_config(self, dataset: str, key: str, seed: int) -> dict[str, Any]:
         """Everything that determines a trained model: its hash names the saved file."""
         model = self.models[key]
-        return {"dataset": dataset, "fingerprint": self.datasets[dataset],
-                "train_size": self.train_size, "model": model.plugin, "options": model.options,
-                "stages": [asdict(s) for s in model.stages], "seed": seed}
+        config = {"dataset": dataset, "fingerprint": self.datasets[dataset],
+                  "train_size": self.train_size, "model": model.plugin, "options": model.options,
+                  "stages": [asdict(s) for s in model.stages], "seed": seed}
+        if model.fingerprint:  # only then: the hashes of every other model stay what they were
+            config["content"] = model.fingerprint
+        return config
 
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         defense = self.defenses.get(cell.defense)
@@ -99,6 +110,10 @@ class _Checker:
     def fail(self, key: str, message: str) -> SuiteError:
         text = f"{self.path}: {key}: {message}"  # keys and values may hold line breaks: escape them
         return SuiteError("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text))
+
+    def safe_name(self, name: Any, key: str, what: str, note: str = "") -> None:
+        if not isinstance(name, str) or not SAFE_NAME.match(name):
+            raise self.fail(key, f"unsafe {what} {name!r}{note}: it becomes a file name; {SAFE_HINT}")
 
     def table(self, value: Any, key: str) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -132,86 +147,26 @@ class _Checker:
         return value
 
     def options(self, table: Mapping[str, Any], spec: Any, reserved, key: str, what: str) -> dict[str, Any]:
-        """Plugin options: the defaults, then the named preset's, then the suite's own keys; every
-        key must be one of the plugin's defaults, of the same type."""
-        defaults = spec.defaults
-        options = dict(defaults)
-        reserved = tuple(reserved) + ("preset",)
-        if "preset" in table:
-            preset = table["preset"]
-            if not isinstance(preset, str) or preset not in spec.presets:
-                raise self.fail(f"{key}.preset", f"unknown preset {preset!r} for {what}"
-                                f"{did_you_mean(str(preset), spec.presets)}")
-            options.update(spec.presets[preset])
-        for name, value in table.items():
-            if name in reserved:
-                continue
-            if name not in defaults:
-                hint = did_you_mean(name, list(defaults) + list(reserved))
-                raise self.fail(f"{key}.{name}", f"unknown parameter '{name}' for {what}{hint}")
-            keywords = getattr(spec, "keywords", {}).get(name, ())
-            if value in keywords:
-                options[name] = value
-                continue
-            try:
-                options[name] = self.typed(value, defaults[name], f"{key}.{name}")
-            except SuiteError as exc:
-                if not keywords:
-                    raise
-                words = " or ".join(f'"{w}"' for w in keywords)
-                raise SuiteError(str(exc).replace(", got", f" or {words}, got", 1)) from None
-        return options
+        """Plugin options (harness.resolve): the defaults, then the named preset's, then the suite's
+        own keys, each one of the plugin's defaults and of the same type; the plugin's check is
+        :meth:`plugin_check`'s."""
+        try:
+            return resolve_options(spec, table, what, reserved, check=False)
+        except OptionError as exc:
+            raise self.fail(f"{key}.{exc.key}" if exc.key else key, exc.message) from None
 
     def plugin_check(self, spec: Any, options: dict[str, Any], key: str) -> None:
         """Run the plugin's own ``check``; its ValueError("name: expectation") names the key."""
-        if spec.check is None:
-            return
         try:
-            spec.check(dict(options))
-        except ValueError as exc:
-            name, _, message = str(exc).partition(": ")
-            raise self.fail(f"{key}.{name}" if message else key, message or str(exc)) from None
+            check_options(spec, options)
+        except OptionError as exc:
+            raise self.fail(f"{key}.{exc.key}" if exc.key else key, exc.message) from None
 
     def typed(self, value: Any, default: Any, key: str) -> Any:
         try:
             return coerce_option(value, default)
         except ValueError as exc:
             raise self.fail(key, str(exc)) from None
-
-
-def coerce_option(value: Any, default: Any) -> Any:
-    """``value`` converted to the type of an option's ``default`` (ints are accepted for floats);
-    ValueError("expected ..., got ...") when it does not fit. ``None`` defaults accept anything."""
-    if default is None:
-        return value
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        if ok:
-            try:
-                value = float(value)
-            except OverflowError:  # TOML integers are unbounded
-                ok = False
-            else:
-                ok = math.isfinite(value)
-    elif isinstance(default, str):
-        ok, expected = isinstance(value, str), "a string"
-    elif isinstance(default, (list, tuple)):
-        ok, expected = isinstance(value, list), "a list"
-    else:
-        ok, expected = isinstance(value, type(default)), type(default).__name__
-    if not ok:
-        raise ValueError(f"expected {expected}, got {_describe(value)}")
-    return value
-
-
-def _describe(value: Any) -> str:
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
-    return f"{kind} ({value!r})" if not isinstance(value, (dict, list)) else kind
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -228,10 +183,27 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SuiteError(f"{path}: not valid TOML: {exc}") from None
 
 
-def load_suite(path: str | Path, registry: Registry) -> Suite:
-    """Read, validate and expand a suite file against the registered plugins."""
+def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Suite:
+    """Read, validate and expand a suite file against the registered plugins, after applying the
+    ``--set KEY=VALUE`` ``overrides`` (harness/overrides.py) to it."""
     path = Path(path)
     raw = read_toml(path)
+    if not overrides:
+        return suite_from_data(raw, path, registry)
+    from harness import overrides as override
+
+    raw = override.apply(raw, overrides, path)
+    try:
+        suite = suite_from_data(raw, path, registry)
+    except SuiteError as exc:
+        raise override.blame(exc, path, overrides) from None
+    suite.overrides, suite.source = tuple(overrides), override.effective_text(raw, path, overrides)
+    return suite
+
+
+def suite_from_data(raw: dict[str, Any], path: Path, registry: Registry) -> Suite:
+    """Validate and expand a parsed suite; ``path`` names it in errors (``harness eval`` builds one
+    in memory)."""
     check = _Checker(path)
     check.known_keys(raw, SECTIONS, "")
     meta = check.table(raw.get("suite", {}), "suite")
@@ -261,9 +233,13 @@ def load_suite(path: str | Path, registry: Registry) -> Suite:
         defenses=_components(check, registry, raw, "defenses", "defense"),
         attacks=_components(check, registry, raw, "attacks", "attack"),
     )
+    check.safe_name(suite.name, "suite.name", "suite name",
+                    "" if "name" in meta else f" (from the file name '{path.name}'; set [suite] name)")
     if NO_DEFENSE in suite.defenses:
         raise check.fail(f"defenses.{NO_DEFENSE}", f"'{NO_DEFENSE}' is reserved for the bare model; rename it")
-    suite.cells = expand_grid(check, raw.get("grid"), suite)
+    from harness.grid import expand_grid  # it builds Cells: imported here, after this module
+
+    suite.cells = expand_grid(check, raw.get("grid"), suite, registry)
     return suite
 
 
@@ -290,15 +266,23 @@ def _models(check: _Checker, registry: Registry, raw: Mapping[str, Any]) -> dict
     result = {}
     for key, entry in models.items():
         where = f"models.{key}"
+        check.safe_name(key, where, "model key")
         entry = check.table(entry, where)
         spec = _lookup(check, registry, "models", check.string(entry, "model", where), f"{where}.model")
         options = check.options(entry, spec, ("model", "stages"), where, f"model '{spec.name}'")
         check.plugin_check(spec, options, where)
-        stages = entry.get("stages")
-        if not isinstance(stages, list) or not stages:
+        stages = entry.get("stages", [] if spec.pretrained else None)
+        if not isinstance(stages, list) or (not stages and not spec.pretrained):
             raise check.fail(f"{where}.stages", "expected a non-empty list of stages "
                              "([[models.NAME.stages]] tables with a 'learner' key)")
-        result[key] = Component(key, spec.name, options,
+        fingerprint = ""
+        if spec.fingerprint is not None:
+            try:
+                fingerprint = spec.fingerprint(dict(options))
+            except ValueError as exc:
+                name, _, message = str(exc).partition(": ")
+                raise check.fail(f"{where}.{name}" if message else where, message or str(exc)) from None
+        result[key] = Component(key, spec.name, options, fingerprint=fingerprint,
                                 stages=tuple(_stage(check, registry, s, f"{where}.stages.{i}")
                                              for i, s in enumerate(stages)))
     return result
@@ -326,6 +310,7 @@ def _components(check: _Checker, registry: Registry, raw: Mapping[str, Any], sec
     result = {}
     for key, entry in tables.items():
         where = f"{section}.{key}"
+        check.safe_name(key, where, f"{field_name} key")
         entry = check.table(entry, where)
         name = check.string(entry, field_name, where)
         reserved: tuple[str, ...] = (field_name,)
@@ -344,80 +329,4 @@ def _components(check: _Checker, registry: Registry, raw: Mapping[str, Any], sec
         options = check.options(entry, spec, reserved, where, f"{field_name} '{spec.name}'")
         check.plugin_check(spec, options, where)
         result[key] = Component(key, spec.name, options, backend=backend)
-    return result
-
-
-def expand_grid(check: _Checker, grid: Any, suite: Suite) -> list[Cell]:
-    """The union of the products of each [grid] (or [[grid]]) table, minus its exclusions."""
-    if grid is None:
-        raise check.fail("grid", "missing; declare [grid] with model, attack and eps lists")
-    grids = grid if isinstance(grid, list) else [grid]
-    if not grids:
-        raise check.fail("grid", "empty; expected [grid] or at least one [[grid]] table")
-    cells: dict[Cell, None] = {}
-    for index, table in enumerate(grids):
-        where = "grid" if not isinstance(grid, list) else f"grid.{index}"
-        table = check.table(table, where)
-        check.known_keys(table, AXES + ("exclude",), where)
-        axes = {axis: _axis(check, table, axis, where, suite) for axis in AXES}
-        excludes = _excludes(check, table.get("exclude", []), axes, where, suite)
-        for values in itertools.product(*(axes[axis] for axis in AXES)):
-            cell = Cell(*values)
-            if not any(all(getattr(cell, axis) in allowed for axis, allowed in rule.items())
-                       for rule in excludes):
-                cells[cell] = None
-    if not cells:
-        raise check.fail("grid", "the exclusions remove every cell; nothing would run")
-    return list(cells)
-
-
-def _axis(check: _Checker, table: Mapping[str, Any], axis: str, where: str, suite: Suite) -> list:
-    key = f"{where}.{axis}"
-    defaults = {"dataset": list(suite.datasets), "defense": [NO_DEFENSE], "seed": [0]}
-    values = table.get(axis, defaults.get(axis))
-    if values is None:
-        raise check.fail(key, f"missing; expected a list of {axis} values")
-    if not isinstance(values, list) or not values:
-        raise check.fail(key, f"expected a non-empty list, got {_describe(values)}")
-    return [_axis_value(check, axis, value, key, suite) for value in values]
-
-
-def _axis_value(check: _Checker, axis: str, value: Any, key: str, suite: Suite) -> Any:
-    if axis == "eps":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise check.fail(key, f"epsilon must be a number in [0, 1] (images are scaled to [0, 1]), "
-                             f"got {_describe(value)}")
-        return float(value)
-    if axis == "seed":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise check.fail(key, f"seeds must be non-negative integers, got {_describe(value)}")
-        return value
-    declared = {"dataset": suite.datasets, "model": suite.models,
-                "defense": {NO_DEFENSE: None, **suite.defenses}, "attack": suite.attacks}[axis]
-    if not isinstance(value, str):
-        raise check.fail(key, f"expected the name of a declared {axis} (a string), got {_describe(value)}")
-    if value not in declared:
-        section = {"defense": "defenses", "dataset": "data] dataset = [..."}.get(axis, axis + "s")
-        raise check.fail(key, f"'{value}' is not declared under [{section}]{did_you_mean(str(value), declared)}")
-    return value
-
-
-def _excludes(check: _Checker, rules: Any, axes: Mapping[str, list], where: str, suite: Suite) -> list[dict]:
-    if not isinstance(rules, list):
-        raise check.fail(f"{where}.exclude", "expected a list of tables like { model = \"bp\", eps = 0.3 }")
-    result = []
-    for index, rule in enumerate(rules):
-        key = f"{where}.exclude.{index}"
-        rule = check.table(rule, key)
-        check.known_keys(rule, AXES, key)
-        parsed = {}
-        for axis, value in rule.items():
-            values = [_axis_value(check, axis, v, f"{key}.{axis}", suite)
-                      for v in (value if isinstance(value, list) else [value])]
-            missing = [v for v in values if v not in axes[axis]]
-            if missing:
-                raise check.fail(f"{key}.{axis}", f"{missing[0]!r} is not on the {axis} axis "
-                                 f"{axes[axis]}; the rule would match nothing")
-            parsed[axis] = values
-        result.append(parsed)
     return result

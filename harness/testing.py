@@ -11,21 +11,25 @@
 * ``run_suite``: ``run_suite(suite)`` runs a suite (a dict or a TOML path) in the test's
   ``tmp_path`` on the CPU and returns the results DataFrame, as ``harness run`` writes it.
 
-Only fixtures live here: nothing is autouse, and torch, pandas and the harness core are imported
+And one assertion: ``assert_one_line_error(result, *fragments)`` checks that a command invoked
+with click's ``CliRunner`` failed the harness way: exit code 2, one line ``error: ...`` holding every
+fragment, no traceback.
+
+Only fixtures and that helper live here: nothing is autouse, and torch, pandas and the harness core are imported
 inside the fixtures, so loading this plugin costs other test suites nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import pytest
+
+from harness.tomlwrite import to_toml, toml_string, toml_value  # noqa: F401 (public here too)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -53,9 +57,22 @@ class TinyData:
     y_test: "torch.Tensor"
 
 
+def assert_one_line_error(result, *fragments: str) -> str:
+    """``result`` (a ``click.testing.Result``) is the harness's answer to bad input: exit code 2 and
+    a single non-blank line ``error: ...`` containing each fragment, without a traceback. Returns
+    that line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
 def default_data_root() -> Path:
     """Where suites read data: ``$HARNESS_DATA``, else the user's cache dir, as ``harness run``."""
-    from harness.cli import data_root
+    from harness.options import data_root
 
     return data_root(None)
 
@@ -192,67 +209,3 @@ def _fork_torch_rng(seed: int):
         yield
     finally:
         torch.random.set_rng_state(state)
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def to_toml(document: Mapping[str, Any]) -> str:
-    """A suite dict as TOML text: tables as ``[a.b]`` sections, lists of tables as ``[[a.b]]``
-    sections (e.g. ``[[models.bio.stages]]``), everything else inline. Raises TypeError for values
-    TOML cannot hold (None, objects), naming the key."""
-    lines: list[str] = []
-    _toml_table(document, [], lines)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _toml_key(key: str) -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"TOML keys are strings; got {key!r}")
-    return key if _BARE_KEY.match(key) else toml_string(key)
-
-
-def _is_table_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, Mapping) for item in value)
-
-
-def _toml_table(table: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
-    nested = []
-    for key, value in table.items():
-        if isinstance(value, Mapping) or _is_table_list(value):
-            nested.append((key, value))
-        else:
-            lines.append(f"{_toml_key(key)} = {toml_value(value, [*path, key])}")
-    for key, value in nested:
-        header = ".".join(_toml_key(part) for part in [*path, key])
-        for item in ([value] if isinstance(value, Mapping) else value):
-            lines += ["", f"[{header}]" if isinstance(value, Mapping) else f"[[{header}]]"]
-            _toml_table(item, [*path, key], lines)
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped."""
-    escaped = "".join("\\" + ch if ch in '"\\' else f"\\u{ord(ch):04X}" if ord(ch) < 0x20 or ord(ch) == 0x7F
-                      else ch for ch in text)
-    return f'"{escaped}"'
-
-
-def toml_value(value: Any, path: Sequence[str] = ()) -> str:
-    """One TOML value written inline (tables as inline tables); ``path`` names it in errors."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(item, path) for item in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_toml_key(k)} = {toml_value(v, [*path, k])}" for k, v in value.items()) + "}"
-    raise TypeError(f"{'.'.join(map(str, path))}: TOML cannot hold {type(value).__name__} ({value!r})")

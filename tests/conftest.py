@@ -36,7 +36,7 @@ def _no_user_model_cache():
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The real MNIST files, fetched and verified once (HARNESS_DATA or the user cache dir)."""
-    from harness.cli import default_data_root
+    from harness.options import default_data_root
 
     root = Path(os.environ.get("HARNESS_DATA") or default_data_root())
     root.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,45 @@ def test_krotov_loss_trains_a_head(mnist_small):
     assert history[-1]["loss"] < history[0]["loss"]
 
 
+def _hand_loop(data, epochs, lr, reset):
+    """The thesis's train_routine written out: a fresh torch.optim.Adam per epoch when ``reset``."""
+    import torch.nn.functional as F
+
+    x, y = data[0], data[1]
+    model = repu(hidden=32, power=1.0)
+    generator = torch.Generator().manual_seed(0)  # the learner's minibatch order: one randperm per epoch
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(epochs):
+        if reset:
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), 100):
+            batch = order[start:start + 100]
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.fc1.weight.detach(), optimizer
+
+
+def test_optimizer_reset_restarts_adam_every_epoch_like_the_thesis(mnist_small):
+    data = tuple(t[:2000] if i < 2 else t[:200] for i, t in enumerate(mnist_small))
+    learner = load_registry().get("learners", "backprop")
+    trained = {}
+    for reset in ("never", "epoch"):
+        model = repu(hidden=32, power=1.0)
+        learner.train(context(model, dict(model.named_parameters()),
+                              learner_options(epochs=3, lr=1e-2, optimizer_reset=reset), data))
+        trained[reset] = model.fc1.weight.detach()
+    by_hand, optimizer = _hand_loop(data, epochs=3, lr=1e-2, reset=True)
+    # the last Adam has seen one epoch only: 20 steps, not 60
+    assert [int(state["step"]) for state in optimizer.state.values()] == [20, 20]
+    torch.testing.assert_close(trained["epoch"], by_hand, rtol=1e-4, atol=1e-5)
+    kept, _ = _hand_loop(data, epochs=3, lr=1e-2, reset=False)
+    torch.testing.assert_close(trained["never"], kept, rtol=1e-4, atol=1e-5)
+    assert (trained["epoch"] - trained["never"]).abs().max() > 1e-3  # the reset changes the result
+
+
 SUITE = """
 [data]
 dataset = "mnist"
@@ -96,6 +135,7 @@ def test_thesis_preset_is_the_thesis_schedule(write_suite):
     options = suite.models["m"].stages[0].options
     assert options["schedule"] == [[1e-3, 100], [5e-4, 50], [1e-4, 50], [5e-5, 50], [1e-5, 50]]
     assert sum(n for _, n in options["schedule"]) == 300 and options["batch_size"] == 100
+    assert options["optimizer_reset"] == "epoch"  # train_routine creates Adam inside its epoch loop
     # keys written next to the preset override it
     suite = load_suite(write_suite(SUITE.format(stage='preset = "thesis"\nbatch_size = 50')), load_registry())
     assert suite.models["m"].stages[0].options["batch_size"] == 50
@@ -106,6 +146,7 @@ def test_thesis_preset_is_the_thesis_schedule(write_suite):
     ("schedule = [[0.001]]", "models.m.stages.0.schedule", "[learning rate, epochs] pairs"),
     ("schedule = [[-1.0, 3]]", "models.m.stages.0.schedule", "pairs"),
     ('loss = "mse"', "models.m.stages.0.loss", "cross-entropy, krotov"),
+    ('optimizer_reset = "batch"', "models.m.stages.0.optimizer_reset", "never, epoch"),
 ])
 def test_bad_options_are_suite_errors(write_suite, stage, key, hint):
     path = write_suite(SUITE.format(stage=stage))

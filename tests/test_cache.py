@@ -22,6 +22,7 @@ from harness.plugins import load_registry
 from harness.results import TIMING_COLUMNS, read_results
 from harness.runner import Runner
 from harness.suite import load_suite
+from harness.testing import assert_one_line_error
 
 SUITE = """
 [data]
@@ -147,19 +148,13 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
 def test_cache_ls_and_rm(filled_cache, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(filled_cache))
     listed = invoke("cache", "ls", "--json")
     assert listed.exit_code == 0, listed.output
     entries = json.loads(listed.output)
+    assert isinstance(entries, list)  # what --help says: a JSON array, one object per model
+    assert "a JSON array" in invoke("cache", "ls", "--help").output
     assert sorted(e["seed"] for e in entries) == [0, 1]
     assert {(e["model"], e["dataset"], e["learners"]) for e in entries} == {("bp", "mnist", "counted")}
     assert all(e["size"] > 1000 and e["created"] and e["last_used"] for e in entries)
@@ -167,9 +162,9 @@ def test_cache_ls_and_rm(filled_cache, monkeypatch):
     assert table.exit_code == 0 and all(e["hash"] in table.output for e in entries)
     keep, drop = sorted(entries, key=lambda e: e["seed"])
 
-    one_line_error(invoke("cache", "rm", drop["hash"][:-1] + "x"), "no cached model", f"did you mean '{drop['hash']}'")
-    one_line_error(invoke("cache", "rm"), "HASH", "--all", "--older-than")
-    one_line_error(invoke("cache", "rm", "--all", drop["hash"]), "exactly one")
+    assert_one_line_error(invoke("cache", "rm", drop["hash"][:-1] + "x"), "no cached model", f"did you mean '{drop['hash']}'")
+    assert_one_line_error(invoke("cache", "rm"), "HASH", "--all", "--older-than")
+    assert_one_line_error(invoke("cache", "rm", "--all", drop["hash"]), "exactly one")
     negative = invoke("cache", "rm", "--older-than", "-1")  # click's own usage error
     assert negative.exit_code == 2 and "--older-than" in negative.output and "Traceback" not in negative.output
     assert len(json.loads(invoke("cache", "ls", "--json").output)) == 2  # bad input removed nothing

@@ -7,21 +7,13 @@ from click.testing import CliRunner
 
 from harness.cli import cli
 from harness.results import read_results
+from harness.testing import assert_one_line_error
 
 
 @pytest.fixture
 def runner(mnist_root, monkeypatch):
     monkeypatch.setenv("HARNESS_DATA", str(mnist_root))
     return CliRunner()
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def test_run_writes_results_and_rerun_continues(runner, tiny_suite, tmp_path):
@@ -67,23 +59,23 @@ def test_data_fetch_verifies(runner, mnist_root):
     result = runner.invoke(cli, ["data", "fetch", "mnist"])
     assert result.exit_code == 0, result.output
     assert f"4 file(s) verified under {mnist_root}" in result.output
-    one_line_error(runner.invoke(cli, ["data", "fetch", "mnsit"]), "unknown dataset 'mnsit'", "did you mean 'mnist'")
+    assert_one_line_error(runner.invoke(cli, ["data", "fetch", "mnsit"]), "unknown dataset 'mnsit'", "did you mean 'mnist'")
 
 
 def test_bad_inputs_give_one_line_and_exit_2(runner, tiny_suite, write_suite, tmp_path):
     text = tiny_suite.read_text()
-    one_line_error(runner.invoke(cli, ["run", str(tmp_path / "nope.toml")]), "nope.toml", "not found")
+    assert_one_line_error(runner.invoke(cli, ["run", str(tmp_path / "nope.toml")]), "nope.toml", "not found")
     bad_attack = write_suite(text.replace('attack = "pgd"', 'attack = "pgdd"'), "bad.toml")
-    one_line_error(runner.invoke(cli, ["run", str(bad_attack)]), "bad.toml", "attacks.pgd.attack",
+    assert_one_line_error(runner.invoke(cli, ["run", str(bad_attack)]), "bad.toml", "attacks.pgd.attack",
                    "did you mean 'pgd'")
     bad_eps = write_suite(text.replace("eps = [0.0, 0.1]", "eps = [0.0, 1.5]"), "eps.toml")
-    one_line_error(runner.invoke(cli, ["run", str(bad_eps)]), "eps.toml", "grid.eps", "[0, 1]")
+    assert_one_line_error(runner.invoke(cli, ["run", str(bad_eps)]), "eps.toml", "grid.eps", "[0, 1]")
     missing_key = write_suite(text.replace('dataset = "mnist"\n', ""), "nodata.toml")
-    one_line_error(runner.invoke(cli, ["run", str(missing_key)]), "data.dataset", "missing")
-    one_line_error(runner.invoke(cli, ["run", str(tiny_suite), "--data-dir", str(tmp_path / "absent")]),
+    assert_one_line_error(runner.invoke(cli, ["run", str(missing_key)]), "data.dataset", "missing")
+    assert_one_line_error(runner.invoke(cli, ["run", str(tiny_suite), "--data-dir", str(tmp_path / "absent")]),
                    "--data-dir", "does not exist")
-    one_line_error(runner.invoke(cli, ["run", str(tiny_suite), "--device", "tpu"]), "--device tpu")
-    one_line_error(runner.invoke(cli, ["results", str(tmp_path)]), "no results table")
+    assert_one_line_error(runner.invoke(cli, ["run", str(tiny_suite), "--device", "tpu"]), "--device tpu")
+    assert_one_line_error(runner.invoke(cli, ["results", str(tmp_path)]), "no results table")
 
 
 def test_bad_input_leaves_existing_results_untouched(runner, tiny_suite, write_suite, tmp_path):
@@ -92,7 +84,7 @@ def test_bad_input_leaves_existing_results_untouched(runner, tiny_suite, write_s
     assert ok.exit_code == 0, ok.output
     before = (out / "results.csv").read_bytes()
     broken = write_suite(tiny_suite.read_text().replace("T = 1e5", "T = -1"), "broken.toml")
-    one_line_error(runner.invoke(cli, ["run", str(broken), "--out", str(out)]), "defenses.T1e5.T", "positive")
+    assert_one_line_error(runner.invoke(cli, ["run", str(broken), "--out", str(out)]), "defenses.T1e5.T", "positive")
     assert (out / "results.csv").read_bytes() == before
 
 
@@ -108,6 +100,10 @@ def test_plugins_json_lists_records_with_their_options(runner):
     hebbian = records[("learner", "hebbian")]
     assert set(hebbian["presets"]) == {"krotov2019", "thesis", "thesis-appendix"}
     assert hebbian["presets"]["thesis"]["k"] == 2
+    backprop = records[("learner", "backprop")]
+    assert backprop["defaults"]["optimizer_reset"] == "never"
+    assert backprop["presets"]["thesis"]["optimizer_reset"] == "epoch"
+    assert records[("model", "repu")]["presets"]["krotov2019"]["unit_inputs"] is True
     assert {kind for kind, _ in records} == {"dataset", "learner", "model", "attack", "defense", "executor", "command"}
 
 
@@ -122,3 +118,19 @@ def test_hook_trace_names_each_call_and_what_it_registered(runner, monkeypatch, 
     monkeypatch.setenv("HARNESS_TRACE_HOOKS", "0")
     load_registry()
     assert capfd.readouterr().err == ""
+
+
+def test_results_table_never_cuts_names(tmp_path):
+    """A table with many eps columns still shows the backend whole (it was `torchattac…`)."""
+    from harness.results import Row, to_frame, write_csv
+
+    rows = [Row(suite="s", dataset="mnist", model="bio", architecture="repu", learners="backprop[*]",
+                defense="none", defense_name="none", T=1.0, attack="pgd-long-name", attack_name="pgd",
+                backend="torchattacks", attack_kind="iterative", norm="linf", attack_params="{}", eps=eps, seed=0,
+                n=100, clean_acc=0.9, robust_acc=0.5, zero_grad_share=0.0, nonfinite_grad_share=0.0,
+                converged_gap=0.0, seconds=1.0, status="ok", error="", config_hash=f"h{i}", model_hash="m",
+                device="cpu") for i, eps in enumerate([0.01 * k for k in range(1, 16)])]
+    write_csv(to_frame(rows), tmp_path / "results.csv")
+    shown = CliRunner().invoke(cli, ["results", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "torchattacks" in shown.output and "pgd-long-name" in shown.output and "…" not in shown.output

@@ -168,9 +168,19 @@ def no_download(monkeypatch):
     monkeypatch.setattr(harness_fashion_mnist, "_try_torchvision", forbidden)
 
 
+def require_debian_fashion() -> None:
+    """Skip, saying why, where Debian's package is not installed (CI installs it and runs these)."""
+    where = Path(harness_fashion_mnist.DEBIAN_DIR)
+    if not where.is_dir():
+        package = harness_fashion_mnist.DEBIAN_PACKAGE
+        pytest.skip(f"Debian package {package} is not installed ({where} not found); "
+                    f"`apt-get install {package}` runs this test")
+
+
 @pytest.fixture(scope="module")
 def fashion_root(tmp_path_factory) -> Path:
     """The four files fetched from the Debian package into a fresh root (download forbidden)."""
+    require_debian_fashion()
     root = tmp_path_factory.mktemp("fashion")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(harness_fashion_mnist, "_try_torchvision",

@@ -28,6 +28,7 @@ from harness.plugins import load_registry
 from harness.results import TIMING_COLUMNS, read_results
 from harness.runner import Runner
 from harness.suite import load_suite
+from harness.testing import assert_one_line_error
 
 SUITE = """
 [data]
@@ -162,34 +163,26 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
 def test_bad_executor_choices_are_one_line_errors(suite_file, tmp_path, monkeypatch):
     out = str(tmp_path / "out")
-    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "rey"),
+    assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "rey"),
                    "--executor rey", "unknown executor", "did you mean 'ray'")
-    one_line_error(invoke("run", str(suite_file), "--out", out, "--address", "auto"),
+    assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--address", "auto"),
                    "--address", "executor 'local' takes no address")
-    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "num_gpu=1"),
+    assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "num_gpu=1"),
                    "num_gpu", "did you mean 'num_gpus'")
-    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "cpus=two"),
+    assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "cpus=two"),
                    "--executor-option cpus", "expected an integer")
-    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "cpus"),
+    assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "cpus"),
                    "expected KEY=VALUE")
     if not RAY_MISSING:
         with socket.socket() as probe:  # a port that was free a moment ago: nobody listens there
             probe.bind(("127.0.0.1", 0))
             closed = f"127.0.0.1:{probe.getsockname()[1]}"
-        one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--address", closed),
+        assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--address", closed),
                        f"--address {closed}", "nothing answers there", "ray start --head")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray"),
+    assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray"),
                    "Ray is not installed", "pip install 'robustness-harness[ray]'")
     assert not Path(out).exists()  # nothing was written
 
@@ -213,3 +206,24 @@ def test_executors_are_registered_like_other_plugins(registry):
 def test_this_process_never_imported_ray():
     """Ray (and the requests it imports) stay out of the test process: see the Ray test's docstring."""
     assert "ray" not in sys.modules
+
+
+def test_the_default_executor_is_the_one_that_says_so(harness_plugin, monkeypatch):
+    """The core names no executor: `--executor` defaults to the record with default=True."""
+    from harness.runner import default_executor
+
+    assert default_executor(load_registry()) == "local"
+    monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "local")
+    with pytest.raises(HarnessError, match=r"no registered executor is the default \(registered: ray\)"):
+        default_executor(load_registry())
+    monkeypatch.delenv("HARNESS_BLOCK_PLUGINS")
+
+    class Rival:
+        @hookimpl
+        def harness_register_executors(self, register):
+            register(Executor(name="rival", run=lambda plan, options: iter(()), default=True))
+    harness_plugin(Rival())
+    with pytest.raises(HarnessError, match="executors local, rival each declare themselves the default"):
+        default_executor(load_registry())
+    monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "local")
+    assert default_executor(load_registry()) == "rival"

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness_hebbian.rule import train_hebbian
+from harness_hebbian.rule import STEPS, native_bf16, train_hebbian, train_hebbian_seeds, weighting
 
 
 def reference_update(W, X, p, k, delta, eps, prec=1e-30, R=1.0, anti="kth", currents="published"):
@@ -163,3 +163,118 @@ def test_nan_weights_stop_training(inputs):
     with pytest.raises(FloatingPointError, match="NaN or inf"):
         train_hebbian(torch.empty(20, 784), bad, p=2.0, k=2, delta=0.4, lr=0.04, epochs=1, batch_size=100,
                       init_mean=0.0, init_std=1.0, precision=1e-30, seed=0)
+
+
+NATIVE_BF16 = pytest.mark.skipif(not native_bf16(torch.device("cpu")),
+                                 reason="this CPU has no native bf16 arithmetic (AMX or AVX512-BF16)")
+
+
+def test_bf16_ranking_is_opt_in():
+    from harness_hebbian import DEFAULTS, PRESETS
+
+    assert DEFAULTS["ranking_dtype"] == "fp32"
+    assert all("ranking_dtype" not in preset for preset in PRESETS.values())
+
+
+@pytest.mark.parametrize("method", ["sparse", "dense"])
+def test_bf16_ranking_changes_only_the_ranking(inputs, method):
+    """Where bf16 currents rank the units as float32 ones do, one bf16-ranked step is the float32 step:
+    the update itself uses float32 currents."""
+    x = inputs[0][:2000]
+    weight = torch.randn(60, 784, generator=torch.Generator().manual_seed(2))
+    weighted = weighting(weight, 2.0)
+    exact, rough = (x @ weighted.T).topk(2, dim=1).indices, (x.bfloat16() @ weighted.bfloat16().T).topk(2, dim=1).indices
+    agree = (exact == rough).all(1)
+    assert 0.5 < agree.float().mean() < 1.0  # near-ties do rank differently: the test sees both kinds
+    batch = x[agree][:100]
+    step = STEPS[method]
+    after = {}
+    for name, ranking in (("fp32", None), ("bf16", weighted.bfloat16())):
+        w, wd = weight.clone(), weighted.clone()
+        winners = step(w, wd, batch, p=2.0, k=2, delta=0.4, lr=0.05, precision=1e-30, ranking=ranking)
+        after[name] = (w, winners)
+        if ranking is not None:
+            assert torch.equal(ranking, wd.bfloat16())  # the bf16 twin follows the weights
+    assert torch.equal(after["fp32"][1], after["bf16"][1])
+    assert (after["fp32"][0] - after["bf16"][0]).abs().max() < 1e-5
+
+
+@NATIVE_BF16
+def test_bf16_training_tracks_fp32_training(inputs):
+    x = inputs[0][:5000]
+    weights, histories = {}, {}
+    for dtype in ("fp32", "bf16"):
+        weights[dtype] = torch.empty(50, 784)
+        histories[dtype] = train_hebbian(weights[dtype], x, p=2.0, k=2, delta=0.4, lr=0.04, epochs=5,
+                                         batch_size=100, init_mean=0.0, init_std=1.0, precision=1e-30,
+                                         seed=0, ranking_dtype=dtype)
+    assert not torch.equal(weights["fp32"], weights["bf16"])  # bf16 did rank some inputs differently
+    winners = {dtype: (x @ w.T).argmax(1) for dtype, w in weights.items()}
+    assert (winners["fp32"] == winners["bf16"]).float().mean() > 0.9
+    assert histories["bf16"][-1]["norm_dev"] == pytest.approx(histories["fp32"][-1]["norm_dev"], rel=0.1)
+
+
+def test_bad_or_unsupported_ranking_dtype_is_one_line(write_suite, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+    from harness.results import read_results
+    from harness.testing import assert_one_line_error
+
+    suite = """
+    [data]
+    dataset = "mnist"
+    train_size = 200
+    test_size = 50
+    [models.bio]
+    model = "repu"
+    hidden = 8
+    [[models.bio.stages]]
+    learner = "hebbian"
+    params = ["fc1.weight"]
+    freeze = true
+    epochs = 1
+    ranking_dtype = "RANKING"
+    [attacks.fgsm]
+    attack = "fgsm"
+    backend = "torchattacks"
+    [grid]
+    model = ["bio"]
+    attack = ["fgsm"]
+    eps = [0.0]
+    """
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(write_suite(suite.replace("RANKING", "fp16"))), "--out", str(out)])
+    assert_one_line_error(result, "models.bio.stages.0", "ranking_dtype", "expected one of fp32, bf16", "'fp16'")
+    assert not out.exists()
+    monkeypatch.setattr("harness_hebbian.rule.native_bf16", lambda device: False)
+    with pytest.raises(ValueError, match='ranking_dtype = "bf16": cpu here has no native bf16 arithmetic'):
+        train_hebbian(torch.empty(8, 784), torch.rand(100, 784), p=2.0, k=2, delta=0.4, lr=0.04, epochs=1,
+                      batch_size=50, init_mean=0.0, init_std=1.0, precision=1e-30, seed=0, ranking_dtype="bf16")
+    result = CliRunner().invoke(cli, ["run", str(write_suite(suite.replace("RANKING", "bf16"), "b.toml")),
+                                      "--out", str(out), "--no-cache"])
+    errors = set(read_results(out)["error"])
+    assert result.exit_code == 1 and errors == {
+        'hebbian: ranking_dtype = "bf16": cpu here has no native bf16 arithmetic (AMX, AVX512-BF16 or a CUDA '
+        'GPU >= sm80); use "fp32"'}
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[5]], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_seeds_in_one_batched_pass_equal_one_seed_trainings(inputs, case):
+    """The seed axis: three seeds trained together end, seed by seed, where one-seed training ends."""
+    x = inputs[0][:400].double()
+    seeds = [0, 5, 11]
+    options = dict(init_mean=0.0, init_std=1.0, precision=1e-30, delta=0.4, lr=0.05, epochs=3, batch_size=40,
+                   p=case["p"], k=case["k"], R=case.get("R", 1.0), lr_decay=case.get("decay", "linear"),
+                   anti_hebbian=case.get("anti", "kth"))
+    together = torch.empty(len(seeds), 30, 784, dtype=torch.float64)
+    histories = train_hebbian_seeds(together, x, seeds, **options)
+    for index, seed in enumerate(seeds):
+        alone = torch.empty(30, 784, dtype=torch.float64)
+        history = train_hebbian(alone, x, seed=seed, **options)
+        assert (together[index] - alone).abs().max() < 1e-9
+        assert [h["never_won"] for h in histories[index]] == [h["never_won"] for h in history]
+        assert [h["winner_changes"] for h in histories[index]] == [h["winner_changes"] for h in history]
+    assert not torch.equal(together[0], together[1])
+    with pytest.raises(ValueError, match=r"weight: expected \[len\(seeds\)=3, H, D\]"):
+        train_hebbian_seeds(torch.empty(2, 30, 784), x, seeds, **options)

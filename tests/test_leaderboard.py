@@ -15,19 +15,11 @@ from click.testing import CliRunner
 from harness.cli import cli
 from harness.diagnostics import WORST, annotate
 from harness.results import Row, read_results, to_frame, write_csv
+from harness.testing import assert_one_line_error
 
 
 def invoke(*args):
     return CliRunner().invoke(cli, ["leaderboard", *map(str, args)])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def row(model, defense, T, attack, eps, robust, *, clean=1.0, kind="iterative", seed=0, n=4, suite="hand",
@@ -104,7 +96,8 @@ def test_worst_case_is_per_image_over_attacks_and_rescalings(tmp_path):
 def test_without_per_image_rows_the_worst_case_is_the_strongest_single_attack(tmp_path):
     rows = hand_rows() + [row("bio", "T1e5", 1e5, "apgd", 0.1, 0.125)]
     run = write_run(tmp_path / "plain", rows)  # no outcomes: no worst-case rows
-    assert invoke(run, "--csv", tmp_path / "board.csv").exit_code == 0
+    result = invoke(run, "--csv", tmp_path / "board.csv")
+    assert result.exit_code == 0, result.output
     board = read_board(tmp_path / "board.csv").set_index("model")
     for model, attacks in (("bio", ["pgd", "fgsm", "apgd"]), ("bp", ["pgd", "fgsm"])):
         accuracies = {r.attack: r.robust_acc for r in rows if r.model == model and r.eps == 0.1}
@@ -119,10 +112,16 @@ def test_without_per_image_rows_the_worst_case_is_the_strongest_single_attack(tm
 def test_seeds_are_averaged(tmp_path):
     rows = [row("bio", "T1", 1.0, "pgd", 0.1, 0.5, seed=0), row("bio", "T1", 1.0, "pgd", 0.1, 0.25, seed=1)]
     run = write_run(tmp_path / "seeds", rows)
-    assert invoke(run, "--csv", tmp_path / "board.csv").exit_code == 0
+    result = invoke(run, "--csv", tmp_path / "board.csv")
+    assert result.exit_code == 0, result.output
     line = read_board(tmp_path / "board.csv").iloc[0]
     assert line["seeds"] == 2 and line["robust_acc"] == pytest.approx(0.375)
     assert line["config_hash"].count("+") == 1
+    # sd and t-interval over the two seeds: 0.375 +- t(0.975, 1) * 0.125
+    # (the CSV keeps six significant digits)
+    assert line["robust_sd"] == pytest.approx(0.125 * 2 ** 0.5, rel=1e-5)
+    assert (line["robust_low"], line["robust_high"]) == pytest.approx((0.375 - 12.706205 * 0.125,
+                                                                       0.375 + 12.706205 * 0.125), rel=1e-5)
 
 
 def test_csv_bytes_are_stable_and_independent_of_argument_order(tmp_path):

@@ -90,22 +90,31 @@ def first(frame, defense):
     return frame[(frame["defense"] == defense) & (frame["attack"] != "worst-case")].iloc[0]
 
 
+def cell(frame, defense, attack, eps):
+    return frame[(frame["defense"] == defense) & (frame["attack"] == attack) & (frame["eps"] == eps)].iloc[0]
+
+
 def test_checks_stay_quiet_on_a_plain_relu_net(masking_run):
-    row = first(masking_run, "none")
-    fired = [c for c in diagnostics.CHECKS if row[f"chk_{c}"]]
-    assert fired == [] and not row.unreliable, row.reasons
-    assert row.zero_grad_share < 0.01
-    assert row.checks_skipped == "gradient_free"  # no Square / HopSkipJump in this grid
+    rows = masking_run[masking_run["defense"] == "none"]
+    for _, row in rows.iterrows():
+        fired = [c for c in diagnostics.CHECKS if row[f"chk_{c}"]]
+        assert fired == [] and not row.unreliable and row.meaningless == row.upper_bound == "", row.reasons
+    assert first(masking_run, "none").zero_grad_share < 0.01
+    assert set(rows["checks_skipped"]) == {"gradient_free"}  # no Square / HopSkipJump in this grid
 
 
 def test_checks_fire_on_the_deliberately_masked_model(masking_run):
-    row = first(masking_run, "masked")
-    assert row.unreliable
+    row = cell(masking_run, "masked", "pgd", 0.5)
+    assert row.unreliable and row.meaningless
     assert row.chk_gradients and row.zero_grad_share > 0.5
     # PGD sees no gradient: at eps 0.5 it cannot reach the near-100 % success the bare model shows,
     # and random noise of the same size does better than it
     assert row.chk_large_eps and row.chk_noise
-    assert "exactly zero" in row.reasons and "random noise" in row.reasons
+    assert "exactly zero" in row.meaningless and "random noise" in row.meaningless
+    assert "exactly zero" in cell(masking_run, "masked", "fgsm", 0.1).meaningless
+    # flags concern attacked rows only: not eps 0, not the noise baseline
+    for attack, eps in [("pgd", 0.0), ("noise", 0.5), ("noise", 0.1)]:
+        assert not cell(masking_run, "masked", attack, eps).unreliable, (attack, eps)
 
 
 def test_worst_case_pools_the_masked_and_bare_attacks(masking_run):
@@ -121,7 +130,8 @@ def table(**columns):
     """A one-group results table; unspecified columns get harmless values."""
     n = len(columns["robust_acc"])
     base = dict(dataset=["d"] * n, model=["m"] * n, seed=[0] * n, defense=["none"] * n, norm=["linf"] * n,
-                zero_grad_share=[0.0] * n, nonfinite_grad_share=[0.0] * n, converged_gap=[float("nan")] * n)
+                zero_grad_share=[0.0] * n, nonfinite_grad_share=[0.0] * n, converged_gap=[float("nan")] * n,
+                config_hash=[f"cell{i}" for i in range(n)])
     base.update(columns)
     return pd.DataFrame(base)
 
@@ -152,6 +162,6 @@ def table(**columns):
                        nonfinite_grad_share=[0.2]), True),
 ])
 def test_each_check_on_a_hand_made_table(check, columns, fires):
-    fired, reason = diagnostics.evaluate(table(**columns))[check]
-    assert fired is fires, reason
-    assert bool(reason) == bool(fires)
+    findings = diagnostics.evaluate(table(**columns))[check]
+    assert (None if findings is None else bool(findings)) is fires, findings
+    assert all(f.reason and f.index for f in findings or [])

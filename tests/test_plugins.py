@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import subprocess
 import sys
+import tomllib
 import types
 from pathlib import Path
 
@@ -23,7 +25,7 @@ BUILT_INS = {
     "datasets": {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "digits": "digits", "cifar10": "cifar10"},
     "learners": {"hebbian": "hebbian", "backprop": "backprop", "random": "random", "oja": "oja",
                  "adversarial": "adversarial"},
-    "models": {"repu": "repu"},
+    "models": {"repu": "repu", "external": "external"},
     "attacks": {**{f"{name}@torchattacks": "torchattacks" for name in (
                     "fgsm", "bim", "pgd", "pgd-l2", "cw", "deepfool", "apgd-ce", "apgd-dlr", "apgd-t", "fab",
                     "square", "autoattack")},
@@ -33,12 +35,9 @@ BUILT_INS = {
     "defenses": {"logit-scale": "rescale"},
     "executors": {"local": "local", "ray": "ray"},
 }
-PLUGIN_MODULES = {"mnist": "harness_mnist", "repu": "harness_repu", "hebbian": "harness_hebbian",
-                  "backprop": "harness_backprop", "torchattacks": "harness_torchattacks", "art": "harness_art",
-                  "rescale": "harness_rescale", "fashion-mnist": "harness_fashion_mnist",
-                  "digits": "harness_digits", "cifar10": "harness_cifar10", "random": "harness_random",
-                  "oja": "harness_oja", "adversarial": "harness_adversarial", "noise": "harness_noise",
-                  "local": "harness_local", "ray": "harness_ray", "reporters": "harness_reporters"}
+# The built-in plugins are the entry points pyproject.toml declares: the installed distribution must
+# list the same ones (a stale editable install fails test_entry_points_are_the_built_in_plugins).
+PLUGIN_MODULES = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["harness"]
 
 
 def hookspec_functions() -> dict[str, object]:
@@ -211,9 +210,10 @@ def test_blocking_the_built_in_resolves_the_collision(monkeypatch):
         **{k: v for k, v in BUILT_INS["attacks"].items() if v != "art"}}
 
 
-def test_duplicate_message_names_the_earlier_loaded_plugin_first():
-    with pytest.raises(PluginError, match=r"'fgsm@art' registered twice: by plugin 'art' and by plugin "
-                                          r"'harness_fake_art'"):
+def test_duplicate_message_names_the_plugin_pluggy_called_first():
+    # pluggy calls the implementations registered last first: the test plugin, then the entry points
+    with pytest.raises(PluginError, match=r"'fgsm@art' registered twice: by plugin 'harness_fake_art' and by "
+                                          r"plugin 'art'"):
         load_registry(extra=[_fake_art()])
 
 
@@ -360,3 +360,88 @@ def test_importing_the_cli_and_plugins_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# hooks are called through pluggy: tryfirst / trylast order and hook wrappers apply
+
+
+def test_register_hooks_follow_pluggys_order_and_wrappers():
+    calls = []
+
+    def defense_plugin(name, **order):
+        def harness_register_defenses(register):
+            calls.append(name)
+            register(Defense(name=name, wrap=lambda model, options: model))
+        module = types.ModuleType(name)
+        module.harness_register_defenses = hookimpl(**order)(harness_register_defenses)
+        return module
+
+    class Wrapper:
+        __name__ = "wrapper"
+
+        @hookimpl(wrapper=True)
+        def harness_register_defenses(self, register):
+            calls.append("wrapper: before")
+            register(Defense(name="before", wrap=lambda model, options: model))
+            result = yield
+            calls.append("wrapper: after")
+            register(Defense(name="after", wrap=lambda model, options: model))
+            return result
+
+    # registered in this order; pluggy calls the last registered first, tryfirst before and trylast after
+    plugins = [defense_plugin("late", trylast=True), defense_plugin("early", tryfirst=True),
+               defense_plugin("plain1"), defense_plugin("plain2"), Wrapper()]
+    registry = load_registry(extra=plugins, load_entry_points=False)
+    assert calls == ["wrapper: before", "early", "plain2", "plain1", "late", "wrapper: after"]
+    assert {e.key: e.plugin for e in registry.entries("defenses")} == {
+        "before": "wrapper", "after": "wrapper", "early": "early", "plain1": "plain1", "plain2": "plain2",
+        "late": "late"}
+
+
+def test_register_outside_the_hook_is_an_error():
+    kept = []
+
+    def harness_register_defenses(register):
+        kept.append(register)
+    load_registry(extra=[make_plugin("keeper", harness_register_defenses=harness_register_defenses)],
+                  load_entry_points=False)
+    with pytest.raises(PluginError, match="called after the hook returned"):
+        kept[0](Defense(name="late", wrap=lambda model, options: model))
+
+
+# ---------------------------------------------------------------------------------------------
+# the core names no plugin, and plugins use the core's public modules, never its CLI
+
+
+def test_plugins_never_import_the_cli():
+    pattern = re.compile(r"\bharness\.cli\b|from harness import cli\b")
+    sources = [p for p in sorted((ROOT / "plugins").rglob("*.py")) + sorted((ROOT / "examples").rglob("*.py"))
+               if "tests" not in p.relative_to(ROOT).parts]  # a plugin's own tests may drive the CLI
+    assert sources
+    offenders = [str(p.relative_to(ROOT)) for p in sources if pattern.search(p.read_text())]
+    assert not offenders, f"import shared options from harness.options instead: {offenders}"
+
+
+def _string_values(tree) -> set[str]:
+    """The string constants of a module's code, docstrings left out."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
+
+
+def test_the_core_names_no_built_in_defense_executor_or_attack_library():
+    """Records say what they are (Defense.rescaler and temperature_option, Executor.default,
+    Attack.requires); the core asks them instead of naming them."""
+    registry = load_registry()
+    names = {e.key for kind in ("defenses", "executors") for e in registry.entries(kind)}
+    names |= {d for e in registry.entries("attacks") for d in e.obj.requires}
+    assert {"logit-scale", "local", "torchattacks"} <= names
+    for source in sorted((ROOT / "harness").glob("*.py")):
+        text = source.read_text()
+        assert "logit-scale" not in text, source.name
+        named = names & _string_values(ast.parse(text))
+        assert not named, (source.name, named)

@@ -17,10 +17,11 @@ from harness_reporters import reference as ref
 from harness.cli import cli
 from harness.diagnostics import WORST
 from harness.results import read_results, write_csv
+from harness.testing import assert_one_line_error
 
 FIGURES = ["fig2.1-features-mnist-bio", "fig2.1-features-mnist-bp", "fig2.2-curve-mnist-bio",
            "fig2.2-curve-mnist-bp", "fig3.1-zero-gradients", "fig3.2-robust-accuracy", "fig3.3-gallery-mnist-bio",
-           "fig3.3-gallery-mnist-bp"]
+           "fig3.3-gallery-mnist-bp", "fig3.3-thesis-mnist-bio-bp"]
 
 
 def invoke(*args):
@@ -105,8 +106,8 @@ def test_thesis_table_holds_this_runs_numbers(report, small_run):
         sidecar = json.loads(next((directory / "models").glob(f"{key}-seed0-*.json")).read_text())
         ours = sidecar["test_accuracy"]
         thesis = ref.REFERENCE[("test_acc", key)].value
-        cells = ["test accuracy", f"{key} ({ref.MODELS[key]})", f"{100 * thesis:.1f} %", f"{100 * ours:.1f} %",
-                 f"{100 * (ours - thesis):+.1f} pt"]
+        cells = ["test accuracy", f"{key} ({ref.MODELS[key]})", f"{100 * thesis:.1f} %", "all images",
+                 f"{100 * ours:.1f} %", f"{100 * (ours - thesis):+.1f} pt"]
         table_row(page, *cells)
         assert "| " + " | ".join(cells) in markdown
         # the small run attacks at eps 0.1 and 0.2 only: no thesis PGD number to compare
@@ -120,17 +121,22 @@ def test_thesis_table_holds_this_runs_numbers(report, small_run):
 
 
 def test_masking_flags_are_highlighted_with_their_reasons(report, small_run):
+    """Each distinct reason is one highlighted line with its grade and the rows it concerns; each view
+    names the checks that flag some of its rows."""
+    from harness.results import flag_reasons, rows_text
+
     _, frame, _ = small_run
     _, page, markdown = report
-    flagged = frame[(frame["attack"] != WORST) & frame["unreliable"]]
-    assert len(flagged), "the small run has masked Bio cells at T = 1"
-    for (model, defense), rows in flagged.groupby(["model", "defense"]):
-        row = table_row(page, f"{model} ({ref.MODELS[model]})", defense, rows["reasons"].iloc[0])
-        assert row.startswith('<tr class="flag">')
-        assert f"| ⚠ {model} ({ref.MODELS[model]}) | {defense} |" in markdown
-    passed = frame[(frame["attack"] != WORST) & ~frame["unreliable"]]
-    for (model, defense), rows in passed.groupby(["model", "defense"]):
-        assert not table_row(page, f"{model} ({ref.MODELS[model]})", defense, "none").startswith('<tr class="flag">')
+    reasons = flag_reasons(frame)
+    assert any(grade == "meaningless" and "exactly zero" in reason for grade, reason, _ in reasons), \
+        "the small run has masked Bio cells at T = 1"
+    for grade, reason, rows in reasons:
+        row = table_row(page, grade, reason, rows_text(rows))
+        assert row.startswith('<tr class="flag">') and '<span class="badge">' in row
+        assert f"| ⚠ {grade} | {reason} |" in markdown
+    masked = frame[(frame["model"] == "bio") & (frame["defense"] == "T1") & (frame["attack"] != WORST)]
+    assert "gradients" in table_row(page, "bio (Bio)", "T1", "0")
+    assert not masked[masked["eps"] == 0]["unreliable"].any()
 
 
 def test_markdown_twin_has_the_tables_and_the_png_files(report):
@@ -170,15 +176,21 @@ def test_a_thesis_pgd_cell_is_compared(small_run, tmp_path):
     chosen = (frame["attack"] == "pgd") & (frame["T"] == 1e5) & (frame["eps"] == 0.2)
     frame.loc[chosen, "eps"] = 0.15
     frame.loc[chosen, "attack_params"] = json.dumps({"alpha": 2 / 255, "random_start": True, "steps": 40})
-    frame.loc[chosen & (frame["model"] == "bio"), "robust_acc"] = 0.5
-    frame.loc[chosen & (frame["model"] == "bp"), "robust_acc"] = 0.3
+    # the thesis counts robust accuracy among the clean-correct images: robust_acc_cc is compared, not robust_acc
+    frame.loc[chosen & (frame["model"] == "bio"), ["robust_acc", "robust_acc_cc"]] = [0.45, 0.5]
+    frame.loc[chosen & (frame["model"] == "bp"), ["robust_acc", "robust_acc_cc"]] = [0.25, 0.3]
     write_csv(frame, run / "results.csv")
     assert invoke(run, "--no-gallery", "--out", tmp_path / "out").exit_code == 0
     page = (tmp_path / "out" / "report.html").read_text()
     quantity = ref.QUANTITIES["pgd40_eps0.15"]
-    row = html.unescape(table_row(page, quantity, "bio (Bio)", "57.8 %", "50.0 %", "-7.8 pt"))
+    row = html.unescape(table_row(page, quantity, "bio (Bio)", "57.8 %", "clean-correct images", "50.0 %", "-7.8 pt"))
     assert "torchattacks, 40 steps" in row
     table_row(page, quantity, "bp (BP)", "24.2 %", "30.0 %", "+5.8 pt")
+    # a table written before the column: the all-image figure, said to be the wrong denominator
+    write_csv(frame.drop(columns="robust_acc_cc"), run / "results.csv")
+    assert invoke(run, "--no-gallery", "--out", tmp_path / "old").exit_code == 0
+    row = html.unescape(table_row((tmp_path / "old" / "report.html").read_text(), quantity, "bio (Bio)", "45.0 %"))
+    assert "not the thesis's denominator" in row
 
 
 def test_same_run_same_report_and_the_show_commands_still_work(small_run, tmp_path):
@@ -188,7 +200,8 @@ def test_same_run_same_report_and_the_show_commands_still_work(small_run, tmp_pa
         pages.append((tmp_path / name / "report.html").read_bytes())
     assert pages[0] == pages[1]
     model = next((small_run[2] / "models").glob("bio-seed0-*.safetensors"))
-    result = CliRunner().invoke(cli, ["show", "features", str(model), "--out", str(tmp_path / "f.png")])
+    # the report draws 100 units (the thesis's Figure 2.1), the small run's nets have 100
+    result = CliRunner().invoke(cli, ["show", "features", str(model), "--units", "100", "--out", str(tmp_path / "f.png")])
     assert result.exit_code == 0 and (tmp_path / "f.png").read_bytes() in images(pages[0].decode())
 
 
@@ -197,7 +210,4 @@ def test_same_run_same_report_and_the_show_commands_still_work(small_run, tmp_pa
     (lambda tmp: tmp, "no results.csv here"),
 ])
 def test_bad_run_directory_is_one_line_exit_2(tmp_path, make, fragment):
-    result = invoke(make(tmp_path), "--no-gallery")
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+    assert_one_line_error(invoke(make(tmp_path), "--no-gallery"), fragment)

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
+from harness.testing import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +23,6 @@ def models(small_run):
 
 def invoke(*args):
     return CliRunner().invoke(cli, ["show", *map(str, args)])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def read_png(path):
@@ -87,6 +79,18 @@ def test_missing_model_or_sidecar_fails_in_one_line(models, tmp_path):
     lone = tmp_path / "lone.safetensors"
     shutil.copy(models[1], lone)
     assert_one_line_error(invoke("features", lone), "lone.json", "missing")
+
+
+def test_a_file_of_another_format_is_not_taken_for_name_safetensors(models, tmp_path):
+    """`show features model.pt` must answer about model.pt, not silently about model.pt.safetensors."""
+    bp = models[1]
+    other = tmp_path / "model.pt"
+    other.write_bytes(b"not a safetensors file")
+    shutil.copy(bp, tmp_path / "model.pt.safetensors")
+    shutil.copy(bp.with_suffix(".json"), tmp_path / "model.pt.json")
+    assert_one_line_error(invoke("features", other), f"{other}: not a harness model file", "NAME.safetensors")
+    stem = tmp_path / "model.pt.safetensors"
+    assert invoke("features", stem, "--out", tmp_path / "f.png").exit_code == 0  # named: fine
 
 
 @pytest.mark.parametrize("which", [0, 1])

@@ -2,18 +2,20 @@
 through the ``harness`` entry-point group, compared with the built-in Krotov-Hopfield learner in one
 suite, and its own tests pass with the ``harness.testing`` fixtures pytest loads by entry point.
 
-.ci/run installs the example after the main package; when it is missing (a development venv), the
-first test here installs it, editable and without dependencies, into this interpreter's environment.
+Where the example is not installed (the usual case), the module installs it into a temporary folder
+(``pip install --target``, from a copy of its source, without dependencies) and puts that folder on
+``sys.path`` for these tests and on ``PYTHONPATH`` for the subprocess: the user's environment is
+never changed, and ``harness plugins`` does not list softhebb afterwards.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
-import site
+import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -31,22 +33,33 @@ def softhebb_entry_point():
 
 
 @pytest.fixture(scope="module")
-def installed():
-    """The example installed as a distribution (pip-installed here when .ci/run did not)."""
-    if softhebb_entry_point() is None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                        "-e", str(EXAMPLE)], check=True)
+def installed(tmp_path_factory):
+    """(the example's entry point, the folder it was installed in or None when it already was)."""
+    if softhebb_entry_point() is not None:
+        yield softhebb_entry_point(), None
+        return
+    work = tmp_path_factory.mktemp("softhebb")
+    source, target = work / "source", work / "site"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-compile", "--target", str(target), str(source)], check=True)
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+    try:
+        entry_point = softhebb_entry_point()
+        assert entry_point is not None, f"pip installed {EXAMPLE} into {target}, yet no 'softhebb' entry point"
+        yield entry_point, target
+    finally:
+        sys.path.remove(str(target))
+        for name in [m for m in sys.modules if m == "harness_softhebb" or m.startswith("harness_softhebb.")]:
+            del sys.modules[name]
         importlib.invalidate_caches()
-        site.addsitedir(sysconfig.get_paths()["purelib"])  # read the new .pth in this process too
-    entry_point = softhebb_entry_point()
-    assert entry_point is not None, f"pip installed {EXAMPLE} but no 'softhebb' entry point of {DIST} is visible"
-    return entry_point
 
 
 @pytest.fixture
 def with_softhebb(installed, monkeypatch):
     """The built-ins plus the installed example, nothing else."""
-    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", ",".join([*builtin_plugin_names(), installed.name]))
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", ",".join([*builtin_plugin_names(), installed[0].name]))
 
 
 def comparison_suite() -> dict:
@@ -109,6 +122,9 @@ def test_the_example_packages_own_tests_pass(installed, tmp_path):
     """Run as its author would: pytest in the package's directory, fixtures from the pytest11 entry
     point, no HARNESS_* variables set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_LOAD") and not k.startswith("HARNESS_BLOCK")}
+    target = installed[1]
+    if target is not None:  # the temporary installation, seen by the subprocess too
+        env["PYTHONPATH"] = os.pathsep.join([str(target), *filter(None, [env.get("PYTHONPATH")])])
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "--basetemp", str(tmp_path / "pytest")],
                             cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=300)

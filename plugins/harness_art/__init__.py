@@ -191,7 +191,8 @@ def autoattack(model, eps: float, options: dict):
 @hookimpl
 def harness_register_attacks(register):
     def attack(name, build, description, **fields):
-        register(Attack(name=name, backend="art", build=build, description=description, **fields))
+        register(Attack(name=name, backend="art", build=build, description=description,
+                        requires=("adversarial-robustness-toolbox",), **fields))
 
     attack("fgsm", fgsm, "fast gradient sign method, L-inf, via ART (Goodfellow et al. 2015)",
            defaults=FGSM_DEFAULTS, check=_check_fgsm)

@@ -7,6 +7,10 @@ forward pass there (``resume_points`` + ``forward_from``, see harness/api.py), t
 is computed once and the head is trained on that cache: for the Bio net this removes the
 784 x 2000 layer from every epoch. Falls back to the full forward pass when the cache would not fit
 ``cache_limit_gb``.
+
+``optimizer_reset = "epoch"`` creates a fresh Adam at the start of every epoch, as the thesis's
+``train_routine`` does (``optimizer = optim.Adam(...)`` inside its epoch loop, appendix A): Adam's
+moment estimates and bias correction restart each epoch. ``"never"`` keeps one Adam for the stage.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ from harness.evaluate import accuracy
 from harness.optim import adam
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "batch_size": 100, "weight_decay": 0.0, "schedule": [],
-            "loss": "cross-entropy", "m": 6.0, "cache_features": True, "cache_limit_gb": 4.0}
+            "loss": "cross-entropy", "m": 6.0, "cache_features": True, "cache_limit_gb": 4.0,
+            "optimizer_reset": "never"}
 
 PRESETS = {
-    # The thesis's schedule: Adam, minibatch 100, 300 epochs in five phases of decreasing rate.
-    "thesis": {"schedule": [[1e-3, 100], [5e-4, 50], [1e-4, 50], [5e-5, 50], [1e-5, 50]], "batch_size": 100},
+    # The thesis's schedule: Adam, minibatch 100, 300 epochs in five phases of decreasing rate, a new
+    # Adam every epoch (train_routine, appendix A).
+    "thesis": {"schedule": [[1e-3, 100], [5e-4, 50], [1e-4, 50], [5e-5, 50], [1e-5, 50]], "batch_size": 100,
+               "optimizer_reset": "epoch"},
     # Krotov & Hopfield's supervised head: tanh outputs, |c - t|^m loss with m = 6, targets +-1.
     "krotov2019": {"loss": "krotov", "m": 6.0},
 }
 LOSSES = ("cross-entropy", "krotov")
+RESETS = ("never", "epoch")
 
 
 def _check(options: dict) -> None:
@@ -38,6 +46,7 @@ def _check(options: dict) -> None:
     if options["weight_decay"] < 0:
         raise ValueError("weight_decay: expected a number >= 0")
     one_of(options, "loss", LOSSES)
+    one_of(options, "optimizer_reset", RESETS)
     if options["m"] < 1:
         raise ValueError("m: expected a number >= 1 (power of Krotov's loss)")
     for phase in options["schedule"]:
@@ -73,7 +82,11 @@ def train(ctx: TrainContext) -> dict:
     forward, inputs, cached = _forward(ctx)
     x, y = inputs, ctx.y
     loss_of = loss_fn(options)
-    optimizer = adam(ctx.params.values(), lr=options["lr"], weight_decay=options["weight_decay"])
+
+    def new_optimizer(lr):
+        return adam(ctx.params.values(), lr=lr, weight_decay=options["weight_decay"])
+
+    optimizer = new_optimizer(options["lr"])
     generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
     schedule = phases(options)
     advance = ctx.progress(sum(n for _, n in schedule), "backprop " + ",".join(ctx.params))
@@ -82,6 +95,8 @@ def train(ctx: TrainContext) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         for _ in range(epochs):
+            if options["optimizer_reset"] == "epoch":
+                optimizer = new_optimizer(lr)
             stats = _epoch(ctx, forward, x, y, loss_of, optimizer, generator, options["batch_size"])
             stats = {"epoch": len(history) + 1, "lr": lr, **stats}
             history.append(stats)

@@ -14,11 +14,13 @@ from harness.api import Learner, TrainContext
 # minibatch 100, 1000 epochs, R = 1, weights initialised from N(0, 1).
 DEFAULTS = {"p": 3.0, "k": 7, "delta": 0.4, "lr": 0.04, "epochs": 1000, "batch_size": 100,
             "init_mean": 0.0, "init_std": 1.0, "precision": 1e-30, "R": 1.0, "lr_decay": "linear",
-            "anti_hebbian": "kth", "inputs": "layer", "currents": "published", "method": "auto"}
+            "anti_hebbian": "kth", "inputs": "layer", "currents": "published", "method": "auto",
+            "ranking_dtype": "fp32"}
 
 THESIS = {"p": 2.0, "k": 2, "delta": 0.4, "lr": 0.02}
 PRESETS = {
-    "krotov2019": {"p": 3.0, "k": 7, "delta": 0.4, "lr": 0.04, "batch_size": 100, "epochs": 1000},
+    # inputs = "pixels": the reference notebook learns from raw [0, 1] pixels, whatever the model feeds fc1.
+    "krotov2019": {"p": 3.0, "k": 7, "delta": 0.4, "lr": 0.04, "batch_size": 100, "epochs": 1000, "inputs": "pixels"},
     "thesis": THESIS,
     # The thesis's appendix code, slip included: currents from W*|W|**p - 2, normalised pixels.
     "thesis-appendix": {**THESIS, "currents": "thesis-appendix", "inputs": "normalized"},
@@ -34,7 +36,7 @@ INPUTS = {
 
 def _check(options: dict) -> None:
     from harness.checks import one_of
-    from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY, METHODS
+    from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY, METHODS, RANKING_DTYPES
 
     if options["p"] < 1:
         raise ValueError("p: expected a number >= 1 (the l_p weighting exponent)")
@@ -49,7 +51,8 @@ def _check(options: dict) -> None:
         if options[key] < 1:
             raise ValueError(f"{key}: expected a positive integer")
     for key, allowed in (("lr_decay", LR_DECAY), ("anti_hebbian", ANTI_HEBBIAN), ("currents", CURRENTS),
-                         ("inputs", tuple(INPUTS)), ("method", ("auto", *METHODS))):
+                         ("inputs", tuple(INPUTS)), ("method", ("auto", *METHODS)),
+                         ("ranking_dtype", RANKING_DTYPES)):
         one_of(options, key, allowed)
 
 
@@ -83,7 +86,10 @@ def train(ctx: TrainContext) -> dict:
     inputs = _inputs(ctx, name, weight)
     options.pop("inputs")
     advance = ctx.progress(options["epochs"], f"hebbian {name}")
-    history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), **options)
+    try:
+        history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), **options)
+    except ValueError as exc:  # an option this device cannot honour (method, ranking_dtype)
+        raise HarnessError(f"hebbian: {exc}") from None
     return {"history": history}
 
 

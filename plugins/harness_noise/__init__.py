@@ -48,7 +48,9 @@ def _build(norm: str):
 
 @hookimpl
 def harness_register_attacks(register):
+    # in the attack sets of `harness eval` (docs/attacks.md), with 10 draws per image
     register(Attack(name="noise", backend="torch", build=_build("linf"), defaults=DEFAULTS, check=_check,
-                    baseline=True, description="random sign noise at the L-inf budget (baseline)"))
+                    baseline=True, presets={"standard": {"samples": 10}, "fast": {"samples": 10}},
+                    description="random sign noise at the L-inf budget (baseline)"))
     register(Attack(name="noise-l2", backend="torch", build=_build("l2"), defaults=DEFAULTS, check=_check,
                     norm="l2", baseline=True, description="random direction of L2 length eps (baseline)"))

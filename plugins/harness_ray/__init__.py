@@ -2,8 +2,10 @@
 
 Each trained model is made once, by a Ray task that trains it (or finds it) and stores it in the
 shared model cache; then each of its cells is a Ray task that loads the model from the cache. On a
-CUDA device every task asks Ray for ``num_gpus`` GPUs. Ray is optional and imported only when this
-executor runs: ``pip install 'robustness-harness[ray]'``.
+CUDA device every task asks Ray for ``num_gpus`` GPUs. Each task uses as many math threads as the
+CPUs it asked for (``num_cpus``, at least 1) unless ``threads`` or ``$HARNESS_THREADS`` says
+otherwise; results do not depend on the count (``harness.threads``). Ray is optional and imported
+only when this executor runs: ``pip install 'robustness-harness[ray]'``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 from harness import hookimpl
 from harness.api import Executor
 from harness.errors import HarnessError
+from harness.threads import threads_from_env
 
 DEFAULTS = {
     "address": "",        # a running cluster ("auto", "host:6379"); "" starts a local one
@@ -21,6 +24,7 @@ DEFAULTS = {
     "num_cpus": 1.0,      # CPUs each task asks for
     "num_gpus": 1.0,      # GPUs each task asks for when the device is CUDA (fractions share a GPU)
     "max_in_flight": 0,   # tasks submitted at once (0: as many as the cluster can run together)
+    "threads": 0,         # math threads per task (0: $HARNESS_THREADS, else the task's num_cpus)
 }
 INSTALL = "pip install 'robustness-harness[ray]'"
 
@@ -31,9 +35,10 @@ def _check(options: dict) -> None:
     for key in ("num_cpus", "num_gpus"):
         if not options[key] > 0:
             raise ValueError(f"{key}: expected a positive number, got {options[key]!r}")
-    for key in ("cpus", "max_in_flight"):
+    for key in ("cpus", "max_in_flight", "threads"):
         if options[key] < 0:
             raise ValueError(f"{key}: expected 0 (automatic) or a positive integer, got {options[key]!r}")
+    threads_from_env()  # a bad $HARNESS_THREADS fails here, before the run directory is touched
     _reachable(options["address"])
 
 

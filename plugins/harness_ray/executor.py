@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 
 from harness.errors import HarnessError
+from harness.threads import MATH_ENV, threads_from_env
 from harness.worker import Group, Plan, one_line
 from harness_ray import tasks
 
@@ -28,7 +30,9 @@ def _connect(ray, options: dict) -> bool:
     """Join the cluster at ``address``, or start a local instance; True when this run started one."""
     if ray.is_initialized():  # the caller's own session: use it, and leave it running
         return False
-    settings = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+    # the driver's math settings (harness.threads), so a cluster's workers compute as this process would
+    settings = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
+                    runtime_env={"env_vars": {name: os.environ[name] for name in MATH_ENV if name in os.environ}})
     address = options["address"] or None
     try:
         if address:
@@ -51,6 +55,7 @@ def _dispatch(ray, plan: Plan, options: dict):
     train = ray.remote(tasks.train).options(**resources)
     cell_task = ray.remote(tasks.run_cell).options(**resources)
     shipped = ray.put(worker)
+    threads = (options["threads"] or threads_from_env(), options["num_cpus"])  # explicit, cores
     limit = options["max_in_flight"] or _capacity(ray, resources)
     groups, ready, pending = deque(plan.groups), deque(), {}
     try:
@@ -58,10 +63,10 @@ def _dispatch(ray, plan: Plan, options: dict):
             while len(pending) < limit and (ready or groups) and not plan.stopping():
                 if ready:
                     cell, model_hash = ready.popleft()
-                    pending[cell_task.remote(shipped, cell, model_hash)] = cell
+                    pending[cell_task.remote(shipped, cell, model_hash, threads)] = cell
                 else:
                     group = groups.popleft()
-                    pending[train.remote(shipped, group)] = group
+                    pending[train.remote(shipped, group, threads)] = group
             if not pending:
                 return
             [ref], _ = ray.wait(list(pending), num_returns=1)

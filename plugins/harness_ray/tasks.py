@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.threads import use_threads
 from harness.worker import Outcome, Trained, Worker
 
 # Ray reuses worker processes: the worker unpickled for one task keeps its loaded dataset and model
@@ -16,9 +17,11 @@ def _kept(worker: Worker) -> Worker:
     return _KEPT[worker.token]
 
 
-def train(worker: Worker, group) -> Trained:
+def train(worker: Worker, group, threads: tuple[int, float] = (0, 1.0)) -> Trained:
+    use_threads(*threads)
     return _kept(worker).train(group)
 
 
-def run_cell(worker: Worker, cell, model_hash: str) -> Outcome:
+def run_cell(worker: Worker, cell, model_hash: str, threads: tuple[int, float] = (0, 1.0)) -> Outcome:
+    use_threads(*threads)
     return _kept(worker).run_cell(cell, model_hash)

@@ -1,7 +1,8 @@
 """Built-in reporters: ``harness report`` (an HTML page and its Markdown twin with the thesis's
-figures and a "thesis vs this run" table) and ``harness leaderboard`` (runs merged into one line per
-model x threat model x eps). They read finished run directories only, and reach the command line
-through ``harness_register_commands``, the hook a third-party reporter would use.
+figures and a "thesis vs this run" table), ``harness leaderboard`` (runs merged into one line per
+model x threat model x eps) and ``harness compare`` (two models, image by image). They read finished
+run directories only, and reach the command line through ``harness_register_commands``, the hook a
+third-party reporter would use.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 import click
 
 from harness import hookimpl
-from harness.cli import data_dir_option, data_root
+from harness.options import data_dir_option, data_root
 
 
 @click.command("report")
@@ -66,26 +67,26 @@ def _print_leaderboard(frame) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from harness_reporters import leaderboard as board
+
     console = Console(width=max(120, Console().width))
     for (dataset, norm, eps), group in frame.groupby(["dataset", "norm", "eps"], sort=False):
         table = Table(title=f"{dataset}, {norm} eps = {eps:g}: worst-case robust accuracy (%) over every attack",
                       title_justify="left")
-        for column in ("rank", "model", "defense", "suite", "run", "clean", "robust", "strongest attack", "attacks",
-                       "n", "seeds", "flag"):
-            right = column in ("rank", "clean", "robust", "attacks", "n", "seeds")
+        for column in ("rank", "model", "defense", "suite", "run", "clean", "robust", "95 % interval",
+                       "strongest attack", "attacks", "n", "seeds", "flag"):
+            right = column in ("rank", "clean", "robust", "95 % interval", "attacks", "n", "seeds")
             table.add_column(column, justify="right" if right else "left",
                              style="bold" if column == "robust" else None)
         for line in group.itertuples(index=False):
             cells = [str(line.rank), line.model, line.defense, line.suite, line.run, f"{100 * line.clean_acc:.1f}",
-                     f"{100 * line.robust_acc:.1f}", line.strongest_attack, str(line.attacks), str(line.n),
-                     str(line.seeds), "unreliable" if line.unreliable else ""]
+                     f"{100 * line.robust_acc:.1f}", board.interval_text(line), line.strongest_attack,
+                     str(line.attacks), str(line.n), str(line.seeds), line.flag]
             table.add_row(*map(escape, cells), style="red" if line.unreliable else None)
         console.print(table)
-    keys = ["run", "model", "defense"]
-    for (run, model, defense), group in frame[frame["unreliable"]].groupby(keys):
-        reasons = sorted({r for text in group["reasons"] for r in text.split("; ") if r})
-        console.print(f"[red]unreliable[/red] {escape(f'{run}/{model} ({defense}): ' + '; '.join(reasons))}",
-                      highlight=False)
+    for line in frame[frame["unreliable"]].itertuples(index=False):  # each line's own reasons only
+        what = f"{line.run}/{line.model} ({line.defense}), {line.norm} eps = {line.eps:g}: {line.reasons}"
+        console.print(f"[red]{escape(line.flag)}[/red] {escape(what)}", highlight=False)
     for (run, model), group in frame.groupby(["run", "model"]):
         line = group.iloc[0]
         console.print(f"{run}/{model}: {line['learners']}; model {line['model_hash']}; run of {line['date'] or '?'}; "
@@ -94,5 +95,8 @@ def _print_leaderboard(frame) -> None:
 
 @hookimpl
 def harness_register_commands(register):
+    from harness_reporters.compare import compare_command
+
     register(report_command)
     register(leaderboard_command)
+    register(compare_command)

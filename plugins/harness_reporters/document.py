@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+BADGES = ("unreliable", "meaningless", "upper bound")  # cell values drawn as a red badge in HTML
+
+
 @dataclass
 class Text:
     text: str
@@ -161,8 +164,8 @@ def html_table(table: Table) -> str:
         cells = []
         for column, value in zip(table.columns, row):
             text = _inline(value)
-            if value == "unreliable":
-                text = '<span class="badge">unreliable</span>'
+            if str(value).startswith(BADGES):  # a masking flag: unreliable, or its grades
+                text = f'<span class="badge">{text}</span>'
             short = len(str(value)) <= 18  # names and numbers: never broken across lines
             kind = " ".join(k for k, on in (("num", column in table.numeric), ("nw", short)) if on)
             cells.append(f'<td class="{kind}">{text}</td>' if kind else f"<td>{text}</td>")

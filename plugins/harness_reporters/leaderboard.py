@@ -1,6 +1,7 @@
 """``harness leaderboard RUN_DIR...``: one line per model x dataset x threat model (norm, eps) over
 one or more runs, RobustBench-style: clean accuracy, worst-case robust accuracy over every attack
-run, the strongest attack, the ``unreliable`` flag and why, and what produced the number.
+run with its 95 % interval, the strongest attack, the masking flags that concern the line (graded, with
+their reasons), and what produced the number.
 
 The worst case is the run's own per-image worst-case row (harness.diagnostics: an image counts as
 robust only if every attack at that eps failed on it, logit rescalings of the model pooled). A run
@@ -17,9 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.diagnostics import WORST
+from harness.diagnostics import MEANINGLESS, UPPER_BOUND, WORST
 from harness.errors import HarnessError
-from harness_reporters.report import Run, fmt_T, load_run, rescaler_defenses
+from harness_reporters.report_format import fmt_T
+from harness_reporters.report_run import Run, load_run, rescaler_defenses
+from harness.results import GRADE_COLUMNS
+from harness.stats import accuracy_interval, seed_summary
 from harness.suite import config_hash
 
 POOLED = "pooled"  # defense_name of a worst-case row over the rescalings of a model
@@ -39,13 +43,17 @@ class Entry:
     run: str               # the run directory's name
     clean_acc: float
     robust_acc: float      # worst case over every attack (mean over seeds)
+    robust_sd: float       # its standard deviation over seeds (nan for one seed)
+    robust_low: float      # 95 % interval: t over seeds, or Wilson over the n images for one seed
+    robust_high: float
     strongest_attack: str  # the attack (and T) with the lowest robust accuracy on its own
     attacks: int           # attack x defense cells behind the worst case (per seed)
     worst_case: str        # per-image (the run's worst-case rows) or min-over-attacks
     n: int                 # test images
     seeds: int
-    unreliable: bool       # a masking check fired for a cell behind the number
-    reasons: str
+    unreliable: bool       # a masking check flagged this line's number (either grade)
+    flag: str              # the grades: "meaningless", "upper bound" or both (docs/diagnostics.md)
+    reasons: str           # the reasons that concern this line's eps and pool only
     learners: str
     config_hash: str       # of the worst-case row(s), "+"-joined over seeds
     model_hash: str
@@ -73,8 +81,8 @@ class SeedWorst:
     robust: float
     how: str            # per-image or min-over-attacks
     config_hash: str
-    unreliable: bool
-    reasons: set[str]
+    grades: dict[str, set[str]]  # "meaningless" / "upper bound" -> reasons
+    n: int
 
 
 def _reasons(texts) -> set[str]:
@@ -86,10 +94,20 @@ def seed_worst(cells: pd.DataFrame, worst: pd.DataFrame) -> SeedWorst:
     strongest single attack (an upper bound)."""
     if len(worst):
         line = worst.iloc[0]
-        return SeedWorst(float(line["robust_acc"]), "per-image", line["config_hash"], bool(line["unreliable"]),
-                         _reasons([line["reasons"]]))
-    return SeedWorst(float(cells["robust_acc"].min()), "min-over-attacks", config_hash(sorted(cells["config_hash"])),
-                     bool(cells["unreliable"].any()), _reasons(cells["reasons"]))
+        return SeedWorst(float(line["robust_acc"]), "per-image", line["config_hash"],
+                         {grade: _reasons([line[column]]) for column, grade in GRADE_COLUMNS.items()}, int(line["n"]))
+    strongest = cells.sort_values("robust_acc", kind="stable").iloc[0]  # the number shown: its own flags
+    return SeedWorst(float(strongest["robust_acc"]), "min-over-attacks", config_hash(sorted(cells["config_hash"])),
+                     {grade: _reasons([strongest[column]]) for column, grade in GRADE_COLUMNS.items()},
+                     int(strongest["n"]))
+
+
+def _interval(seeds: list[SeedWorst]) -> tuple[float, float, float]:
+    """(sd, low, high) of the mean worst case: t over seeds, or Wilson over the images for one seed."""
+    summary = seed_summary([s.robust for s in seeds])
+    if summary.seeds > 1:
+        return summary.sd, summary.low, summary.high
+    return (float("nan"), *accuracy_interval(seeds[0].robust, seeds[0].n))
 
 
 def run_entries(run: Run, rescalers: set[str]) -> list[Entry]:
@@ -109,14 +127,19 @@ def run_entries(run: Run, rescalers: set[str]) -> list[Entry]:
         by_attack = members.groupby(["attack", "defense"]).agg(acc=("robust_acc", "mean"), T=("T", "first"),
                                                                defense_name=("defense_name", "first"))
         strongest = by_attack.reset_index().sort_values(["acc", "attack", "defense"], kind="stable").iloc[0]
+        sd, low, high = _interval(seeds)
+        grades = {grade: set().union(*(s.grades[grade] for s in seeds)) for grade in GRADE_COLUMNS.values()}
         entries.append(Entry(
             dataset=dataset, norm=norm, eps=float(eps), rank=0, model=model,
             defense="+".join(sorted(set(members["defense"]))), suite=", ".join(sorted(set(members["suite"]))),
             run=run.directory.resolve().name, clean_acc=float(members["clean_acc"].mean()),
-            robust_acc=sum(s.robust for s in seeds) / len(seeds), strongest_attack=_label(strongest, pool),
+            robust_acc=sum(s.robust for s in seeds) / len(seeds), robust_sd=sd, robust_low=low, robust_high=high,
+            strongest_attack=_label(strongest, pool),
             attacks=int(members.groupby("seed").size().max()), worst_case="/".join(sorted({s.how for s in seeds})),
-            n=int(members["n"].max()), seeds=len(seeds), unreliable=any(s.unreliable for s in seeds),
-            reasons="; ".join(sorted(set().union(*(s.reasons for s in seeds)))), learners=members["learners"].iloc[0],
+            n=int(members["n"].max()), seeds=len(seeds), unreliable=any(grades.values()),
+            flag="; ".join(grade for grade, reasons in grades.items() if reasons),
+            reasons="; ".join(sorted(grades[MEANINGLESS]) + sorted(grades[UPPER_BOUND])),
+            learners=members["learners"].iloc[0],
             config_hash="+".join(s.config_hash for s in seeds), model_hash="+".join(sorted(set(members["model_hash"]))),
             versions=versions, date=run.date()))
     return entries
@@ -153,17 +176,23 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
         raise HarnessError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
-DISPLAY = ["rank", "dataset", "norm", "eps", "model", "defense", "suite", "clean", "robust", "strongest_attack",
-           "attacks", "n", "seeds", "flag", "reasons", "learners", "date"]
+DISPLAY = ["rank", "dataset", "norm", "eps", "model", "defense", "suite", "clean", "robust", "95 % interval",
+           "strongest_attack", "attacks", "n", "seeds", "flag", "reasons", "learners", "date"]
+
+
+def interval_text(line) -> str:
+    """The robust accuracy's 95 % interval in %, with the sd over seeds when there are several."""
+    text = f"[{100 * line.robust_low:.1f}, {100 * line.robust_high:.1f}]" if line.robust_low == line.robust_low else ""
+    return text + (f", sd {100 * line.robust_sd:.1f}" if line.robust_sd == line.robust_sd else "")
 
 
 def display_rows(frame: pd.DataFrame) -> list[list[str]]:
-    """The table as text for a terminal or Markdown: accuracies in %, the flag as a word."""
+    """The table as text for a terminal or Markdown: accuracies in %, the flag as its grades."""
     rows = []
     for line in frame.itertuples(index=False):
         rows.append([str(line.rank), line.dataset, line.norm, f"{line.eps:g}", line.model, line.defense, line.suite,
-                     f"{100 * line.clean_acc:.1f}", f"{100 * line.robust_acc:.1f}", line.strongest_attack,
-                     str(line.attacks), str(line.n), str(line.seeds), "unreliable" if line.unreliable else "",
+                     f"{100 * line.clean_acc:.1f}", f"{100 * line.robust_acc:.1f}", interval_text(line),
+                     line.strongest_attack, str(line.attacks), str(line.n), str(line.seeds), line.flag or "",
                      line.reasons or "", line.learners, line.date])
     return rows
 

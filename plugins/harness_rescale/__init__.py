@@ -48,6 +48,7 @@ def wrap(model, options: dict):
 @hookimpl
 def harness_register_defenses(register):
     register(Defense(name="logit-scale", wrap=wrap, defaults={"T": 1.0}, check=_check, fit=fit, rescaler=True,
+                     temperature_option="T",
                      keywords={"T": (AUTO,)},
                      description="divide the logits by T before the attack's loss (T = 1: no rescaling; "
                                  "\"auto\": smallest power of ten that un-masks the input gradient)"))

@@ -8,7 +8,7 @@ from torch import nn
 
 
 class LogitScale(nn.Module):
-    """logits / T. ``temperature`` is recorded as the results column T."""
+    """logits / T (the defense declares ``temperature_option="T"``, so T is recorded in the results)."""
 
     def __init__(self, model: nn.Module, temperature: float) -> None:
         super().__init__()

@@ -37,6 +37,11 @@ SQUARE_DEFAULTS = {"n_queries": 5000, "n_restarts": 1, "p_init": 0.8, "loss": "m
 # FAB-T (9 target classes) 100 iterations, Square 5000 queries, one restart each.
 AUTOATTACK_DEFAULTS = {"steps": 100, "n_queries": 5000, "n_classes": 10, "seed": 0}
 
+# The attack sets of `harness eval --attacks standard|fast` (docs/attacks.md): an attack belongs to
+# a set by having a preset of that name, with the options the set runs it with.
+PGD_STRONG = {"steps": 40, "alpha": 2 / 255, "random_start": True}  # the thesis's PGD-40
+APGD_STRONG = {"steps": 100}                                         # AutoAttack's count
+
 
 # -- checks --------------------------------------------------------------------------------------
 
@@ -224,13 +229,16 @@ def autoattack(model, eps: float, options: dict):
 @hookimpl
 def harness_register_attacks(register):
     def attack(name, build, description, **fields):
-        register(Attack(name=name, backend="torchattacks", build=build, description=description, **fields))
+        register(Attack(name=name, backend="torchattacks", build=build, description=description,
+                        requires=("torchattacks",), **fields))
 
-    attack("fgsm", fgsm, "fast gradient sign method, L-inf (Goodfellow et al. 2015)")
+    attack("fgsm", fgsm, "fast gradient sign method, L-inf (Goodfellow et al. 2015)",
+           presets={"standard": {}, "fast": {}})
     attack("bim", bim, "basic iterative method / I-FGSM, L-inf, no random start (Kurakin et al. 2017)",
            defaults=BIM_DEFAULTS, check=_check_bim, steps_option="steps")
     attack("pgd", pgd, "projected gradient descent, L-inf, random start (Madry et al. 2018)",
-           defaults=PGD_DEFAULTS, check=_check_pgd, steps_option="steps")
+           defaults=PGD_DEFAULTS, check=_check_pgd, steps_option="steps",
+           presets={"standard": PGD_STRONG, "fast": PGD_STRONG})
     attack("pgd-l2", pgd_l2, "projected gradient descent, L2, random start (Madry et al. 2018)",
            defaults=PGDL2_DEFAULTS, check=_check_pgdl2, norm="l2", steps_option="steps")
     attack("cw", cw, "Carlini-Wagner L2, minimum-norm, fixed c without binary search (Carlini & Wagner 2017)",
@@ -238,15 +246,17 @@ def harness_register_attacks(register):
     attack("deepfool", deepfool, "DeepFool, L2, minimum-norm (Moosavi-Dezfooli et al. 2016)",
            defaults=DEEPFOOL_DEFAULTS, check=_check_deepfool, norm="l2", minimal=True, steps_option="steps")
     attack("apgd-ce", _apgd("ce"), "Auto-PGD, cross-entropy loss, L-inf (Croce & Hein 2020)",
-           defaults=APGD_DEFAULTS, check=_check_apgd, steps_option="steps")
+           defaults=APGD_DEFAULTS, check=_check_apgd, steps_option="steps", presets={"fast": APGD_STRONG})
     attack("apgd-dlr", _apgd("dlr"), "Auto-PGD, difference-of-logits-ratio loss, L-inf (Croce & Hein 2020)",
-           defaults=APGD_DEFAULTS, check=_check_apgd, steps_option="steps")
+           defaults=APGD_DEFAULTS, check=_check_apgd, steps_option="steps",
+           presets={"standard": APGD_STRONG, "fast": APGD_STRONG})
     attack("apgd-t", apgd_t, "Auto-PGD, targeted DLR loss, n_classes - 1 target classes, L-inf "
            "(Croce & Hein 2020)", defaults=APGDT_DEFAULTS, check=_check_apgdt, steps_option="steps")
     attack("fab", fab, "fast adaptive boundary attack, L-inf, kept only inside the eps ball; multi_targeted "
            "= FAB-T (Croce & Hein 2020)", defaults=FAB_DEFAULTS, check=_check_fab, steps_option="steps")
     attack("square", square, "Square attack, score-based random search, L-inf (Andriushchenko et al. 2020)",
-           defaults=SQUARE_DEFAULTS, check=_check_square, gradient_free=True, steps_option="n_queries")
+           defaults=SQUARE_DEFAULTS, check=_check_square, gradient_free=True, steps_option="n_queries",
+           presets={"standard": {"n_queries": 5000}, "fast": {"n_queries": 1000}})
     attack("autoattack", autoattack, "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square with the paper's "
            "counts, L-inf (Croce & Hein 2020)", defaults=AUTOATTACK_DEFAULTS, check=_check_autoattack,
-           steps_option="steps")
+           steps_option="steps", presets={"standard": {}})

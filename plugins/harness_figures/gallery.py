@@ -19,9 +19,8 @@ from typing import Any, Sequence
 
 from harness.errors import HarnessError
 from harness.modelstore import read_sidecar
-from harness.registry import did_you_mean
-from harness.suite import coerce_option
-from harness.show import default_out, input_shape, model_path, pyplot, save, stage_summary
+from harness.resolve import OptionError, resolve_options, split_pairs
+from harness_figures.show import default_out, input_shape, model_path, pyplot, save, stage_summary
 
 POOL = 1000        # perturbations: attack at most this many test images looking for successes
 ATTACK_BATCH = 100  # ... in batches of this size, stopping once n successes are found
@@ -195,48 +194,25 @@ def plot_gradients(diagnosis: GradientDiagnosis, loaded: Loaded) -> Path:
 
 
 # -- Figure 3.3: adversarial examples ----------------------------------------------------------------
-def parse_options(pairs: Sequence[str], defaults: dict[str, Any], what: str) -> dict[str, Any]:
-    """The attack's defaults updated by ``key=value`` pairs; values parsed as int, float, bool or str
-    and checked against the default's type."""
-    options = dict(defaults)
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise HarnessError(f"--option {pair!r}: expected key=value, e.g. steps=40")
-        if key not in defaults:
-            hint = did_you_mean(key, defaults) if defaults else "; it takes no options"
-            raise HarnessError(f"--option {key}: unknown option for {what}{hint}")
-        raw = text.strip()
-        value = raw if isinstance(defaults[key], str) else _parse(raw)
-        try:
-            options[key] = coerce_option(value, defaults[key])
-        except ValueError as exc:
-            raise HarnessError(f"--option {key}={raw}: {exc} (default {defaults[key]!r})") from None
-    return options
-
-
-def _parse(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_temperature(text: str) -> float | str:
-    if text.strip().lower() == "auto":
-        return "auto"
+def attack_options(spec, pairs: Sequence[str], where: str) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs resolved over the attack's defaults like a suite's keys
+    (harness.resolve), then checked by the attack."""
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise HarnessError(f"--T {text}: expected a positive number (1 = no rescaling) or auto")
-    return value
+        given = split_pairs(pairs, "--option")
+        return resolve_options(spec, given, where, text=True)
+    except OptionError as exc:
+        if not exc.key:
+            raise HarnessError(f"{exc.message}, e.g. steps=40") from None
+        shown = f"{exc.key}={given[exc.key].strip()}" if exc.key in given else exc.key
+        raise HarnessError(f"--option {shown}: {exc.message}") from None
+
+
+def rescaler_options(rescaler, text: str) -> dict[str, Any]:
+    """The rescaler's options with its temperature set from ``--T TEXT``, checked by the plugin."""
+    try:
+        return resolve_options(rescaler, {rescaler.temperature_option: text}, f"defense '{rescaler.name}'", text=True)
+    except OptionError as exc:
+        raise HarnessError(f"--T {text}: {exc.message}") from None
 
 
 @dataclass
@@ -261,36 +237,34 @@ class GalleryResult:
 def perturbation_gallery(model_file: Path | str, root: Path, attack: str, backend: str | None, eps: float,
                          T: str | float = 1.0, n: int = 8, options: Sequence[str] = (), seed: int = 0,
                          out: Path | None = None, device="cpu", pool: int = POOL) -> GalleryResult:
-    """Attack the first test images (at most ``pool``, in batches, until ``n`` are fooled) through
-    logit-scale ``T`` and draw the first ``n`` successes. Writes a figure saying so when none."""
+    """Attack the first test images (at most ``pool``, in batches, until ``n`` are fooled) through the
+    registered logit rescaler at temperature ``T`` (a number, or one of its keywords such as auto) and
+    draw the first ``n`` successes. Writes a figure saying so when none."""
     import torch
 
     from harness.plugins import load_registry
 
     if not (math.isfinite(eps) and eps > 0):
         raise HarnessError(f"--eps {eps:g}: expected a positive perturbation size")
-    temperature = parse_temperature(str(T)) if isinstance(T, str) else parse_temperature(repr(float(T)))
+    text = T if isinstance(T, str) else repr(float(T))
     registry = load_registry()
+    try:
+        rescaler = registry.logit_rescaler()
+    except HarnessError as exc:
+        raise HarnessError(f"--T: {exc}") from None
+    rescaling = rescaler_options(rescaler, text)
     backends = sorted(e.obj.backend for e in registry.entries("attacks") if e.obj.name == attack)
     if backend is None and len(backends) > 1:
         raise HarnessError(f"attack '{attack}' is provided by backends {', '.join(backends)}; "
                            f"choose one with --backend")
     spec = registry.attack(attack, backend)  # unknown names fail before any data is read
     where = f"attack '{spec.name}@{spec.backend}'"
-    chosen = parse_options(options, dict(spec.defaults), where)
-    if spec.check is not None:
-        try:
-            spec.check(dict(chosen))
-        except ValueError as exc:
-            raise HarnessError(f"--option {exc}") from None
+    chosen = attack_options(spec, options, where)
     loaded = load(model_file, root, pool, device, registry)
-    if temperature == "auto":
-        from harness.gradients import auto_temperature
-
-        temperature, how = auto_temperature(loaded.module, loaded.x, loaded.y), " (auto)"
-    else:
-        how = ""
-    wrapped = registry.get("defenses", "logit-scale").wrap(loaded.module, {"T": temperature}).to(device).eval()
+    fitted = rescaler.fit(loaded.module, rescaling, loaded.x, loaded.y) if rescaler.fit else rescaling
+    temperature = float(fitted[rescaler.temperature_option])
+    how = f" ({rescaling[rescaler.temperature_option]})" if fitted != rescaling else ""
+    wrapped = rescaler.wrap(loaded.module, fitted).to(device).eval()
     try:
         attack_fn = spec.build(wrapped, eps, dict(chosen))
     except ValueError as exc:
@@ -427,4 +401,46 @@ def gallery_figure(examples: list[Example], loaded: Loaded, spec, eps: float, su
     colorbar.set_label("perturbation δ (" + ("channel mean, " if len(shape) == 3 and shape[0] == 3 else "")
                        + "blue −, red +)", fontsize=8)
     colorbar.ax.tick_params(labelsize=7)
+    return fig
+
+
+def side_by_side_figure(panels: Sequence[tuple[str, list[Example]]], shape: tuple[int, ...], limit: float,
+                        title: str, cols: int = 5):
+    """The thesis's Figure 3.3: perturbations only, ``cols`` columns per net with the nets side by side
+    (the first panel on the left), each image captioned "true → predicted", one symmetric colour scale
+    (±``limit``) for every image."""
+    plt = pyplot()
+    rows = max([1] + [math.ceil(len(examples) / cols) for _, examples in panels])
+    cell, head, gap = 1.1, 0.95, 0.45  # inches: per image, for the titles, between panels
+    width = cell * cols * len(panels) + gap * (len(panels) - 1) + 1.3
+    height = cell * rows + head + 0.15
+    fig = plt.figure(figsize=(width, height))
+    ratios = []
+    for index in range(len(panels)):
+        ratios += [1.0] * cols + ([gap / cell] if index < len(panels) - 1 else [])
+    grid = fig.add_gridspec(rows, len(ratios), width_ratios=ratios, left=0.15 / width, right=1 - 1.15 / width,
+                            bottom=0.15 / height, top=1 - head / height, wspace=0.08, hspace=0.32)
+    shown = None
+    for index, (name, examples) in enumerate(panels):
+        first = index * (cols + 1)
+        axes = [fig.add_subplot(grid[r, first + c]) for r in range(rows) for c in range(cols)]
+        for ax, example in zip(axes, examples):
+            delta = _image(example.adversarial - example.original, shape)
+            delta = delta.mean(2) if delta.ndim == 3 else delta
+            shown = ax.imshow(delta, interpolation="nearest", cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(f"{example.true} → {example.predicted}", fontsize=9, pad=2)
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in axes[len(examples):]:
+            ax.set_axis_off()
+        left, right = axes[0].get_position().x0, axes[cols - 1].get_position().x1
+        fig.text((left + right) / 2, 1 - 0.62 * head / height, name if examples else f"{name}: no examples",
+                 ha="center", fontsize=10)
+    fig.suptitle(title, fontsize=9)
+    if shown is not None:
+        bar = fig.add_axes([1 - 0.9 / width, 0.2, 0.15 / width, 0.55])
+        colorbar = fig.colorbar(shown, cax=bar)
+        colorbar.set_label("perturbation δ (blue −, red +)", fontsize=8)
+        colorbar.ax.tick_params(labelsize=7)
     return fig

@@ -19,14 +19,18 @@ SKIP_STAT_KEYS = ("epoch", "lr")
 
 # -- reading -------------------------------------------------------------------------------------
 def model_path(path: Path | str) -> Path:
-    """The model's .safetensors file, given with or without the suffix (or as its .json sidecar)."""
-    path = Path(path)
+    """The model's .safetensors file, given with or without the suffix (or as its .json sidecar); a
+    file of another format is an error, not a reason to look for NAME.suffix.safetensors."""
+    given = path = Path(path)
     if path.suffix == ".json":
         path = path.with_suffix(SUFFIX)
     elif path.suffix != SUFFIX:
+        if path.is_file():  # another format: never answer about a file the user did not name
+            raise HarnessError(f"{path}: not a harness model file; give the NAME{SUFFIX} file that `harness run` "
+                               f"writes under OUT/models (with its NAME.json sidecar)")
         path = path.with_name(path.name + SUFFIX)
     if not path.is_file():
-        raise HarnessError(f"{path}: no such model file")
+        raise HarnessError(f"{given}: no such model file" + (f" (nor {path})" if path != given else ""))
     return path
 
 

@@ -1,0 +1,124 @@
+"""The statistics every reported number carries, all from scipy.stats (no hand-written formulas):
+
+- :func:`proportion_interval`: a 95 % Wilson interval for an accuracy measured on n images;
+- :func:`seed_summary`: mean, standard deviation and t-interval of a number over seeds;
+- :func:`paired_difference`: the difference of two models' accuracies on the same images, with a
+  paired bootstrap interval over images and an exact McNemar p-value on the discordant pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+LEVEL = 0.95         # every interval the harness reports is a 95 % interval
+RESAMPLES = 9999     # bootstrap resamples
+NAN = float("nan")
+
+
+def proportion_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of ``successes / n`` (scipy's ``binomtest(...).proportion_ci``);
+    (nan, nan) when n is 0."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        return NAN, NAN
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def accuracy_interval(accuracy: float, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """:func:`proportion_interval` of an accuracy stored as a fraction of n images."""
+    if n != n or n <= 0 or accuracy != accuracy:
+        return NAN, NAN
+    return proportion_interval(round(accuracy * n), int(n), level)
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    seeds: int
+    mean: float
+    sd: float     # sample standard deviation (ddof 1); nan for one seed
+    low: float    # t-interval of the mean over seeds; nan for one seed
+    high: float
+
+
+def seed_summary(values: Sequence[float], level: float = LEVEL) -> SeedSummary:
+    """Mean, standard deviation and Student-t interval of one number measured with several seeds."""
+    from scipy import stats
+
+    array = np.asarray([v for v in values if v == v], dtype=float)
+    if len(array) == 0:
+        return SeedSummary(0, NAN, NAN, NAN, NAN)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return SeedSummary(1, mean, NAN, NAN, NAN)
+    sd = float(array.std(ddof=1))
+    if sd == 0:
+        return SeedSummary(len(array), mean, 0.0, mean, mean)
+    low, high = stats.t.interval(level, len(array) - 1, loc=mean, scale=float(stats.sem(array)))
+    return SeedSummary(len(array), mean, sd, float(low), float(high))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: under "A and B are equally accurate" each discordant pair
+    (one right, the other wrong) is a fair coin, so ``only_a`` ~ Binomial(only_a + only_b, 1/2)."""
+    from scipy.stats import binomtest
+
+    discordant = int(only_a) + int(only_b)
+    if discordant == 0:
+        return 1.0
+    return float(binomtest(int(only_a), discordant, 0.5).pvalue)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    images: int       # distinct images
+    pairs: int        # image x seed pairs (images times the seeds compared)
+    acc_a: float
+    acc_b: float
+    diff: float       # acc_a - acc_b
+    low: float        # paired bootstrap interval of diff, resampling images
+    high: float
+    only_a: int       # pairs A got right and B wrong
+    only_b: int
+    p_value: float    # exact McNemar on (only_a, only_b)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES,
+                      seed: int = 0) -> PairedDifference:
+    """A and B's per-image outcomes (1 = correct / robust), shape (seeds, images) or (images,), the same
+    images in the same order. The interval resamples images, each carrying its outcomes under every
+    seed, so images that are hard for every seed are not counted as independent evidence."""
+    from scipy.stats import bootstrap
+
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape != b.shape:
+        raise ValueError(f"outcomes of A {a.shape} and B {b.shape} do not pair up")
+    per_image = (a - b).mean(axis=0)  # each image's difference, averaged over seeds
+    diff = float(per_image.mean())
+    if len(per_image) < 2 or np.ptp(per_image) == 0:
+        low = high = diff  # every resample gives the same mean
+    else:
+        result = bootstrap((per_image,), np.mean, confidence_level=level, n_resamples=resamples,
+                           method="percentile", rng=np.random.default_rng(seed))
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    return PairedDifference(images=a.shape[1], pairs=a.size, acc_a=float(a.mean()), acc_b=float(b.mean()),
+                            diff=diff, low=low, high=high, only_a=only_a, only_b=only_b,
+                            p_value=mcnemar_exact(only_a, only_b))
+
+
+def fmt_p(p: float) -> str:
+    """A p-value for a table: three significant digits, or an upper bound below 1e-4."""
+    if p != p:
+        return ""
+    return "< 1e-4" if p < 1e-4 else f"{p:.3g}"
+
+
+def p_clause(p: float) -> str:
+    """"p = 0.0123" or "p < 1e-4", for a sentence."""
+    text = fmt_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"

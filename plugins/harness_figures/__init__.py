@@ -1,0 +1,124 @@
+"""Built-in figures of a trained model: ``harness show features|curve|perturbations`` (hidden units,
+accuracy per epoch, adversarial examples) and ``harness diagnose gradients`` (zero input gradients
+against the logit temperature T). They read a model file (``NAME.safetensors`` with its ``NAME.json``)
+and reach the command line through ``harness_register_commands``, the hook a third-party plugin would
+use. The drawing functions (:mod:`harness_figures.show`, :mod:`harness_figures.gallery`) are public:
+the reporters plugin draws the report's figures with them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness import hookimpl
+from harness.options import data_dir_option, data_root, device_option
+
+
+@click.group("show")
+def show_group() -> None:
+    """Plot a trained model (a NAME.safetensors file with its NAME.json) as PNG files."""
+
+
+@show_group.command("features")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--param", default=None,
+              help="2-D weight tensor to draw (default: the first whose width matches the input shape).")
+@click.option("--units", type=click.IntRange(min=1), default=None,
+              help="Number of random units to draw (default 25, or all if fewer).")
+@click.option("--unit-ids", default=None, help="Units to draw, comma-separated: 3,17,42.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for choosing random units.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: <model>-features.png next to the model).")
+@click.option("--cols", type=click.IntRange(min=1), default=None, help="Grid columns (default: about square).")
+def show_features(model_file: Path, param: str | None, units: int | None, unit_ids: str | None, seed: int,
+                  out: Path | None, cols: int | None) -> None:
+    """Draw hidden units' weights of MODEL_FILE as a grid of input-shaped images."""
+    from harness_figures.show import plot_features
+
+    click.echo(plot_features(model_file, param, units, unit_ids, seed, out, cols))
+
+
+@show_group.command("curve")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: <model>-curve.png next to the model).")
+def show_curve(model_file: Path, out: Path | None) -> None:
+    """Plot MODEL_FILE's per-epoch accuracy and learner statistics, stage by stage."""
+    from harness_figures.show import plot_curve
+
+    click.echo(plot_curve(model_file, out))
+
+
+@show_group.command("perturbations")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--attack", "attack_name", required=True, help="Attack name (see `harness plugins`), e.g. pgd.")
+@click.option("--backend", default=None, help="Backend of the attack, when several provide it.")
+@click.option("--eps", type=float, required=True, help="Perturbation budget, in the attack's norm.")
+@click.option("--T", "temperature", default="1", show_default=True,
+              help="Logit temperature the attack sees (through the registered logit rescaler): a positive "
+                   "number or auto.")
+@click.option("--n", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Successful adversarial examples to draw (at most).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Attack option overriding its default (repeatable), e.g. --option steps=40.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the attack's random start.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: <model>-perturbations.png next to the model).")
+@data_dir_option
+@device_option
+def show_perturbations(model_file: Path, attack_name: str, backend: str | None, eps: float, temperature: str,
+                       n: int, options: tuple[str, ...], seed: int, out: Path | None, data_dir: str | None,
+                       device: str) -> None:
+    """Draw successful adversarial examples of MODEL_FILE: original, perturbation, adversarial image.
+
+    The first test images are attacked (through the logit rescaler at T) until n are fooled; when none is,
+    the figure says so and the command still succeeds."""
+    from harness.device import resolve_device
+    from harness_figures.gallery import perturbation_gallery
+
+    result = perturbation_gallery(model_file, data_root(data_dir), attack_name, backend, eps, temperature, n,
+                                  options, seed, out, resolve_device(device))
+    click.echo(result.summary + (f"; drew {len(result.examples)}" if result.examples
+                                 else "; no successful adversarial examples"), err=True)
+    click.echo(result.png)
+
+
+@click.group("diagnose")
+def diagnose_group() -> None:
+    """Check a trained model (a NAME.safetensors file with its NAME.json) for gradient masking."""
+
+
+@diagnose_group.command("gradients")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--t-min", type=float, default=1.0, show_default=True, help="Smallest temperature T.")
+@click.option("--t-max", type=float, default=1e7, show_default=True, help="Largest temperature T.")
+@data_dir_option
+@click.option("--n", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Number of test images (the first n).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write (default: <model>-gradients.png next to the model).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the curve as CSV.")
+@device_option
+def diagnose_gradients(model_file: Path, t_min: float, t_max: float, data_dir: str | None, n: int,
+                       out: Path | None, csv_out: Path | None, device: str) -> None:
+    """Share of test images whose input gradient is exactly zero, for every power of ten T in
+    [t-min, t-max] (the loss sees logits / T), with the auto T marked; a table and a PNG."""
+    from harness.device import resolve_device
+    from harness_figures.gallery import diagnose_gradients as diagnose_model, powers_of_ten
+
+    powers_of_ten(t_min, t_max)  # a bad range fails before the model and data are loaded
+    result = diagnose_model(model_file, data_root(data_dir), t_min, t_max, n, out, csv_out, resolve_device(device))
+    for line in result.table():
+        click.echo(line)
+    click.echo(result.png)
+    if result.csv is not None:
+        click.echo(result.csv)
+
+
+@hookimpl
+def harness_register_commands(register):
+    register(show_group)  # not named `show`: importing the submodule show would replace it
+    register(diagnose_group)

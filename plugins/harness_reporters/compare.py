@@ -1,0 +1,77 @@
+"""``harness compare RUN A B``: two models on the same test images, paired (harness/compare.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.stats import LEVEL, RESAMPLES
+
+
+@click.command("compare")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("model_a")
+@click.argument("model_b")
+@click.option("--against", type=click.Path(path_type=Path), default=None,
+              help="Take MODEL_B from this run instead (same dataset and test images, e.g. another seed set).")
+@click.option("--defense", "defenses", multiple=True,
+              help="Only lines through this defense key (repeatable); worst cases pooling it stay.")
+@click.option("--resamples", type=click.IntRange(min=100), default=RESAMPLES, show_default=True,
+              help="Bootstrap resamples of the images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the lines as CSV (fractions, as in results.csv).")
+def compare_command(run_dir: Path, model_a: str, model_b: str, against: Path | None, defenses: tuple[str, ...],
+                    resamples: int, seed: int, csv_out: Path | None) -> None:
+    """Compare MODEL_A and MODEL_B of RUN_DIR image by image: per eps and attack (worst case included),
+    both robust accuracies, A - B with a paired 95 % bootstrap interval over the images (seeds pooled)
+    and an exact McNemar p-value."""
+    from harness.atomic import replace_atomically
+    from harness.compare import compare
+
+    frame = compare(run_dir, model_a, model_b, against, defenses, LEVEL, resamples, seed)
+    label_b = model_b if against is None else f"{against.name}:{model_b}"
+    print_comparison(frame, model_a, label_b)
+    if csv_out is not None:
+        replace_atomically(csv_out, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g",
+                                                            lineterminator="\n"))
+        click.echo(f"{len(frame)} line(s): {csv_out}", err=True)
+
+
+def print_comparison(frame, label_a: str, label_b: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from harness.stats import fmt_p
+
+    console = Console(width=max(170, Console().width))
+    for dataset, group in frame.groupby("dataset", sort=False):
+        norms = sorted({n for n in group["norm"] if n})
+        table = Table(title=f"{dataset}: {label_a} vs {label_b}, accuracy (%) on the same images "
+                            "(eps 0: clean accuracy)", title_justify="left")
+        columns = ["eps"] + (["norm"] if len(norms) > 1 else []) + [
+            "attack", "defense", label_a, label_b, f"{label_a} − {label_b} (points)", "95 % interval", "McNemar p",
+            f"{label_a} only / {label_b} only", "images × seeds", "flags"]
+        for column in columns:
+            table.add_column(escape(column), justify="left" if column in ("norm", "attack", "defense", "flags")
+                             else "right", no_wrap=column not in ("attack", "defense", "flags"))
+        for line in group.itertuples(index=False):
+            cells = [f"{line.eps:g}"] + ([line.norm] if len(norms) > 1 else []) + [
+                line.attack, line.defense, f"{100 * line.acc_a:.1f}", f"{100 * line.acc_b:.1f}",
+                f"{100 * line.diff:+.1f}", f"[{100 * line.low:+.1f}, {100 * line.high:+.1f}]", fmt_p(line.p_value),
+                f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}", _flags(line, label_a, label_b)]
+            table.add_row(*map(escape, cells))
+        console.print(table)
+    console.print("interval: paired bootstrap over the images (each image keeps its outcomes under every seed); "
+                  "p: exact McNemar test on the image x seed pairs where exactly one model is right",
+                  highlight=False, markup=False, soft_wrap=True)
+    if (frame["flag_a"] != "").any() or (frame["flag_b"] != "").any():
+        console.print("flags: masking grades of the rows behind a line (`harness results RUN` says why); a "
+                      "meaningless number compares blindness, not robustness", highlight=False, markup=False,
+                      soft_wrap=True)
+
+
+def _flags(line, label_a: str, label_b: str) -> str:
+    return "; ".join(f"{label}: {flag}" for label, flag in ((label_a, line.flag_a), (label_b, line.flag_b)) if flag)

@@ -1,0 +1,35 @@
+"""How the report and the leaderboard write numbers and names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness_figures.gallery import format_T
+from harness_figures.show import numeric, stage_history
+from harness_reporters import reference as ref
+
+
+def pct(value: float) -> str:
+    return "–" if value is None or value != value else f"{100 * value:.1f}"
+
+
+def fmt_T(value: float) -> str:
+    return "–" if value is None or value != value else format_T(float(value))
+
+
+def thesis_name(key: str) -> str:
+    return f"{key} ({ref.MODELS[key]})" if key in ref.MODELS else key
+
+
+def last_train_acc(sidecar: dict[str, Any]) -> float | None:
+    """train_acc of the last epoch of the last stage that records it."""
+    value = None
+    for stage in sidecar.get("stages") or []:
+        recorded = [e["train_acc"] for e in stage_history(stage) if numeric(e.get("train_acc"))]
+        if recorded:
+            value = float(recorded[-1])
+    return value
+
+
+def figure_name(*parts: Any) -> str:
+    return "-".join(str(p).replace("/", "_").replace(" ", "_") for p in parts)

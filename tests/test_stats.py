@@ -1,0 +1,123 @@
+"""harness/stats.py against published and hand-computed values, and the interval columns of results.csv."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import stats
+
+
+def test_wilson_interval_matches_newcombe_1998():
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I: 81/263,
+    # Wilson score interval 0.2553 to 0.3662
+    low, high = stats.proportion_interval(81, 263)
+    assert low == pytest.approx(0.2553, abs=5e-5) and high == pytest.approx(0.3662, abs=5e-5)
+
+
+def test_wilson_interval_of_zero_successes_has_its_closed_form():
+    low, high = stats.proportion_interval(0, 10)
+    z2 = 1.959963984540054 ** 2
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(z2 / (10 + z2), rel=1e-9)
+
+
+def test_accuracy_interval_recovers_the_count_and_handles_no_images():
+    assert stats.accuracy_interval(81 / 263, 263) == stats.proportion_interval(81, 263)
+    assert all(math.isnan(v) for v in stats.accuracy_interval(0.5, 0))
+    assert all(math.isnan(v) for v in stats.accuracy_interval(float("nan"), 10))
+
+
+def test_mcnemar_exact_against_a_hand_computed_case():
+    # 1 discordant pair one way, 9 the other: p = 2 * P(Bin(10, 1/2) <= 1) = 2 * 11 / 1024
+    assert stats.mcnemar_exact(1, 9) == pytest.approx(22 / 1024, rel=1e-12)
+    assert stats.mcnemar_exact(9, 1) == pytest.approx(22 / 1024, rel=1e-12)
+    assert stats.mcnemar_exact(5, 5) == 1.0 and stats.mcnemar_exact(0, 0) == 1.0
+
+
+def test_seed_summary_is_the_student_t_interval():
+    summary = stats.seed_summary([0.5, 0.6, 0.7])
+    # mean 0.6, sd 0.1, t(0.975, 2) = 4.302653: 0.6 +- 4.302653 * 0.1 / sqrt(3)
+    half = 4.302652729749464 * 0.1 / math.sqrt(3)
+    assert summary.seeds == 3 and summary.mean == pytest.approx(0.6) and summary.sd == pytest.approx(0.1)
+    assert (summary.low, summary.high) == pytest.approx((0.6 - half, 0.6 + half))
+    one = stats.seed_summary([0.4])
+    assert one.seeds == 1 and one.mean == 0.4 and math.isnan(one.sd) and math.isnan(one.low)
+    assert stats.seed_summary([0.3, 0.3]).low == 0.3  # no spread, no width
+
+
+def test_paired_difference_counts_discordant_pairs_and_brackets_the_difference():
+    rng = np.random.default_rng(1)
+    a = rng.random((2, 400)) < 0.7
+    b = a & (rng.random((2, 400)) < 0.8)  # B is A with a fifth of its successes removed
+    result = stats.paired_difference(a, b, resamples=2000)
+    assert result.images == 400 and result.pairs == 800
+    assert result.only_b == 0 and result.only_a == int((a & ~b).sum())
+    assert result.diff == pytest.approx(a.mean() - b.mean())
+    assert result.low <= result.diff <= result.high and result.low > 0
+    assert result.p_value == pytest.approx(stats.mcnemar_exact(result.only_a, 0)) and result.p_value < 1e-6
+    same = stats.paired_difference(a[0], a[0])
+    assert (same.diff, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="pair up"):
+        stats.paired_difference(a, b[:, :10])
+
+
+def test_paired_bootstrap_resamples_images_not_image_seed_pairs():
+    """Two seeds that agree on every image carry no more evidence than one: same interval."""
+    rng = np.random.default_rng(2)
+    a, b = rng.random(300) < 0.6, rng.random(300) < 0.5
+    one = stats.paired_difference(a, b, resamples=2000, seed=3)
+    two = stats.paired_difference(np.stack([a, a]), np.stack([b, b]), resamples=2000, seed=3)
+    assert (one.low, one.high) == pytest.approx((two.low, two.high))
+
+
+def test_results_csv_gets_interval_columns(tmp_path):
+    from harness.results import COLUMNS, read_results, write_csv
+
+    frame = pd.DataFrame([{c: "" for c in COLUMNS}]).assign(
+        n=263, clean_acc=81 / 263, robust_acc=0.0, eps=0.1, T=1.0, seed=0, zero_grad_share=0.0,
+        nonfinite_grad_share=0.0, converged_gap=float("nan"), seconds=1.0, status="ok", unreliable=False)
+    write_csv(frame, tmp_path / "results.csv")
+    back = read_results(tmp_path)
+    assert back["clean_acc_low"].iloc[0] == pytest.approx(0.2553, abs=5e-5)
+    assert back["clean_acc_high"].iloc[0] == pytest.approx(0.3662, abs=5e-5)
+    assert back["robust_acc_low"].iloc[0] == 0 and back["robust_acc_high"].iloc[0] > 0
+    # a table written before these columns existed still reads, with them computed
+    old = back.drop(columns=["clean_acc_low", "clean_acc_high", "robust_acc_low", "robust_acc_high",
+                             "meaningless", "upper_bound"])
+    old.to_csv(tmp_path / "old.csv", index=False)
+    again = read_results(tmp_path / "old.csv")
+    assert list(again.columns[: len(COLUMNS)]) == COLUMNS
+    assert again["clean_acc_low"].iloc[0] == pytest.approx(back["clean_acc_low"].iloc[0], abs=1e-6)
+    assert again["meaningless"].iloc[0] == ""
+
+
+def test_seed_table_uses_the_t_interval_over_seeds_and_wilson_for_one(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+    from harness.results import COLUMNS, read_results, seed_table, write_csv
+
+    def cell(seed, robust, attack="pgd"):
+        return {**{c: "" for c in COLUMNS}, "dataset": "mnist", "model": "bio", "defense": "none", "T": 1.0,
+                "attack": attack, "backend": "torchattacks", "eps": 0.1, "seed": seed, "n": 200, "clean_acc": 0.9,
+                "robust_acc": robust, "zero_grad_share": 0.0, "nonfinite_grad_share": 0.0,
+                "converged_gap": float("nan"), "seconds": 1.0, "status": "ok", "unreliable": False}
+
+    rows = [cell(0, 0.50), cell(1, 0.60), cell(2, 0.70), cell(0, 81 / 200, attack="fgsm")]
+    write_csv(pd.DataFrame(rows, columns=COLUMNS), tmp_path / "results.csv")
+    table = seed_table(read_results(tmp_path)).set_index("attack")
+    several, one = table.loc["pgd"], table.loc["fgsm"]
+    expected = stats.seed_summary([0.5, 0.6, 0.7])
+    assert several["seeds"] == 3 and several["robust_acc"] == pytest.approx(60.0)
+    assert several["robust_acc_sd"] == pytest.approx(100 * expected.sd)
+    assert (several["robust_acc_low"], several["robust_acc_high"]) == pytest.approx((100 * expected.low,
+                                                                                    100 * expected.high))
+    assert one["seeds"] == 1 and math.isnan(one["robust_acc_sd"])
+    assert (one["robust_acc_low"], one["robust_acc_high"]) == pytest.approx(
+        [100 * v for v in stats.proportion_interval(81, 200)], abs=1e-4)
+    result = CliRunner().invoke(cli, ["results", str(tmp_path), "--intervals"])
+    assert result.exit_code == 0, result.output
+    assert "60.0 ± 10.0" in result.output and f"[{100 * expected.low:.1f}, {100 * expected.high:.1f}]" in result.output
