@@ -38,7 +38,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 def safe_key(text: str) -> str:
     """A suite key made of letters, digits, '_' and '-'."""
-    return _UNSAFE.sub("-", text).strip("-_") or "model"
+    return _UNSAFE.sub("-", text).strip("-_")[:100] or "model"  # the run directory's safe-name limit
 
 
 # -- the model -----------------------------------------------------------------------------------

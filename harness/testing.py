@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import pytest
 
-from harness.tomlwrite import to_toml, toml_string, toml_value  # noqa: F401 (public here too)
+from harness.tomlwrite import to_toml  # noqa: F401 (public here too)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
