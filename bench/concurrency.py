@@ -4,7 +4,7 @@ Runs one suite alone, then N copies of it at the same time (each its own output 
 cache, so each trains), and compares wall time and total CPU time (user + system, from the OS's
 accounting of each child):
 
-    wall(N together) / wall(one)        goal <= 2.3 for N = 2 on 2 cores
+    wall(N together) / (N x wall(one))  goal <= 1.15 (at worst the copies take turns: N x one run)
     CPU(N together) / (N x CPU(one))    goal <= 1.3
 
 Before harness/threads.py set OpenMP's wait policy, two quick suites on 2 cores took 13x the CPU time
@@ -23,22 +23,29 @@ import tempfile
 import time
 from pathlib import Path
 
-GOALS = {"wall": 2.3, "cpu": 1.3}
+# per copy: 2 copies on 2 cores within 2.3 x one run's wall time, 15 % over taking turns
+GOALS = {"wall": 1.15, "cpu": 1.3}
 
 
 def run_together(suite: Path, copies: int, root: Path) -> tuple[float, float]:
     """Wall seconds until all copies ended, and their summed CPU seconds."""
     command = [str(Path(sys.executable).parent / "harness"), "run", str(suite), "--no-cache", "--quiet"]
     start = time.perf_counter()
-    children = [subprocess.Popen(command + ["--out", str(root / f"{copies}-{i}")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(copies)]
+    children, logs = [], []
+    for i in range(copies):
+        # stderr to a file, not a pipe: a pipe nobody reads until the child ends blocks it when full
+        logs.append(open(root / f"{copies}-{i}.stderr", "w+b"))
+        children.append(subprocess.Popen(command + ["--out", str(root / f"{copies}-{i}")],
+                                         stdout=subprocess.DEVNULL, stderr=logs[-1]))
     cpu, failed = 0.0, []
-    for child in children:
+    for child, log in zip(children, logs):
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         cpu += usage.ru_utime + usage.ru_stime
         if child.returncode not in (0, 1):  # 1: the run finished with failed cells
-            failed.append(child.stderr.read().decode().strip().splitlines()[-1:])
+            log.seek(0)
+            failed.append(log.read().decode(errors="replace").strip().splitlines()[-1:])
+        log.close()
     if failed:
         raise SystemExit(f"a run failed: {failed}")
     return time.perf_counter() - start, cpu
@@ -49,18 +56,20 @@ def main() -> None:
     parser.add_argument("--suite", type=Path, default=Path(__file__).parent.parent / "suites" / "quick.toml")
     parser.add_argument("--copies", type=int, default=2)
     args = parser.parse_args()
+    if args.copies < 2:
+        parser.error(f"--copies {args.copies}: expected 2 or more (copies run at the same time)")
     from gemm_floor import cpu_name  # bench/gemm_floor.py, beside this script
 
     with tempfile.TemporaryDirectory(prefix="harness-concurrency-") as tmp:
         root = Path(tmp)
         wall_one, cpu_one = run_together(args.suite, 1, root)
         wall_all, cpu_all = run_together(args.suite, args.copies, root)
-    ratios = {"wall": wall_all / wall_one, "cpu": cpu_all / (args.copies * cpu_one)}
+    ratios = {"wall": wall_all / (args.copies * wall_one), "cpu": cpu_all / (args.copies * cpu_one)}
     print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores; suite {args.suite}")
     print(f"one run             : wall {wall_one:6.1f} s, CPU {cpu_one:6.1f} s")
     print(f"{args.copies} runs together    : wall {wall_all:6.1f} s, CPU {cpu_all:6.1f} s")
-    print(f"wall ratio {ratios['wall']:.2f} (goal <= {GOALS['wall']}), "
-          f"CPU ratio {ratios['cpu']:.2f} (goal <= {GOALS['cpu']})")
+    print(f"wall / (copies x one) {ratios['wall']:.2f} (goal <= {GOALS['wall']}), "
+          f"CPU / (copies x one) {ratios['cpu']:.2f} (goal <= {GOALS['cpu']})")
     if any(ratios[key] > GOALS[key] for key in GOALS):
         sys.exit(1)
 

@@ -6,7 +6,8 @@ notebook: dense float32 numpy, argsort over all units, dense [H, B] @ [B, D] upd
 
 It also times the machine's own floor (bench/gemm_floor.py): the bare [B, D] @ [D, H] product each
 minibatch needs, in float32 and, where the CPU multiplies bf16 natively, in bf16, and the learner
-with ``ranking_dtype = "bf16"``; and it prints learner / floor beside learner / reference.
+with ``ranking_dtype = "bf16"``; and it prints learner / floor (how far above the floor the learner
+is) beside reference / learner (how many times faster than the reference it is).
 
     python bench/hebbian.py [--hidden 2000] [--epochs 1] [--p 3] [--k 7] [--images 60000] [--no-reference]
 
@@ -91,7 +92,7 @@ def main() -> None:
     if reference is not None:
         print(f"reference numpy loop       : {reference:6.2f} s/epoch")
     for dtype, seconds in learner.items():
-        versus = f"   learner / reference {reference / seconds:4.1f}x faster" if reference else ""
+        versus = f"   reference / learner {reference / seconds:4.1f} (x faster)" if reference else ""
         print(f"learner, {dtype} ranking      : {seconds:6.2f} s/epoch ({flops / seconds / 1e9:4.0f} GFLOP/s on the "
               f"currents)   learner / {dtype} floor {seconds / floor[dtype]:4.2f}{versus}")
     for dtype, seconds in floor.items():

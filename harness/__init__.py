@@ -7,10 +7,8 @@ registration records in :mod:`harness.api`. Users evaluating a model of their ow
 
 import pluggy
 
-from harness.threads import set_math_environment
-
-# Before anything imports torch: its MKL and OpenMP runtimes read these once (harness/threads.py).
-set_math_environment()
+# No side effects here: this package is imported wherever its pytest plugin (harness.testing) is
+# loaded. The math environment is set where harness's own processes begin (harness/threads.py).
 
 __version__ = "0.1.0"
 

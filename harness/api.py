@@ -128,7 +128,9 @@ class Attack:
     result as a success only where the perturbation's norm is at most eps. ``gradient_free`` marks
     score- or decision-based attacks (Square, HopSkipJump), which gradient masking cannot fool.
     ``steps_option`` names the option holding the iteration count, so the evaluation can check that
-    more iterations would not have found more (see harness/diagnostics.py). A ``baseline`` is random
+    more iterations would not have found more (see harness/diagnostics.py). ``classes_option`` names
+    the option holding the number of classes the attack picks target classes from (``harness eval``
+    sets it to the dataset's class count). A ``baseline`` is random
     noise of the same size, not an attack: an attack that does worse than it is broken or fooled.
     ``requires`` names the distributions the attack runs on (e.g. ``("torchattacks",)``): their
     versions are recorded with every trained model and run (``run.json``).
@@ -148,6 +150,7 @@ class Attack:
     steps_option: str | None = None
     baseline: bool = False
     requires: tuple[str, ...] = ()
+    classes_option: str | None = None
 
     @property
     def kind(self) -> str:

@@ -140,16 +140,19 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
 @click.option("--arg", "factory_args", multiple=True, metavar="KEY=VALUE",
               help="Keyword argument for a factory MODEL (repeatable), the value as TOML: --arg hidden=100.")
 @click.option("--dataset", default="mnist", show_default=True, help="Dataset whose test split is attacked.")
-@click.option("--eps", required=True, help="L-inf budgets on [0, 1] pixels, comma-separated, e.g. 0.1,0.15.")
+@click.option("--eps", required=True,
+              help="Budgets on [0, 1] pixels in each attack's norm (L-inf for the built-in sets), "
+                   "comma-separated, e.g. 0.1,0.15.")
 @click.option("--attacks", default="standard", show_default=True,
-              help="standard (AutoAttack, APGD-DLR, Square, PGD, FGSM, noise), fast (APGD-CE, APGD-DLR, "
-                   "Square with 1000 queries, PGD, FGSM, noise) or attack names, comma-separated; see "
-                   "docs/attacks.md.")
+              help="A set, standard or fast (the attacks whose plugins declare a preset of that name; the "
+                   "built-in sets: docs/attacks.md; `harness plugins --json` lists every attack's presets), or "
+                   "attack names (NAME@BACKEND where several backends have one), comma-separated.")
 @click.option("--n", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Number of test images (the first n).")
 @click.option("--T", "temperature", default="auto", show_default=True,
-              help="Logit temperature the attacks see: auto (the smallest power of ten with working gradients), "
-                   "a number (1 = logits as they are), or several, comma-separated.")
+              help="Logit temperature the attacks see (through the registered logit rescaler): one of its "
+                   "keywords (with the built-in rescaler, auto: the smallest power of ten with working "
+                   "gradients), a number (1 = logits as they are), or several, comma-separated.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
               help="Images per attack batch.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -167,10 +170,13 @@ def eval_command(model: str, weights: str | None, factory_args: tuple[str, ...],
     a TorchScript file, or a NAME.safetensors the harness saved (next to its NAME.json). It must take
     [N, C, H, W] images in [0, 1] and return [N, classes] logits."""
     from harness.device import resolve_device
-    from harness.evaluation_api import eval_runner, eval_suite, model_table
+    from harness.evaluation_api import eval_runner
+    from harness.evaluation_suite import SUITE_PREFIX, eval_suite, logit_rescaler, model_table
     from harness.overrides import value
     from harness.plugins import load_registry
     from harness.progress import RichProgress, SilentProgress
+    from harness.rundir import RunDir, check_unlocked
+    from harness.runner import RunInterrupted
 
     kwargs = {}
     for pair in factory_args:
@@ -183,15 +189,25 @@ def eval_command(model: str, weights: str | None, factory_args: tuple[str, ...],
     raw = eval_suite(key, table, registry, dataset, eps, attacks, n, temperature, batch_size)
     root = data_root(data_dir)
     torch_device = resolve_device(device)
-    out = out or Path("runs") / f"eval-{key}"
+    out = out or Path("runs") / f"{SUITE_PREFIX}{key}"
+    check_unlocked(RunDir(out))  # before anything is printed: the error is then the only line
     progress = SilentProgress() if quiet else RichProgress()
     runner = eval_runner(raw, registry, out, root, torch_device, progress)
-    runner.preflight()  # the model loads and fits the dataset before anything is written
+    runner.preflight()  # the model loads and fits the dataset before anything is written (once: run() skips it)
+    option = logit_rescaler(registry).temperature_option
     click.echo(f"eval {model} on {dataset} ({n} test images): attacks {', '.join(raw['attacks'])}, "
-               f"T {', '.join(str(d['T']) for d in raw['defenses'].values())}, device {torch_device}, "
+               f"T {', '.join(str(d[option]) for d in raw['defenses'].values())}, device {torch_device}, "
                f"output {out}", err=True)
-    with progress:
-        frame = runner.run()
+    try:
+        with progress:
+            frame = runner.run()
+    except RunInterrupted as stop:
+        command = ["harness", "run", str(out / "suite.toml"), "--out", str(out)]
+        command += (["--device", device] if device != "auto" else []) + (["--data-dir", data_dir] if data_dir else [])
+        command += ["--quiet"] if quiet else []
+        click.echo(f"interrupted: {stop.done} of {stop.total} cells done ({stop.results}); "
+                   f"to resume, run: {shlex.join(command)}", err=True)
+        sys.exit(130)
     _print_results(frame)
     _print_reasons(frame)
     click.echo(f"results: {out / 'results.csv'}", err=True)
@@ -272,7 +288,8 @@ def data_fetch(name: str, data_dir: str | None) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--intervals", is_flag=True,
               help="One line per model x defense x attack x eps with 95 % intervals instead: Wilson over the "
-                   "images for one seed; mean, sd and t-interval over seeds for several.")
+                   "images for one seed; for several, mean, sd and the t-interval over seeds widened to at "
+                   "least the Wilson interval of the mean over the images.")
 def results(directory: Path, intervals: bool) -> None:
     """Print the results table stored in DIRECTORY (a run's --out), then the reasons behind every flag."""
     from harness.results import read_results
@@ -296,8 +313,9 @@ def _print_intervals(frame) -> None:
     if lines.empty:
         console.print("no successful cells")
         return
-    table = Table(title="accuracy (%) with 95 % intervals: Wilson over the n images for one seed; "
-                        "over several seeds, mean ± sd and the t-interval over seeds")
+    table = Table(title="accuracy (%) with 95 % intervals: Wilson over the n images for one seed; over "
+                        "several seeds, mean ± sd and the t-interval over seeds (seed variation), widened to at "
+                        "least the Wilson interval of the mean over the n images (the seeds share the images)")
     for column in ("dataset", "model", "defense", "T", "attack", "eps", "seeds", "n", "clean", "robust",
                    "robust 95 % interval", "flag"):
         table.add_column(column, justify="left" if column in ("dataset", "model", "defense", "attack", "flag")

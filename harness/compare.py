@@ -1,7 +1,9 @@
 """Paired comparisons of two models on the same test images, from the per-image outcomes a run stores
 under ``OUT/examples``: per eps and attack (worst case included), both robust accuracies, their
-difference with a paired bootstrap interval over images (seeds pooled) and an exact McNemar p-value
-(harness/stats.py). The two models may come from two runs that share the dataset and the images.
+difference with a paired bootstrap interval over images (seeds pooled) and a paired test with the image
+as the unit: exact McNemar for one seed, a sign-flip permutation test of the per-image mean difference
+for several (harness/stats.py). The two models may come from two runs that share the dataset and the
+images.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.diagnostics import WORST, pooled_outcome
+from harness.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.errors import HarnessError
-from harness.results import GRADE_COLUMNS, read_results
+from harness.results import GRADE_COLUMNS, POOLED, read_results
 from harness.rundir import RunDir
 from harness.stats import LEVEL, RESAMPLES, paired_difference
 
 CLEAN = "clean"       # the attack column of the eps = 0 line: accuracy on the unperturbed images
-POOLED = "pooled"     # defense_name of a worst case over a model's logit rescalings
 
 
 @dataclass
@@ -41,9 +42,11 @@ class Comparison:
     high: float
     only_a: int        # image x seed pairs A got right and B wrong
     only_b: int
-    p_value: float     # exact McNemar test on (only_a, only_b)
+    p_value: float     # the paired test over images named in ``test``
+    test: str          # "exact McNemar" (one seed) or "sign-flip permutation" (several; harness.stats)
     flag_a: str        # masking grades of A's rows behind the line ("meaningless", "upper bound"; any seed)
     flag_b: str
+    unpaired: str = ""  # seeds of either side left out for want of a partner ("" = none)
 
 
 COLUMNS = [f.name for f in fields(Comparison)]
@@ -59,18 +62,34 @@ class Side:
     flags: dict[tuple, set[str]] = field(default_factory=dict)  # line key -> masking grades of its rows
 
 
-def _load(directory: Path, digest: str, key: str) -> np.ndarray:
+def _load(run: RunDir, digest: str, key: str) -> np.ndarray:
     from safetensors.torch import load_file
 
-    path = RunDir(directory).cell_examples(digest)
+    path = run.cell_examples(digest)
     if not path.is_file():
-        raise HarnessError(f"{path}: per-image outcomes missing; rerun `harness run` with the same --out to "
-                           f"recompute that cell")
+        raise HarnessError(f"{path}: per-image outcomes missing; `harness run` skips a cell that has an ok row, "
+                           f"so delete the row with config_hash {digest} from {run.results} and rerun "
+                           f"`harness run` with the same --out to recompute that cell")
     return load_file(str(path))[key].numpy().astype(bool)
 
 
-def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label: str | None = None) -> Side:
-    """Model ``model``'s per-image outcomes in the run at ``directory`` (only ``defenses`` if given)."""
+def _rescalers() -> set[str]:
+    """The defense plugin names the runner pools into one worst case (harness.rundir.rescaler_defenses)."""
+    from harness.plugins import load_registry
+    from harness.rundir import rescaler_defenses
+
+    return rescaler_defenses(load_registry())
+
+
+def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label: str | None = None,
+              rescalers: set[str] | None = None) -> Side:
+    """Model ``model``'s per-image outcomes in the run at ``directory``: a clean line per defense (one
+    for the rescalings of the model, which never change a prediction), a line per attack x defense x
+    eps, and the run's worst-case lines, each pooled over the same rows as the run's worst case
+    (harness.diagnostics.pooled_members; ``rescalers``: the defense plugin names pooled, default the
+    registered ones). ``defenses``: keep only the lines through one of these defense keys (a worst
+    case pooling one of them stays; its pool is always the full one)."""
+    run = RunDir(Path(directory))
     frame = read_results(Path(directory))
     ok = frame[(frame["status"] == "ok") & (frame["model"] == model)]
     if ok.empty:
@@ -78,11 +97,13 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
         close = difflib.get_close_matches(model, models, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise HarnessError(f"{directory}: no successful rows of model '{model}' (models: {', '.join(models)}){hint}")
-    if defenses:
-        keep = ok["defense"].map(lambda d: any(part in defenses for part in d.split("+")))
-        ok = ok[keep]
-        if ok.empty:
-            raise HarnessError(f"{directory}: model '{model}' has no rows with defense {', '.join(defenses)}")
+
+    def through(defense_text: str) -> bool:
+        return any(part in defenses for part in defense_text.split("+"))
+
+    if defenses and not ok["defense"].map(through).any():
+        raise HarnessError(f"{directory}: model '{model}' has no rows with defense {', '.join(defenses)}")
+    rescalers = _rescalers() if rescalers is None else set(rescalers)
     side = Side(label or model, {}, {})
 
     def add(key, seed, outcome, defense, row=None):
@@ -94,31 +115,50 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
                 grades.add(grade)
 
     attacks, worst = ok[ok["attack"] != WORST], ok[ok["attack"] == WORST]
-    # logit rescalings of the model never change a prediction: one clean line for the defenses a
-    # worst case pooled (harness.diagnostics.worst_case_rows)
-    pools = {part: (POOLED, row.defense) for row in worst[worst["defense_name"] == POOLED].itertuples()
-             for part in row.defense.split("+")}
+    # logit rescalings of the model never change a prediction: one clean line for all of them
+    rescaled = attacks[attacks["defense_name"].isin(rescalers)]
+    pooled_text = {dataset: "+".join(sorted(set(rows["defense"]))) for dataset, rows in rescaled.groupby("dataset")}
     for (dataset, defense, seed), rows in attacks.groupby(["dataset", "defense", "seed"]):
-        pool, shown = pools.get(defense, (defense, defense))
-        add((dataset, "", 0.0, CLEAN, pool), seed, _load(directory, rows["config_hash"].iloc[0], "correct"), shown)
+        is_rescaled = rows["defense_name"].iloc[0] in rescalers
+        pool, shown = (POOLED, pooled_text[dataset]) if is_rescaled else (defense, defense)
+        add((dataset, "", 0.0, CLEAN, pool), seed, _load(run, rows["config_hash"].iloc[0], "correct"), shown)
     for row in attacks[attacks["eps"] > 0].itertuples(index=False):
         add((row.dataset, row.norm, float(row.eps), row.attack, row.defense), row.seed,
-            _load(directory, row.config_hash, "robust"), row.defense, row)
-    for row in worst.itertuples(index=False):
-        members = attacks[(attacks["dataset"] == row.dataset) & (attacks["seed"] == row.seed)
-                          & (attacks["eps"] == row.eps) & (attacks["norm"] == row.norm)
-                          & attacks["defense"].isin(row.defense.split("+"))]
-        robust = pooled_outcome(members, RunDir(directory).examples) if len(members) else None
+            _load(run, row.config_hash, "robust"), row.defense, row)  # every file a pool below reads
+    # the worst cases the run wrote, by what identifies their pool: the defenses pooled, "+"-joined
+    stored = {(r.dataset, r.seed, float(r.eps), r.norm, r.defense): r for r in worst.itertuples(index=False)}
+    for (dataset, _, seed, eps, norm, _), members in pooled_members(attacks, rescalers):
+        row = stored.get((dataset, seed, float(eps), norm, "+".join(sorted(set(members["defense"])))))
+        if row is None:
+            continue  # no worst case of the run's own here (interrupted before its end-of-run checks)
+        robust = pooled_outcome(members, run.examples)
         if robust is not None:
             pool = POOLED if row.defense_name == POOLED else row.defense
-            add((row.dataset, row.norm, float(row.eps), WORST, pool), row.seed, robust.numpy(), row.defense, row)
+            add((dataset, norm, float(eps), WORST, pool), seed, robust.numpy(), row.defense, row)
+    if defenses:  # only the lines shown are filtered: every pool above was built from all rows
+        for key in [k for k, text in side.defenses.items() if not through(text)]:
+            side.outcomes.pop(key)
+            side.defenses.pop(key)
+            side.flags.pop(key, None)
     return side
 
 
-def _pair_seeds(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> list[tuple[int, int]]:
-    """The seeds both ran, paired with themselves; with none in common (two runs), seeds in order."""
+def _pair_seeds(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> tuple[list[tuple[int, int]], list[int],
+                                                                               list[int]]:
+    """(pairs, A's seeds left out, B's seeds left out): the seeds both ran, paired with themselves;
+    with none in common (two runs), seeds paired in order, as many as the side with fewer has."""
     common = sorted(set(a) & set(b))
-    return [(s, s) for s in common] if common else list(zip(sorted(a), sorted(b)))
+    if common:
+        pairs = [(s, s) for s in common]
+    else:
+        pairs = list(zip(sorted(a), sorted(b)))
+    used_a, used_b = {x for x, _ in pairs}, {y for _, y in pairs}
+    return pairs, sorted(set(a) - used_a), sorted(set(b) - used_b)
+
+
+def _unpaired_text(a: Side, b: Side, left_a: list[int], left_b: list[int]) -> str:
+    return "; ".join(f"{side.label} seed{'s' if len(left) > 1 else ''} {', '.join(map(str, left))}"
+                     for side, left in ((a, left_a), (b, left_b)) if left)
 
 
 def compare_sides(a: Side, b: Side, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> pd.DataFrame:
@@ -128,7 +168,7 @@ def compare_sides(a: Side, b: Side, level: float = LEVEL, resamples: int = RESAM
         raise HarnessError(f"{a.label} and {b.label} share no dataset x eps x attack x defense to compare")
     lines = []
     for key in keys:
-        pairs = _pair_seeds(a.outcomes[key], b.outcomes[key])
+        pairs, left_a, left_b = _pair_seeds(a.outcomes[key], b.outcomes[key])
         x = [a.outcomes[key][s] for s, _ in pairs]
         y = [b.outcomes[key][s] for _, s in pairs]
         if len({len(v) for v in x + y}) != 1:
@@ -139,9 +179,10 @@ def compare_sides(a: Side, b: Side, level: float = LEVEL, resamples: int = RESAM
         lines.append(Comparison(dataset=dataset, norm=norm, eps=eps, attack=attack, defense=a.defenses[key],
                                 seeds=len(pairs), images=result.images, acc_a=result.acc_a, acc_b=result.acc_b,
                                 diff=result.diff, low=result.low, high=result.high, only_a=result.only_a,
-                                only_b=result.only_b, p_value=result.p_value,
+                                only_b=result.only_b, p_value=result.p_value, test=result.test,
                                 flag_a=", ".join(sorted(a.flags.get(key, ()))),
-                                flag_b=", ".join(sorted(b.flags.get(key, ())))))
+                                flag_b=", ".join(sorted(b.flags.get(key, ()))),
+                                unpaired=_unpaired_text(a, b, left_a, left_b)))
     return pd.DataFrame([asdict(line) for line in lines], columns=COLUMNS)
 
 
@@ -150,8 +191,9 @@ def compare(run: Path, model_a: str, model_b: str, against: Path | None = None, 
     """Model A of ``run`` against model B of ``against`` (default: the same run); see the module doc."""
     other = against if against is not None else run
     label_b = model_b if against is None else f"{Path(other).name}:{model_b}"
-    side_a = load_side(Path(run), model_a, defenses)
-    side_b = load_side(Path(other), model_b, defenses, label=label_b)
+    rescalers = _rescalers()
+    side_a = load_side(Path(run), model_a, defenses, rescalers=rescalers)
+    side_b = load_side(Path(other), model_b, defenses, label=label_b, rescalers=rescalers)
     if against is not None:
         datasets_a = {k[0] for k in side_a.outcomes}
         datasets_b = {k[0] for k in side_b.outcomes}

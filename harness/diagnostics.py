@@ -26,6 +26,7 @@ from typing import Iterable
 import pandas as pd
 
 from harness.results import robust_among_correct
+from harness.rundir import EXAMPLES, RunDir
 from harness.stats import mcnemar_exact, p_clause
 from harness.suite import config_hash
 
@@ -162,12 +163,22 @@ def check_large_eps(rows, examples=None):
     return findings
 
 
-def convergence_test(row, examples: Path | None) -> tuple[float, int, float] | None:
+def outcomes_file(examples: RunDir | Path, digest: str) -> Path:
+    """One cell's per-image outcomes (:meth:`harness.rundir.RunDir.cell_examples`); ``examples`` is
+    the run directory, or its ``examples`` folder."""
+    if not isinstance(examples, RunDir):
+        if Path(examples).name != EXAMPLES:
+            raise ValueError(f"{examples}: expected a run directory's '{EXAMPLES}' folder")
+        examples = RunDir(Path(examples).parent)
+    return examples.cell_examples(digest)
+
+
+def convergence_test(row, examples: RunDir | Path | None) -> tuple[float, int, float] | None:
     """(gap, images, McNemar p) of a row's attack against itself with twice the steps, from the
     per-image outcomes of both on the convergence subset; None when those were not stored."""
     if examples is None:
         return None
-    path = Path(examples) / f"{row['config_hash']}.safetensors"
+    path = outcomes_file(examples, row["config_hash"])
     if not path.is_file():
         return None
     from safetensors.torch import load_file
@@ -218,14 +229,16 @@ def check_gradients(rows, examples=None):
     return [Finding("gradients", reason, tuple(targets.index))] if len(targets) else []
 
 
-def evaluate(rows: pd.DataFrame, examples: Path | None = None) -> dict[str, list[Finding] | None]:
+def evaluate(rows: pd.DataFrame, examples: RunDir | Path | None = None) -> dict[str, list[Finding] | None]:
     """Every check on one view's ok rows: name -> its findings, or None if the grid cannot evaluate it.
-    ``examples`` (OUT/examples) holds the per-image outcomes the convergence test reads."""
+    ``examples`` (the run directory, or OUT/examples) holds the per-image outcomes the convergence
+    test reads."""
     return {name: globals()[f"check_{name}"](rows, examples) for name in CHECKS}
 
 
-def annotate(frame: pd.DataFrame, examples: Path, rescalers: set[str]) -> pd.DataFrame:
-    """The table with its check columns filled in and worst-case rows appended (old ones replaced)."""
+def annotate(frame: pd.DataFrame, examples: RunDir | Path, rescalers: set[str]) -> pd.DataFrame:
+    """The table with its check columns filled in and worst-case rows appended (old ones replaced);
+    ``examples``: the run directory, or its ``examples`` folder."""
     frame = frame[frame["attack"] != WORST].copy()
     ok = frame["status"] == "ok"
     found: dict = {}  # row label -> {check: [reasons]}
@@ -284,14 +297,14 @@ def pooled_members(ok: pd.DataFrame, rescalers: set[str]) -> Iterable[tuple[tupl
     yield from attacked.groupby(["dataset", "model", "seed", "eps", "norm", "pool"])
 
 
-def pooled_outcome(members: pd.DataFrame, examples: Path, with_correct: bool = False):
+def pooled_outcome(members: pd.DataFrame, examples: RunDir | Path, with_correct: bool = False):
     """Per image: robust only if every member attack failed on it (None: different test sets);
     ``with_correct``: (clean-correct, robust), clean-correct from the first member (every member
     pooled here saw the same model, images and predictions)."""
     import torch
     from safetensors.torch import load_file
 
-    stored = [load_file(str(Path(examples) / f"{h}.safetensors")) for h in members["config_hash"]]
+    stored = [load_file(str(outcomes_file(examples, h))) for h in members["config_hash"]]
     outcomes = [s["robust"] for s in stored]
     if len({len(o) for o in outcomes}) != 1:
         return None
@@ -299,7 +312,7 @@ def pooled_outcome(members: pd.DataFrame, examples: Path, with_correct: bool = F
     return (stored[0]["correct"].bool(), robust) if with_correct else robust
 
 
-def worst_case_rows(ok: pd.DataFrame, examples: Path, rescalers: set[str],
+def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path, rescalers: set[str],
                     found: dict[object, dict[str, list[str]]]) -> pd.DataFrame:
     """Per dataset x model x seed x eps x norm: an image counts as robust only if every attack run
     on it failed (AutoAttack's rule). Defenses that never change a prediction (rescalers, and the

@@ -1,6 +1,6 @@
 """A suite's [grid]: the union of the products of its tables' axes, minus their ``exclude`` rules,
-as :class:`harness.suite.Cell` values; every value is checked against what the suite declares, and
-every eps against the threat model of the cell's attack:
+as :class:`harness.suitecheck.Cell` values; every value is checked against what the suite
+declares, and every eps against the threat model of the cell's attack:
 
 * L∞ (``norm = "linf"``): eps in [0, 1], since images are scaled to [0, 1] (1 allows any image);
 * L2 (``norm = "l2"``): eps in [0, sqrt(d)] for images of d values (the largest L2 distance between
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.registry import Registry, did_you_mean
 from harness.resolve import describe as _describe
-from harness.suite import AXES, NO_DEFENSE, Cell, Suite, _Checker
+from harness.suitecheck import AXES, NO_DEFENSE, Cell, SuiteChecker
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.suite import Suite
 
 
 def eps_limit(norm: str, input_shape) -> float:
@@ -25,7 +28,7 @@ def eps_limit(norm: str, input_shape) -> float:
     return {"linf": 1.0, "l2": math.sqrt(size), "l1": float(size)}.get(norm, math.inf)
 
 
-def _check_budget(check: _Checker, cell: Cell, key: str, suite: Suite, registry: Registry) -> None:
+def _check_budget(check: SuiteChecker, cell: Cell, key: str, suite: Suite, registry: Registry) -> None:
     component = suite.attacks[cell.attack]
     spec = registry.attack(component.plugin, component.backend)
     info = registry.get("datasets", cell.dataset).info
@@ -37,7 +40,7 @@ def _check_budget(check: _Checker, cell: Cell, key: str, suite: Suite, registry:
                               + ("; an L∞ budget is at most 1)" if spec.norm == "linf" else ")"))
 
 
-def expand_grid(check: _Checker, grid: Any, suite: Suite, registry: Registry) -> list[Cell]:
+def expand_grid(check: SuiteChecker, grid: Any, suite: Suite, registry: Registry) -> list[Cell]:
     """The union of the products of each [grid] (or [[grid]]) table, minus its exclusions; each
     cell's eps checked against its attack's norm and its dataset's image size."""
     if grid is None:
@@ -63,7 +66,7 @@ def expand_grid(check: _Checker, grid: Any, suite: Suite, registry: Registry) ->
     return list(cells)
 
 
-def _axis(check: _Checker, table: Mapping[str, Any], axis: str, where: str, suite: Suite) -> list:
+def _axis(check: SuiteChecker, table: Mapping[str, Any], axis: str, where: str, suite: Suite) -> list:
     key = f"{where}.{axis}"
     defaults = {"dataset": list(suite.datasets), "defense": [NO_DEFENSE], "seed": [0]}
     values = table.get(axis, defaults.get(axis))
@@ -74,7 +77,7 @@ def _axis(check: _Checker, table: Mapping[str, Any], axis: str, where: str, suit
     return [_axis_value(check, axis, value, key, suite) for value in values]
 
 
-def _axis_value(check: _Checker, axis: str, value: Any, key: str, suite: Suite) -> Any:
+def _axis_value(check: SuiteChecker, axis: str, value: Any, key: str, suite: Suite) -> Any:
     if axis == "eps":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise check.fail(key, f"epsilon must be a number >= 0 (a budget in the attack's norm, images in [0, 1]), "
@@ -94,7 +97,7 @@ def _axis_value(check: _Checker, axis: str, value: Any, key: str, suite: Suite) 
     return value
 
 
-def _excludes(check: _Checker, rules: Any, axes: Mapping[str, list], where: str, suite: Suite) -> list[dict]:
+def _excludes(check: SuiteChecker, rules: Any, axes: Mapping[str, list], where: str, suite: Suite) -> list[dict]:
     if not isinstance(rules, list):
         raise check.fail(f"{where}.exclude", "expected a list of tables like { model = \"bp\", eps = 0.3 }")
     result = []

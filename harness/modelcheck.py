@@ -48,6 +48,10 @@ def check_output(module: Any, info: DataInfo, what: str) -> None:
                            f"model's last layer and that it keeps the batch dimension")
     if not out.is_floating_point():
         raise HarnessError(f"{what}: returns {out.dtype} scores, expected float logits")
+    if not bool(torch.isfinite(out).all()):
+        raise HarnessError(f"{what}: returns NaN or infinite logits for a batch of random images in [0, 1]; "
+                           f"check the weights (a diverged training saves NaN) and any division or log in "
+                           f"forward()")
 
 
 def check_images(x: Any, y: Any, info_classes: int | None = None, what: str = "data") -> None:

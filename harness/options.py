@@ -11,6 +11,11 @@ import click
 
 from harness.errors import HarnessError
 from harness.paths import user_cache
+from harness.threads import set_math_environment
+
+# The `harness` program's math settings (harness/threads.py): harness.cli imports this module before
+# any command imports torch, and plugins that add commands import it too.
+set_math_environment()
 
 
 def default_data_root() -> Path:

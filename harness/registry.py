@@ -76,7 +76,8 @@ class Registry:
             if entry.obj.rescaler and entry.obj.temperature_option:
                 return entry.obj
         raise RegistryError("no registered defense rescales the logits (a rescaler with a temperature_option); "
-                            "load one, e.g. the built-in rescale plugin")
+                            "is the plugin that provides one blocked (HARNESS_BLOCK_PLUGINS) or left out "
+                            "(HARNESS_LOAD_PLUGINS)?")
 
     def attack(self, name: str, backend: str | None) -> Attack:
         """Look an attack up by name and backend; the backend may be omitted when only one has it."""

@@ -17,6 +17,7 @@ from harness.rundir import RESULTS_FILE
 from harness.stats import accuracy_interval
 
 NAN = float("nan")
+POOLED = "pooled"  # defense_name of a worst-case row pooled over a model's logit rescalings (harness.diagnostics)
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Row:
     architecture: str     # model plugin name (e.g. "repu")
     learners: str         # training stages, e.g. "hebbian[fc1.weight,frozen] > backprop[fc2.weight]"
     defense: str          # defense key in the suite, or "none"
-    defense_name: str     # defense plugin name (e.g. the built-in logit rescaler's), or "none"
+    defense_name: str     # defense plugin name, "none", or POOLED on a worst case over a model's rescalings
     T: float              # logit temperature the attack saw (1.0 = logits untouched)
     attack: str           # attack key in the suite (e.g. "pgd-art")
     attack_name: str      # attack plugin name (e.g. "pgd")
@@ -209,11 +210,13 @@ def rows_text(rows: pd.DataFrame) -> str:
 
 
 def mean_interval(rows: pd.DataFrame, value: str = "robust_acc") -> tuple[float, float, float, float]:
-    """(mean, sd, low, high) of ``value`` over the rows of one cell's seeds: the t-interval over seeds
-    when there are several, else the row's own Wilson interval (sd nan)."""
+    """(mean, sd, low, high) of ``value`` over the rows of one cell's seeds: with several seeds the
+    t-interval over seeds widened to at least the Wilson interval of the mean over the n images
+    (harness.stats.seed_summary: seeds share the test images), else the row's own Wilson interval
+    (sd nan)."""
     from harness.stats import seed_summary
 
-    summary = seed_summary(rows[value])
+    summary = seed_summary(rows[value], n=int(rows["n"].max()))
     if summary.seeds > 1:
         return summary.mean, summary.sd, summary.low, summary.high
     return summary.mean, NAN, float(rows[f"{value}_low"].iloc[0]), float(rows[f"{value}_high"].iloc[0])
@@ -222,7 +225,8 @@ def mean_interval(rows: pd.DataFrame, value: str = "robust_acc") -> tuple[float,
 def seed_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One line per model x defense x attack x eps: clean and robust accuracy (%) with a 95 % interval.
     With one seed the interval is Wilson's over the n images (the row's own); with several, the mean
-    over seeds, its standard deviation and the t-interval over seeds (harness/stats.py)."""
+    over seeds, its standard deviation and the t-interval over seeds widened to at least the Wilson
+    interval over the n images (harness/stats.py)."""
     ok = frame[frame["status"] == "ok"]
     ok = ok.assign(T=[("" if t != t else f"{t:g}") for t in ok["T"]])
     keys = ["dataset", "model", "defense", "T", "attack", "backend", "eps"]

@@ -6,7 +6,7 @@ reporters read.
     OUT/suite.toml                           the suite as it was run
     OUT/models/KEY-seedS-HASH.safetensors    trained models, each with its KEY-seedS-HASH.json sidecar
     OUT/examples/CONFIG_HASH.safetensors     per-image outcomes of one cell (worst case, convergence test, compare)
-    OUT/.harness.lock                        the pid of the `harness run` writing the directory
+    OUT/.harness.lock                        locked by the `harness run` writing the directory (its pid@host)
 
 Every path is built here and checked to stay under ``OUT``: names that come from a suite (model
 keys) cannot point elsewhere, whatever they hold.
@@ -15,6 +15,7 @@ keys) cannot point elsewhere, whatever they hold.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import socket
@@ -104,62 +105,83 @@ class RunDir:
 
 @contextlib.contextmanager
 def run_lock(run_dir: RunDir) -> Iterator[Path]:
-    """Hold ``OUT/.harness.lock`` (``pid@host``) for the block, creating ``OUT``: a second run into
-    the same directory gets a one-line error naming the first's pid instead of doing the same work
-    and rewriting the same files. A lock whose process is gone (same host, pid not alive) is stale
-    and taken over. The lock is removed at the end of the block."""
+    """Hold ``OUT/.harness.lock`` for the block, creating ``OUT``: a second run into the same
+    directory gets a one-line error naming the first's ``pid@host`` instead of doing the same work
+    and rewriting the same files. The lock is an exclusive ``flock`` on the file, taken before its
+    text is written and held until the block ends; the kernel drops it when the process dies, so a
+    lock file left by a killed run (whatever it holds) never blocks the next. The file is removed
+    at the end of the block."""
     run_dir.root.mkdir(parents=True, exist_ok=True)
-    path, me = run_dir.lock, f"{os.getpid()}@{socket.gethostname()}"
-    for _ in range(3):
+    path = run_dir.lock
+    while True:
+        handle = _open(path, os.O_RDWR | os.O_CREAT)
         try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            check_unlocked(run_dir)
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(handle, "w") as lock:
-            lock.write(me + "\n")
-        break
-    else:
-        raise HarnessError(f"{path}: cannot take the run lock; remove the file if no `harness run` uses {run_dir.root}")
+            _lock(handle, run_dir)
+            if _same_file(handle, path):
+                break
+        except BaseException:
+            os.close(handle)
+            raise
+        os.close(handle)  # the holder removed this file between our open and our lock: open the new one
     try:
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
         yield path
     finally:
         with contextlib.suppress(OSError):
-            if path.read_text().strip() == me:
+            if _same_file(handle, path):  # still locked: whoever opened it finds it gone and opens the next
                 path.unlink()
+        os.close(handle)
 
 
 def check_unlocked(run_dir: RunDir) -> None:
-    """A one-line error when a live process holds the run directory's lock (see :func:`run_lock`)."""
-    path = run_dir.lock
-    holder = _holder(path) if path.exists() else None
-    if holder is not None:
-        raise HarnessError(f"{run_dir.root}: another `harness run` (pid {holder}) is writing this directory; "
-                           f"wait for it to finish or use another --out (if that process is gone, remove {path})")
-
-
-def _holder(path: Path) -> str | None:
-    """The ``pid@host`` holding the lock file, or None when the lock is stale (its process is gone
-    from this host, or the file is empty or unreadable garbage)."""
+    """A one-line error when another run holds the run directory's lock (see :func:`run_lock`);
+    creates nothing."""
     try:
-        text = path.read_text().strip()
+        handle = _open(run_dir.lock, os.O_RDONLY)
     except FileNotFoundError:
-        return None  # released meanwhile: try again
-    except OSError:  # unreadable: assume its writer is alive
-        return "? (the lock file is unreadable)"
-    pid_text, _, host = text.partition("@")
-    if not pid_text.isdigit():
-        return None
-    if host and host != socket.gethostname():
-        return text  # another machine's process: it cannot be checked from here
+        return  # no run has the directory (or one just finished)
     try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, another user's
-        return pid_text
-    return pid_text
+        _lock(handle, run_dir)
+    finally:
+        os.close(handle)  # closing drops a lock taken only to look
+
+
+def _open(path: Path, flags: int) -> int:
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot open the run lock ({exc.strerror or exc}); use another --out "
+                           f"or fix the permissions") from None
+
+
+def _lock(handle: int, run_dir: RunDir) -> None:
+    """An exclusive lock on ``handle``, or the one-line error naming the run that holds it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise HarnessError(f"{run_dir.root}: another `harness run` (pid {_holder(handle)}) is writing this "
+                           f"directory; wait for it to finish or use another --out") from None
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``handle`` (a finishing run removes its lock)."""
+    try:
+        now, held = os.stat(path), os.fstat(handle)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _holder(handle: int) -> str:
+    """The ``pid@host`` the holder of the lock wrote into it (it writes just after locking)."""
+    try:
+        text = os.pread(handle, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return " ".join(text.split())[:200] or "not yet written"
 
 
 def rescaler_defenses(registry: "Registry") -> set[str]:

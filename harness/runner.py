@@ -33,14 +33,16 @@ from harness.api import Executor
 from harness.atomic import replace_atomically
 from harness.cache import ModelCache
 from harness.errors import HarnessError, PluginError
+from harness.evaluation import Outcome
 from harness.progress import SilentProgress
 from harness.registry import Registry, did_you_mean
 from harness.results import Row, read_results, to_frame, write_csv
 from harness.rundir import SUITE_COPY, RunDir, rescaler_defenses, run_lock
 from harness.resolve import OptionError, resolve_options, split_pairs
 from harness.suite import Cell, Suite, config_hash
-from harness.worker import Outcome, Plan, Worker, group_cells, select_params, versions
-
+from harness.threads import set_math_environment
+from harness.training import select_params, versions
+from harness.worker import Plan, Worker, group_cells
 
 
 class RunInterrupted(Exception):
@@ -81,10 +83,12 @@ def parse_executor_options(registry: Registry, name: str, pairs: tuple[str, ...]
     try:
         given: dict[str, Any] = split_pairs(pairs, "--executor-option")
     except OptionError as exc:
-        raise HarnessError(f"{exc.message}, e.g. address=auto") from None
+        raise HarnessError(exc.message) from None
     if address is not None:
         if "address" not in spec.defaults:
-            raise HarnessError(f"--address: executor '{spec.name}' takes no address; use --executor ray")
+            takes = [n for n in registry.names("executors") if "address" in registry.get("executors", n).defaults]
+            raise HarnessError(f"--address: executor '{spec.name}' takes no address; "
+                               + (f"use --executor {' or '.join(takes)}" if takes else "no installed executor takes one"))
         given["address"] = address
     return resolve_executor(registry, name, given, text=True)[1]
 
@@ -107,6 +111,9 @@ class Runner:
     def __init__(self, suite: Suite, registry: Registry, out_dir: Path, data_root: Path, device,
                  progress=None, cache: ModelCache | None = None, executor: str | None = None,
                  executor_options: dict[str, Any] | None = None) -> None:
+        # too late for torch in this process when it is already imported (the sidecars then say so),
+        # but in place for the processes an executor starts (harness.threads)
+        set_math_environment()
         self.suite, self.registry, self.out_dir = suite, registry, Path(out_dir)
         self.progress = progress or SilentProgress()
         self.executor, self.executor_options = resolve_executor(registry, executor, executor_options)
@@ -161,13 +168,14 @@ class Runner:
         if len(todo) < len(self.suite.cells):
             self.progress.log(f"{len(self.suite.cells) - len(todo)} cell(s) already in {self.results_path}; "
                               f"running the other {len(todo)}")
-        if not todo:
-            return read_results(self.out_dir)
+        if not todo:  # a run stopped during its last cell left its rows without checks and worst cases
+            annotated = not rows or any(r["attack"] == diagnostics.WORST for r in rows)
+            return read_results(self.out_dir) if annotated else self._write(rows, annotate=True)
         # earlier failures of these cells are replaced; worst-case rows are recomputed at the end
         retry = {hashes[c] for c in todo}
         rows = [r for r in rows if r["config_hash"] not in retry and r["attack"] != diagnostics.WORST]
         try:
-            self._execute(todo, {hashes[c] for c in todo}, rows)
+            self._execute(todo, retry, rows)
         except KeyboardInterrupt:  # a second Ctrl-C (or no handler): the table holds every finished cell
             self._stop = True
         if self._stop:
@@ -247,7 +255,7 @@ class Runner:
         """Rewrite the table; at the end of a run, with the masking checks and worst-case rows."""
         frame = to_frame([Row(**r) for r in rows])
         if annotate:
-            frame = diagnostics.annotate(frame, self.run_dir.examples, rescaler_defenses(self.registry))
+            frame = diagnostics.annotate(frame, self.run_dir, rescaler_defenses(self.registry))
         write_csv(frame, self.results_path)
         return read_results(self.out_dir) if annotate else frame  # exactly what is on disk
 

@@ -6,27 +6,24 @@ The layout is documented in docs/suites.md.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from harness.errors import HarnessError, SuiteError
-from harness.registry import Registry, did_you_mean
-from harness.resolve import OptionError, check_options, coerce_option, resolve_options
+from harness.grid import expand_grid
+from harness.registry import Registry
 from harness.resolve import describe as _describe
+from harness.suitecheck import NO_DEFENSE, SAFE_NAME, Cell, SuiteChecker
 
-AXES = ("dataset", "model", "defense", "attack", "eps", "seed")
+# Cell, NO_DEFENSE and SAFE_NAME live in harness.suitecheck (shared with harness.grid) and stay importable from here
+__all__ = ["NO_DEFENSE", "SAFE_NAME", "Cell", "Component", "Stage", "Suite", "config_hash", "load_suite", "read_toml",
+           "suite_from_data"]
+
 SECTIONS = ("suite", "data", "eval", "models", "defenses", "attacks", "grid")
-NO_DEFENSE = "none"  # grid value meaning "attack the bare model"
-# Suite names and model, defense and attack keys become file and directory names (runs/NAME,
-# models/KEY-seed0-HASH.safetensors): a suite from elsewhere must not be able to name a path.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-SAFE_HINT = "use up to 100 letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
 @dataclass(frozen=True)
@@ -47,18 +44,6 @@ class Stage:
     params: tuple[str, ...]
     freeze: bool
     options: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the grid; it becomes one results row."""
-
-    dataset: str
-    model: str
-    defense: str
-    attack: str
-    eps: float
-    seed: int
 
 
 @dataclass
@@ -101,74 +86,6 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-class _Checker:
-    """Reads one suite file; every failure raises SuiteError naming file and key."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, key: str, message: str) -> SuiteError:
-        text = f"{self.path}: {key}: {message}"  # keys and values may hold line breaks: escape them
-        return SuiteError("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text))
-
-    def safe_name(self, name: Any, key: str, what: str, note: str = "") -> None:
-        if not isinstance(name, str) or not SAFE_NAME.match(name):
-            raise self.fail(key, f"unsafe {what} {name!r}{note}: it becomes a file name; {SAFE_HINT}")
-
-    def table(self, value: Any, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(key, f"expected a table, got {_describe(value)}")
-        return value
-
-    def known_keys(self, table: Mapping[str, Any], allowed, key: str) -> None:
-        for name in table:
-            if name not in allowed:
-                raise self.fail(f"{key}.{name}" if key else name,
-                                f"unknown key '{name}'{did_you_mean(name, allowed)}")
-
-    def string(self, table: Mapping[str, Any], name: str, key: str, default: Any = ...) -> Any:
-        if name not in table:
-            if default is ...:
-                near = difflib.get_close_matches(name, [str(k) for k in table], n=1, cutoff=0.6)
-                hint = f" (found '{near[0]}'; did you mean '{name}'?)" if near else ""
-                raise self.fail(f"{key}.{name}", f"missing; expected a string{hint}")
-            return default
-        value = table[name]
-        if not isinstance(value, str) or not value:
-            raise self.fail(f"{key}.{name}", f"expected a non-empty string, got {_describe(value)}")
-        return value
-
-    def positive_int(self, table: Mapping[str, Any], name: str, key: str, default: Any) -> Any:
-        value = table.get(name, default)
-        if value is default:
-            return value
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise self.fail(f"{key}.{name}", f"expected a positive integer, got {_describe(value)}")
-        return value
-
-    def options(self, table: Mapping[str, Any], spec: Any, reserved, key: str, what: str) -> dict[str, Any]:
-        """Plugin options (harness.resolve): the defaults, then the named preset's, then the suite's
-        own keys, each one of the plugin's defaults and of the same type; the plugin's check is
-        :meth:`plugin_check`'s."""
-        try:
-            return resolve_options(spec, table, what, reserved, check=False)
-        except OptionError as exc:
-            raise self.fail(f"{key}.{exc.key}" if exc.key else key, exc.message) from None
-
-    def plugin_check(self, spec: Any, options: dict[str, Any], key: str) -> None:
-        """Run the plugin's own ``check``; its ValueError("name: expectation") names the key."""
-        try:
-            check_options(spec, options)
-        except OptionError as exc:
-            raise self.fail(f"{key}.{exc.key}" if exc.key else key, exc.message) from None
-
-    def typed(self, value: Any, default: Any, key: str) -> Any:
-        try:
-            return coerce_option(value, default)
-        except ValueError as exc:
-            raise self.fail(key, str(exc)) from None
-
-
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
@@ -204,7 +121,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
 def suite_from_data(raw: dict[str, Any], path: Path, registry: Registry) -> Suite:
     """Validate and expand a parsed suite; ``path`` names it in errors (``harness eval`` builds one
     in memory)."""
-    check = _Checker(path)
+    check = SuiteChecker(path)
     check.known_keys(raw, SECTIONS, "")
     meta = check.table(raw.get("suite", {}), "suite")
     check.known_keys(meta, ("name", "description"), "suite")
@@ -237,13 +154,11 @@ def suite_from_data(raw: dict[str, Any], path: Path, registry: Registry) -> Suit
                     "" if "name" in meta else f" (from the file name '{path.name}'; set [suite] name)")
     if NO_DEFENSE in suite.defenses:
         raise check.fail(f"defenses.{NO_DEFENSE}", f"'{NO_DEFENSE}' is reserved for the bare model; rename it")
-    from harness.grid import expand_grid  # it builds Cells: imported here, after this module
-
     suite.cells = expand_grid(check, raw.get("grid"), suite, registry)
     return suite
 
 
-def _datasets(check: _Checker, registry: Registry, data: Mapping[str, Any]) -> dict[str, str]:
+def _datasets(check: SuiteChecker, registry: Registry, data: Mapping[str, Any]) -> dict[str, str]:
     """``dataset = "mnist"`` or ``dataset = ["mnist", "fashion-mnist"]``: name -> fingerprint."""
     value = data.get("dataset")
     names = value if isinstance(value, list) else [check.string(data, "dataset", "data")]
@@ -252,14 +167,14 @@ def _datasets(check: _Checker, registry: Registry, data: Mapping[str, Any]) -> d
     return {name: _lookup(check, registry, "datasets", name, "data.dataset").fingerprint for name in names}
 
 
-def _lookup(check: _Checker, registry: Registry, kind: str, name: str, key: str) -> Any:
+def _lookup(check: SuiteChecker, registry: Registry, kind: str, name: str, key: str) -> Any:
     try:
         return registry.get(kind, name)
     except HarnessError as exc:
         raise check.fail(key, str(exc)) from None
 
 
-def _models(check: _Checker, registry: Registry, raw: Mapping[str, Any]) -> dict[str, Component]:
+def _models(check: SuiteChecker, registry: Registry, raw: Mapping[str, Any]) -> dict[str, Component]:
     models = check.table(raw.get("models"), "models") if "models" in raw else None
     if not models:
         raise check.fail("models", "missing; declare at least one [models.NAME] table")
@@ -288,7 +203,7 @@ def _models(check: _Checker, registry: Registry, raw: Mapping[str, Any]) -> dict
     return result
 
 
-def _stage(check: _Checker, registry: Registry, entry: Any, where: str) -> Stage:
+def _stage(check: SuiteChecker, registry: Registry, entry: Any, where: str) -> Stage:
     entry = check.table(entry, where)
     spec = _lookup(check, registry, "learners", check.string(entry, "learner", where), f"{where}.learner")
     params = entry.get("params", ["*"])
@@ -304,7 +219,7 @@ def _stage(check: _Checker, registry: Registry, entry: Any, where: str) -> Stage
     return Stage(spec.name, tuple(params), freeze, options)
 
 
-def _components(check: _Checker, registry: Registry, raw: Mapping[str, Any], section: str,
+def _components(check: SuiteChecker, registry: Registry, raw: Mapping[str, Any], section: str,
                 field_name: str) -> dict[str, Component]:
     tables = check.table(raw.get(section, {}), section)
     result = {}

@@ -70,13 +70,6 @@ def assert_one_line_error(result, *fragments: str) -> str:
     return lines[0]
 
 
-def default_data_root() -> Path:
-    """Where suites read data: ``$HARNESS_DATA``, else the user's cache dir, as ``harness run``."""
-    from harness.options import data_root
-
-    return data_root(None)
-
-
 @pytest.fixture(scope="session")
 def harness_dataset(tmp_path_factory) -> TinyData:
     """The built-in ``digits`` dataset (1438 train / 359 test 8x8 images, 10 classes), loaded once
@@ -165,6 +158,7 @@ def run_suite(tmp_path) -> Callable[..., "pd.DataFrame"]:
             data_root: str | os.PathLike | None = None) -> "pd.DataFrame":
         import torch
 
+        from harness.options import data_root as default_root
         from harness.plugins import load_registry
         from harness.runner import Runner
         from harness.suite import load_suite
@@ -179,7 +173,7 @@ def run_suite(tmp_path) -> Callable[..., "pd.DataFrame"]:
         registry = load_registry()
         loaded = load_suite(path, registry)
         out = tmp_path / f"run-{calls}"
-        root = Path(data_root) if data_root is not None else default_data_root()
+        root = Path(data_root) if data_root is not None else default_root(None)  # as for `harness run`
         frame = Runner(loaded, registry, out, root, torch.device(device)).run()
         frame.attrs["out_dir"] = out
         return frame

@@ -104,7 +104,8 @@ class Training:
             where = f"{self.cache.weights(model_hash)} (model cache)"
         elif required:
             raise HarnessError(f"model {key} (seed {seed}, hash {model_hash}) is neither in {path.parent} nor in "
-                               f"the model cache ({self.cache.root if self.cache else 'off'})")
+                               f"the model cache ({self.cache.root if self.cache else 'off'}), where its training "
+                               f"stored it (removed since?); rerun the same command to train it again")
         else:
             return None
         return load_model(path, self.registry, self.device)[0], where

@@ -26,10 +26,11 @@ from harness.progress import SilentProgress
 from harness.registry import Registry
 from harness.rundir import RunDir
 from harness.suite import Cell, Suite
-from harness.training import Data, Training, learner_summary, select_params, versions
+from harness.threads import set_math_environment
+from harness.training import Data, Training
 
-__all__ = ["Data", "Group", "Outcome", "Plan", "Trained", "Worker", "group_cells", "learner_summary", "one_line",
-           "select_params", "versions"]
+# What executors use (harness.api.Executor); Outcome and one_line are harness.evaluation's
+__all__ = ["Group", "Outcome", "Plan", "Trained", "Worker", "group_cells", "one_line"]
 
 PLUGIN_ENV = ("HARNESS_LOAD_PLUGINS", "HARNESS_BLOCK_PLUGINS")
 
@@ -98,6 +99,7 @@ class Worker:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        set_math_environment()  # in a process an executor started, often before anything imported torch
         import torch
 
         self.__dict__.update(state)
@@ -201,9 +203,6 @@ class Worker:
         module, model_hash, message = self.training.obtain(dataset, key, seed)
         self.progress.log(message)
         return module, model_hash
-
-    def model_path(self, key: str, seed: int, model_hash: str) -> Path:
-        return self.run_dir.model(key, seed, model_hash)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugins import entry_points, load_registry
+from harness.threads import set_math_environment
+
+set_math_environment()  # as the CLI does, before anything below imports torch
+
+from harness.plugins import entry_points, load_registry  # noqa: E402
 
 OWN_PLUGINS = sorted(ep.name for ep in entry_points() if ep.dist is not None and ep.dist.name == "robustness-harness")
 

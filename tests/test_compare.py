@@ -13,7 +13,8 @@ from harness.cli import cli
 from harness.compare import CLEAN, compare
 from harness.diagnostics import WORST, annotate
 from harness.results import Row, to_frame, write_csv
-from harness.stats import mcnemar_exact
+from harness.stats import MCNEMAR, SIGN_FLIP, mcnemar_exact
+from harness.testing import assert_one_line_error
 
 N = 40
 
@@ -70,7 +71,7 @@ def test_paired_counts_difference_and_mcnemar_on_a_hand_made_run(tmp_path):
     assert list(frame["attack"]) == [CLEAN, "pgd", "pgd", WORST]
     t1 = line(frame, "pgd", "T1")
     assert (t1.acc_a, t1.acc_b, t1.only_a, t1.only_b) == (30 / N, 10 / N, 20, 0)
-    assert t1.p_value == pytest.approx(2 * 0.5 ** 20) and t1.diff == pytest.approx(0.5)
+    assert t1.p_value == pytest.approx(2 * 0.5 ** 20) and t1.diff == pytest.approx(0.5) and t1.test == MCNEMAR
     assert t1.low <= t1.diff <= t1.high and t1.low > 0.3
     t1e5 = line(frame, "pgd", "T1e5")
     assert (t1e5.only_a, t1e5.only_b) == (15, 4) and t1e5.p_value == pytest.approx(mcnemar_exact(15, 4))
@@ -85,7 +86,8 @@ def test_the_command_prints_accuracies_differences_intervals_and_p_values(tmp_pa
     run = write_run(tmp_path / "run", CELLS)
     result = invoke(run, "bio", "bp", "--resamples", "1000", "--csv", tmp_path / "cmp.csv")
     assert result.exit_code == 0, result.output
-    assert "bio vs bp" in result.output and "McNemar p" in result.output and "95 % interval" in result.output
+    assert "bio vs bp" in result.output and "95 % interval" in result.output
+    assert "exact McNemar test on the images exactly one model gets right (one seed)" in result.output
     worst = next(text for text in result.output.splitlines() if WORST in text)
     assert "50.0" in worst and "12.5" in worst and "+37.5" in worst and "15 / 0" in worst
     table = pd.read_csv(tmp_path / "cmp.csv")
@@ -97,18 +99,37 @@ def test_models_from_two_runs_pool_their_seeds(tmp_path):
     seed1 = write_run(tmp_path / "b", [("bp", "T1", "pgd", 0.1, 0, range(10)), ("bp", "T1", "pgd", 0.1, 1, range(20))])
     frame = compare(seed0, "bio", "bp", against=seed1, resamples=1000)
     pgd = line(frame, "pgd")
-    assert pgd.seeds == 2 and pgd.images == N
+    assert pgd.seeds == 2 and pgd.images == N and pgd.unpaired == ""
     assert (pgd.only_a, pgd.only_b) == (20 + 5, 0) and pgd.acc_a == pytest.approx(55 / 80)
+    # two seeds: the image is the test's unit; 20 images differ, all for bio, so no random sign pattern
+    # of the 1000 reaches the observed mean: p = 2 * 1 / 1001 (not McNemar's 2 * 0.5 ** 25 over pairs)
+    assert pgd.test == SIGN_FLIP and pgd.p_value == pytest.approx(2 / 1001)
     result = invoke(seed0, "bio", "bp", "--against", seed1, "--resamples", "500")
     assert result.exit_code == 0 and "bio vs b:bp" in result.output, result.output
+    assert "sign-flip: permutation test" in result.output
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+def test_seeds_without_a_partner_are_named_not_dropped_silently(tmp_path):
+    a = write_run(tmp_path / "a", [("bio", "T1", "pgd", 0.1, 0, range(30)), ("bio", "T1", "pgd", 0.1, 1, range(25))])
+    b = write_run(tmp_path / "b", [("bp", "T1", "pgd", 0.1, 7, range(10))])
+    pgd = line(compare(a, "bio", "bp", against=b, resamples=1000), "pgd")
+    assert pgd.seeds == 1 and pgd.unpaired == "bio seed 1" and pgd.test == MCNEMAR
+    assert (pgd.acc_a, pgd.acc_b) == (30 / N, 10 / N)  # bio's seed 0 against bp's seed 7
+    result = invoke(a, "bio", "bp", "--against", b, "--resamples", "500")
+    assert result.exit_code == 0 and "seeds left out, without a partner on the other side: bio seed 1" in \
+        result.output, result.output
+
+
+def test_a_defense_filter_keeps_the_worst_case_over_its_whole_pool(tmp_path):
+    """--defense T1 shows the lines through T1 and the worst case pooling it, still pooled over T1e5."""
+    run = write_run(tmp_path / "run", CELLS)
+    full = line(compare(run, "bio", "bp", resamples=1000), WORST)
+    for defense in ("T1", "T1e5"):
+        frame = compare(run, "bio", "bp", defenses=(defense,), resamples=1000)
+        assert set(frame["defense"]) == {defense, "T1+T1e5"}, frame
+        worst = line(frame, WORST)
+        assert worst.defense == "T1+T1e5" and (worst.acc_a, worst.acc_b) == (20 / N, 5 / N)
+        assert (worst.only_a, worst.only_b, worst.p_value) == (full.only_a, full.only_b, full.p_value)
 
 
 def test_errors_are_one_line(tmp_path):
@@ -118,6 +139,10 @@ def test_errors_are_one_line(tmp_path):
     other = write_run(tmp_path / "other", [("bp", "T1", "pgd", 0.1, 0, range(10))], n=30)
     assert_one_line_error(invoke(run, "bio", "bp", "--against", other), "different images", "test_size")
     assert_one_line_error(invoke(run, "bio", "bp", "--defense", "T9"), "no rows with defense T9")
+    digest = row("bp", "T1", "pgd", 0.1, 10).config_hash
+    (run / "examples" / f"{digest}.safetensors").unlink()  # an ok row whose outcomes are gone
+    assert_one_line_error(invoke(run, "bio", "bp"), "per-image outcomes missing",
+                          f"delete the row with config_hash {digest}")
 
 
 def test_help():

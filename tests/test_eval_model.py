@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ from harness.errors import HarnessError
 from harness.plugins import load_registry
 from harness.results import read_results
 from harness.suite import config_hash, load_suite
+from harness.testing import assert_one_line_error
 from harness.tomlwrite import to_toml
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -101,14 +103,6 @@ def load_net(model_dir):
 def runner(mnist_root, monkeypatch):
     monkeypatch.setenv("HARNESS_DATA", str(mnist_root))
     return CliRunner()
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def test_harness_eval_of_a_factory_model_gives_its_own_clean_accuracy_and_autoattack_rows(
@@ -197,6 +191,12 @@ def test_a_suite_puts_an_external_model_on_the_grid(model_dir, mnist_small, mnis
     after = load_suite(path, registry)
     assert config_hash(before.cell_config(before.cells[0])) != config_hash(after.cell_config(after.cells[0]))
 
+    # ... and so is the factory's own source file: edited code, other cells
+    factory = model_dir / "tinynet.py"
+    factory.write_text(factory.read_text() + "\n# edited\n")
+    edited = load_suite(path, registry)
+    assert config_hash(after.cell_config(after.cells[0])) != config_hash(edited.cell_config(edited.cells[0]))
+
 
 def test_a_torchscript_model_is_evaluated(model_dir, mnist_small, runner, tmp_path):
     net = load_net(model_dir)
@@ -259,7 +259,7 @@ def test_bad_models_are_one_line_errors(model_dir, runner, tmp_path, arguments, 
         arguments += ["--eps", "0.1"]
     result = runner.invoke(cli, ["eval", *arguments, "--n", "5", "--device", "cpu", "--quiet",
                                  "--out", str(tmp_path / "never")])
-    one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert not (tmp_path / "never" / "results.csv").exists()
 
 
@@ -284,3 +284,171 @@ def test_an_external_model_needs_one_source(write_suite, registry):
     with pytest.raises(SuiteError, match=r"models\.mine\.torchscript: set exactly one of factory"):
         load_suite(path, registry, ['models.mine.factory="m:build"', 'models.mine.weights="w.safetensors"',
                                     'models.mine.torchscript="m.pt"'])
+
+
+def test_an_interrupted_eval_prints_how_to_resume_it(model_dir, runner, tmp_path, monkeypatch):
+    from harness.runner import Runner, RunInterrupted
+
+    def interrupted(self):
+        raise RunInterrupted(1, 4, self.results_path)
+
+    monkeypatch.setattr(Runner, "run", interrupted)
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["eval", "tinynet:build", "--weights", str(model_dir / "tinynet.safetensors"),
+                                 "--attacks", "fgsm", "--eps", "0.1", "--n", "5", "--out", str(out), "--device",
+                                 "cpu", "--quiet"])
+    assert result.exit_code == 130 and "Traceback" not in result.output, result.output
+    assert "interrupted: 1 of 4 cells done" in result.output
+    assert f"to resume, run: harness run {out / 'suite.toml'} --out {out} --device cpu --quiet" in result.output
+
+
+def test_eval_checks_the_run_lock_and_builds_the_model_once(model_dir, runner, tmp_path, monkeypatch):
+    from harness.evaluation_api import eval_runner
+    from harness.evaluation_suite import eval_suite, model_table
+    from harness.rundir import RunDir, run_lock
+    from harness.runner import Runner
+
+    out = tmp_path / "locked"
+    with run_lock(RunDir(out)):
+        result = runner.invoke(cli, ["eval", "tinynet:build", "--weights", str(model_dir / "tinynet.safetensors"),
+                                     "--attacks", "fgsm", "--eps", "0.1", "--n", "5", "--out", str(out),
+                                     "--device", "cpu", "--quiet"])
+    assert_one_line_error(result, "another `harness run`")
+
+    builds = []
+    monkeypatch.setattr(Runner, "preflight", lambda self: builds.append(self))
+    registry = load_registry()
+    key, table = model_table("tinynet:build", str(model_dir / "tinynet.safetensors"))
+    raw = eval_suite(key, table, registry, attacks="fgsm", n=5)
+    evaluation = eval_runner(raw, registry, tmp_path / "once", tmp_path, torch.device("cpu"))
+    evaluation.preflight()
+    evaluation.preflight()  # what Runner.run does after harness eval's own call
+    assert len(builds) == 1
+
+
+def test_eval_without_a_default_executor_says_so_without_naming_an_option_it_lacks(model_dir, runner, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "local")
+    result = runner.invoke(cli, ["eval", "tinynet:build", "--weights", str(model_dir / "tinynet.safetensors"),
+                                 "--attacks", "fgsm", "--eps", "0.1", "--n", "5", "--out", str(tmp_path / "x"),
+                                 "--device", "cpu", "--quiet"])
+    line = assert_one_line_error(result, "harness eval runs its cells on the default executor",
+                                 "no registered executor (ray) declares itself the default")
+    assert "pass --executor" not in line
+
+
+def test_temperature_keys_come_from_the_number_and_repeat_nothing(registry):
+    from harness.evaluation_suite import defense_tables
+
+    tables = defense_tables("auto,1,10,100,1e5,1e+16,0.5,2.5e-7", registry)
+    assert list(tables) == ["Tauto", "T1", "T10", "T1e2", "T1e5", "T1e16", "T0p5", "T2p5e-7"]
+    assert tables["T1e16"]["T"] == 1e16 and tables["Tauto"]["T"] == "auto"
+    for given, fragment in [("1e5,100000", "--T 100000: T = 100000.0 is already given"),
+                            ("auto,auto", "--T auto: T = auto is already given"),
+                            ("-1", "--T -1: expected auto or a positive number"),
+                            ("inf", "--T inf: expected auto or a positive number")]:
+        with pytest.raises(HarnessError, match=re.escape(fragment)):
+            defense_tables(given, registry)
+
+
+def test_model_keys_leave_room_for_the_suite_name(tmp_path):
+    from harness.evaluation_suite import SUITE_PREFIX, model_table
+    from harness.suite import SAFE_NAME
+
+    path = tmp_path / ("m" * 120 + ".pt")
+    path.write_bytes(b"")
+    key, _ = model_table(str(path))
+    assert SAFE_NAME.match(key) and SAFE_NAME.match(f"{SUITE_PREFIX}{key}") and key == "m" * 95
+
+
+def test_attack_names_sets_classes_and_large_budgets_come_from_the_records(registry):
+    from harness.api import Attack
+    from harness.diagnostics import LARGE_EPS
+    from harness.evaluation_api import _plugin
+    from harness.evaluation_suite import attack_tables, eval_suite
+    from harness.plugins import temporary_plugin
+
+    with pytest.raises(HarnessError, match=re.escape("--attacks cw: several backends (art, torchattacks); write "
+                                                     "cw@art")):
+        attack_tables("cw", registry, 10)
+    with pytest.raises(HarnessError, match=re.escape("--attacks cw@nowhere: attack 'cw' has no backend 'nowhere'")):
+        attack_tables("cw@nowhere", registry, 10)
+    assert attack_tables("cw@art", registry, 10) == {"cw-art": {"attack": "cw", "backend": "art"}}
+    assert attack_tables("pgd", registry, 10)["pgd"]["backend"] == "torchattacks"  # the one that declares sets
+    assert attack_tables("autoattack@torchattacks", registry, 7)["autoattack-torchattacks"]["n_classes"] == 7
+
+    # a third-party attack whose class count is in an option of its own name
+    record = Attack(name="targeted", backend="docs", build=lambda model, eps, options: None,
+                    defaults={"targets": 10}, classes_option="targets")
+    with temporary_plugin(_plugin("targets-test", "harness_register_attacks", record)):
+        assert attack_tables("targeted", load_registry(), 4)["targeted"]["targets"] == 4
+
+    raw = eval_suite("m", {"model": "external", "torchscript": "m.pt"}, registry, eps="0.1",
+                     attacks="pgd,pgd-l2", n=10)
+    large = {grid["eps"][0]: grid["attack"] for grid in raw["grid"][1:]}
+    assert large == {LARGE_EPS["linf"]: ["pgd"], LARGE_EPS["l2"]: ["pgd-l2"]}
+
+
+def test_an_in_memory_module_is_identified_by_its_code_too(tmp_path, monkeypatch):
+    import importlib.util
+
+    from torch import nn
+
+    from harness.evaluation_api import module_fingerprint
+
+    def load(folder, body):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "netmod.py"
+        path.write_text(f"from torch import nn\n\n\nclass Net(nn.Linear):\n    def forward(self, x):\n"
+                        f"        return {body}\n")
+        spec = importlib.util.spec_from_file_location("netmod", path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "netmod", module)
+        spec.loader.exec_module(module)
+        net = module.Net(4, 3)
+        with torch.no_grad():
+            net.weight.fill_(0.5)
+            net.bias.zero_()
+        return module_fingerprint(net)
+
+    # same class name, module and weights; only forward() differs
+    assert load("a", "super().forward(x)") != load("b", "2 * super().forward(x)")
+    linear = nn.Linear(4, 3)
+    relu, tanh = nn.Sequential(linear, nn.ReLU()), nn.Sequential(linear, nn.Tanh())
+    assert relu.state_dict().keys() == tanh.state_dict().keys()
+    assert module_fingerprint(relu) != module_fingerprint(tanh)
+    assert module_fingerprint(nn.LeakyReLU(0.1)) != module_fingerprint(nn.LeakyReLU(0.2))  # settings, no weights
+    assert module_fingerprint(relu) == module_fingerprint(relu)
+
+
+def test_data_takes_its_class_count_from_the_model_not_the_labels():
+    from torch import nn
+
+    from harness.evaluation_api import _data_plugin, _output_width
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])  # only 3 of the 10 classes present
+    assert _output_width(net, (x, y)) == 10 and net.training  # on a copy: the caller's module is untouched
+    records = []
+    _, plugin = _data_plugin((x, y), 10, "data-test")
+    plugin.harness_register_datasets(records.append)
+    assert records[0].info.num_classes == 10
+    with pytest.raises(HarnessError, match=re.escape("data: labels span [0, 2], expected 0 to 1")):
+        _data_plugin((x, y), 2, "data-test")
+    with pytest.raises(HarnessError, match="num_classes 1: expected the number of classes"):
+        _data_plugin((x, y), 1, "data-test")
+
+
+def test_nan_logits_are_a_one_line_error():
+    from torch import nn
+
+    from harness.api import DataInfo
+    from harness.modelcheck import check_output
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            return torch.full((len(x), 10), float("nan"))
+
+    info = DataInfo(input_shape=(1, 4, 4), num_classes=10, mean=0.5, std=0.25)
+    with pytest.raises(HarnessError, match="model Broken: returns NaN or infinite logits"):
+        check_output(Broken().eval(), info, "model Broken")

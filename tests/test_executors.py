@@ -156,6 +156,8 @@ def test_the_ray_executor_gives_the_local_table(local_table, suite_file, tmp_pat
         by_local = load_file(ModelCache(tmp_path / "c1").weights(model_hash))
         assert by_ray.keys() == by_local.keys() and all(torch.equal(by_ray[k], by_local[k]) for k in by_ray)
         assert len(list((out / "models").glob(f"bp-seed*-{model_hash}.json"))) == 1  # OUT/models too
+    for sidecar in (out / "models").glob("*.json"):  # Ray's task processes set the math settings before torch
+        assert json.loads(sidecar.read_text())["math"]["before_torch"] is True
     assert json.loads((out / "run.json").read_text())["runs"][-1]["executor"] == "ray"
 
 

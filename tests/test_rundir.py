@@ -4,21 +4,28 @@ digits (8x8 images, nothing downloaded) and a tiny model, so each takes seconds.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import tomli_w
+import torch
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli import cli
+from harness.diagnostics import WORST
 from harness.errors import HarnessError, SuiteError
 from harness.plugins import load_registry
-from harness.rundir import LOCK_FILE, RunDir, run_lock
+from harness.results import TIMING_COLUMNS, read_results
+from harness.rundir import LOCK_FILE, RunDir, check_unlocked, run_lock
+from harness.runner import Runner, RunInterrupted
 from harness.suite import SAFE_NAME, load_suite
 from harness.testing import assert_one_line_error
 
@@ -162,33 +169,111 @@ def test_excluded_cells_are_not_budget_checked(tmp_path, registry):
 
 
 # -- one run at a time -------------------------------------------------------------------------
-def finished_pid() -> int:
-    """The pid of a process that has exited (and been reaped): a stale lock's."""
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
-    return int(done.stdout)
+LOCKER = """
+import pathlib, sys, time
+from harness.errors import HarnessError
+from harness.rundir import RunDir, run_lock
+
+out, go, release = map(pathlib.Path, sys.argv[1:4])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.005)
+try:
+    with run_lock(RunDir(out)):
+        print("got", flush=True)
+        while not release.exists():
+            time.sleep(0.01)
+except HarnessError as exc:
+    print("refused", exc, flush=True)
+"""
+
+
+def start_lockers(tmp_path: Path, out: Path, count: int) -> tuple[list[subprocess.Popen], Path]:
+    """``count`` processes that each try to take ``out``'s run lock at the same moment; each prints
+    "got" (then holds the lock until the returned release file exists) or "refused <error>"."""
+    go, release = tmp_path / "go", tmp_path / "release"
+    procs = [subprocess.Popen([sys.executable, "-c", LOCKER, str(out), str(go), str(release)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready"] * count
+    go.touch()
+    return procs, release
+
+
+def finish(procs: list[subprocess.Popen], release: Path) -> None:
+    release.touch()
+    for proc in procs:
+        proc.wait(timeout=60)
+
+
+def test_processes_racing_for_one_directory_get_one_lock(tmp_path):
+    out = tmp_path / "out"
+    procs, release = start_lockers(tmp_path, out, 4)
+    try:
+        answers = {proc.pid: proc.stdout.readline().strip() for proc in procs}  # each holds or gave up
+        winners = [pid for pid, answer in answers.items() if answer == "got"]
+        assert len(winners) == 1, answers
+        for pid, answer in answers.items():
+            if pid != winners[0]:  # the winner's pid, or nothing yet if it had not written it
+                assert answer.startswith(f"refused {out}: another `harness run` (pid "), answer
+                assert f"(pid {winners[0]}@" in answer or "(pid not yet written)" in answer, answer
+        assert (out / LOCK_FILE).read_text().startswith(f"{winners[0]}@")
+    finally:
+        finish(procs, release)
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_a_lock_taken_but_not_yet_written_is_held(tmp_path):
+    """The moment between taking the lock and writing the pid into it: the file is empty, and the
+    lock is still the holder's."""
+    run_dir = RunDir(tmp_path / "out")
+    run_dir.root.mkdir()
+    handle = os.open(run_dir.lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(HarnessError, match=r"another `harness run` \(pid not yet written\)"):
+            with run_lock(run_dir):
+                pass
+        with pytest.raises(HarnessError, match="another `harness run`"):
+            check_unlocked(run_dir)
+    finally:
+        os.close(handle)
+    assert run_dir.lock.read_text() == ""  # the refused run left the holder's file alone
 
 
 def test_a_second_run_into_the_same_out_refuses_naming_the_first(tmp_path, data_dir):
     out = tmp_path / "out"
-    out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    procs, release = start_lockers(tmp_path, out, 1)
     try:
-        (out / LOCK_FILE).write_text(f"{holder.pid}\n")
+        assert procs[0].stdout.readline().strip() == "got"
         suite = write(tmp_path, suite_doc())
         result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out), "--data-dir", data_dir, "--quiet",
                                           "--no-cache"])
-        assert_one_line_error(result, str(out), f"another `harness run` (pid {holder.pid})", "another --out")
+        assert_one_line_error(result, str(out), f"another `harness run` (pid {procs[0].pid}@{socket.gethostname()})",
+                              "another --out")
         assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing else written
     finally:
-        holder.kill()
-        holder.wait()
+        finish(procs, release)
 
 
-def test_a_stale_lock_is_taken_over_and_the_lock_removed_after(tmp_path, data_dir):
+def test_a_killed_runs_lock_is_released_with_its_process(tmp_path):
+    out = tmp_path / "out"
+    procs, release = start_lockers(tmp_path, out, 1)
+    try:
+        assert procs[0].stdout.readline().strip() == "got"
+        procs[0].kill()
+        procs[0].wait()
+        assert (out / LOCK_FILE).read_text().startswith(f"{procs[0].pid}@")  # left behind by the killed run
+        check_unlocked(RunDir(out))
+        with run_lock(RunDir(out)) as path:
+            assert path.read_text() == f"{os.getpid()}@{socket.gethostname()}\n"
+    finally:
+        finish(procs, release)
+
+
+def test_a_lock_file_left_behind_is_no_obstacle_and_removed_after(tmp_path, data_dir):
     out = tmp_path / "out"
     out.mkdir()
-    (out / LOCK_FILE).write_text(f"{finished_pid()}\n")
+    (out / LOCK_FILE).write_text("12345@elsewhere\n")  # a killed run's file: nobody holds its lock
     suite = write(tmp_path, suite_doc(eps=(0.1,)))
     result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out), "--data-dir", data_dir, "--quiet",
                                       "--no-cache"])
@@ -199,9 +284,50 @@ def test_a_stale_lock_is_taken_over_and_the_lock_removed_after(tmp_path, data_di
 def test_the_lock_holds_this_pid_and_refuses_a_second_holder(tmp_path):
     run_dir = RunDir(tmp_path / "out")
     with run_lock(run_dir) as path:
-        assert path.read_text().split("@")[0] == str(os.getpid())
-        with pytest.raises(HarnessError, match=f"pid {os.getpid()}"):
+        assert path.read_text() == f"{os.getpid()}@{socket.gethostname()}\n"
+        with pytest.raises(HarnessError, match=f"pid {os.getpid()}@"):
             with run_lock(run_dir):
                 pass
         assert path.exists()  # the refused second holder did not remove the first's lock
     assert not path.exists()
+    check_unlocked(run_dir)
+    assert not path.exists()  # checking creates nothing
+
+
+# -- the end of a run --------------------------------------------------------------------------
+def test_a_run_stopped_during_its_last_cell_gets_its_checks_on_rerun(tmp_path, data_dir, registry, monkeypatch):
+    """Ctrl-C while the last cell runs: that cell finishes and is recorded, the run stops before its
+    masking checks and worst-case rows; rerunning, with no cell left to run, adds them."""
+    suite = load_suite(write(tmp_path, suite_doc(eps=(0.0, 0.1))), registry)
+    record = Runner._record
+
+    def record_then_stop(self, outcome, expected, rows):
+        record(self, outcome, expected, rows)
+        if not expected:
+            self._stop = True
+    monkeypatch.setattr(Runner, "_record", record_then_stop)
+    out = tmp_path / "out"
+    with pytest.raises(RunInterrupted) as info:
+        Runner(suite, registry, out, Path(data_dir), torch.device("cpu")).run()
+    assert info.value.done == info.value.total == 4
+    assert WORST not in set(read_results(out)["attack"])
+    monkeypatch.setattr(Runner, "_record", record)
+
+    resumed = Runner(suite, registry, out, Path(data_dir), torch.device("cpu")).run()
+    whole = Runner(suite, registry, tmp_path / "whole", Path(data_dir), torch.device("cpu")).run()
+    assert (resumed["attack"] == WORST).sum() == 1  # eps 0.1: the bare model and its rescaling pooled
+    assert resumed["checks_skipped"].str.contains("large_eps").all()  # the checks ran
+    pd.testing.assert_frame_equal(resumed.drop(columns=TIMING_COLUMNS), whole.drop(columns=TIMING_COLUMNS))
+    assert read_results(out).equals(resumed)
+
+
+def test_outcome_files_are_built_by_the_run_directory(tmp_path):
+    from harness.diagnostics import outcomes_file
+
+    run_dir = RunDir(tmp_path / "out")
+    assert outcomes_file(run_dir, "0123456789ab") == outcomes_file(run_dir.examples, "0123456789ab") \
+        == (run_dir.examples / "0123456789ab.safetensors").resolve()
+    with pytest.raises(HarnessError, match="outside"):
+        outcomes_file(run_dir, "../../evil")  # a config_hash from an edited results.csv
+    with pytest.raises(ValueError, match="examples"):
+        outcomes_file(tmp_path / "out" / "models", "0123456789ab")

@@ -48,6 +48,22 @@ def test_seed_summary_is_the_student_t_interval():
     assert stats.seed_summary([0.3, 0.3]).low == 0.3  # no spread, no width
 
 
+def test_seed_summary_with_n_is_never_narrower_than_wilson_over_the_images():
+    # seeds that agree: the t-interval has no width; the images still leave Wilson's
+    assert (stats.seed_summary([0.3, 0.3], n=200).low, stats.seed_summary([0.3, 0.3], n=200).high) == \
+        pytest.approx(stats.proportion_interval(60, 200))
+    # seeds close together: t half-width 4.302653 * 0.01 / sqrt(3) = 0.0248 < Wilson's ~0.030 at 610/1000
+    close = stats.seed_summary([0.60, 0.61, 0.62], n=1000)
+    assert (close.low, close.high) == pytest.approx(stats.proportion_interval(610, 1000))
+    assert close.sd == pytest.approx(0.01)
+    # seeds far apart: the t-interval is the wider one and stays as it is
+    wide, bare = stats.seed_summary([0.5, 0.6, 0.7], n=200), stats.seed_summary([0.5, 0.6, 0.7])
+    assert (wide.low, wide.high) == (bare.low, bare.high)
+    # one seed: Wilson's interval of that accuracy
+    one = stats.seed_summary([0.4], n=50)
+    assert (one.low, one.high) == pytest.approx(stats.proportion_interval(20, 50)) and math.isnan(one.sd)
+
+
 def test_paired_difference_counts_discordant_pairs_and_brackets_the_difference():
     rng = np.random.default_rng(1)
     a = rng.random((2, 400)) < 0.7
@@ -57,11 +73,45 @@ def test_paired_difference_counts_discordant_pairs_and_brackets_the_difference()
     assert result.only_b == 0 and result.only_a == int((a & ~b).sum())
     assert result.diff == pytest.approx(a.mean() - b.mean())
     assert result.low <= result.diff <= result.high and result.low > 0
-    assert result.p_value == pytest.approx(stats.mcnemar_exact(result.only_a, 0)) and result.p_value < 1e-6
+    # two seeds: the sign-flip test over images; every image that differs favours A, so no random sign
+    # pattern reaches the observed mean: p = 2 * (0 + 1) / (2000 + 1), its smallest value
+    assert result.test == stats.SIGN_FLIP and result.p_value == pytest.approx(2 / 2001)
+    assert stats.paired_difference(a, b, resamples=2000).p_value == result.p_value  # seeded
     same = stats.paired_difference(a[0], a[0])
-    assert (same.diff, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert (same.diff, same.low, same.high, same.p_value, same.test) == (0.0, 0.0, 0.0, 1.0, stats.MCNEMAR)
     with pytest.raises(ValueError, match="pair up"):
         stats.paired_difference(a, b[:, :10])
+
+
+def test_one_seed_gets_the_exact_mcnemar_test():
+    # 5 images only A gets right, 1 only B, 4 both: p = 2 * P(Bin(6, 1/2) <= 1) = 2 * 7 / 64
+    a = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 1])
+    b = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    result = stats.paired_difference(a, b)
+    assert result.test == stats.MCNEMAR and (result.only_a, result.only_b) == (5, 1)
+    assert result.p_value == pytest.approx(14 / 64, rel=1e-12)
+
+
+def test_several_seeds_get_the_sign_flip_test_over_images_by_hand():
+    # per-image A - B averaged over two seeds: 1, 0.5, 0.5, -0.5 and 0 for the rest. Of the 16 sign
+    # patterns of the four that differ, 8 give |mean| >= the observed one (s0 + (s1 + s2 + s3) / 2 >= 1.5
+    # needs s0 = +1 and s1 + s2 + s3 >= 1: 4 patterns; and their mirror images): p = 8 / 16, exact
+    a = np.array([[1, 1, 1, 0, 1, 0], [1, 0, 1, 0, 1, 0]])
+    b = np.array([[0, 0, 0, 1, 1, 0], [0, 0, 1, 0, 1, 0]])
+    result = stats.paired_difference(a, b)
+    assert result.test == stats.SIGN_FLIP and result.p_value == pytest.approx(0.5, rel=1e-12)
+    # the image x seed pairs (4 only A, 1 only B) taken as independent would give McNemar's 12 / 32
+    assert (result.only_a, result.only_b) == (4, 1) and stats.mcnemar_exact(4, 1) == pytest.approx(12 / 32)
+
+
+def test_a_repeated_seed_adds_no_evidence_to_the_p_value():
+    """Two seeds that agree on every image give the p-value of one, not that of twice the pairs."""
+    a = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 1])
+    b = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    one = stats.paired_difference(a, b)
+    two = stats.paired_difference(np.stack([a, a]), np.stack([b, b]))
+    assert two.test == stats.SIGN_FLIP and two.p_value == pytest.approx(one.p_value, rel=1e-12)
+    assert stats.mcnemar_exact(10, 2) < one.p_value / 5  # what counting the pairs would claim
 
 
 def test_paired_bootstrap_resamples_images_not_image_seed_pairs():
@@ -106,11 +156,15 @@ def test_seed_table_uses_the_t_interval_over_seeds_and_wilson_for_one(tmp_path):
                 "robust_acc": robust, "zero_grad_share": 0.0, "nonfinite_grad_share": 0.0,
                 "converged_gap": float("nan"), "seconds": 1.0, "status": "ok", "unreliable": False}
 
-    rows = [cell(0, 0.50), cell(1, 0.60), cell(2, 0.70), cell(0, 81 / 200, attack="fgsm")]
+    rows = [cell(0, 0.50), cell(1, 0.60), cell(2, 0.70), cell(0, 81 / 200, attack="fgsm"),
+            cell(0, 0.30, attack="fab"), cell(1, 0.30, attack="fab")]
     write_csv(pd.DataFrame(rows, columns=COLUMNS), tmp_path / "results.csv")
     table = seed_table(read_results(tmp_path)).set_index("attack")
-    several, one = table.loc["pgd"], table.loc["fgsm"]
-    expected = stats.seed_summary([0.5, 0.6, 0.7])
+    several, one, agreeing = table.loc["pgd"], table.loc["fgsm"], table.loc["fab"]
+    # seeds that agree share the test images: the interval is Wilson's over them, not zero wide
+    assert (agreeing["robust_acc_low"], agreeing["robust_acc_high"]) == pytest.approx(
+        [100 * v for v in stats.proportion_interval(60, 200)])
+    expected = stats.seed_summary([0.5, 0.6, 0.7], n=200)
     assert several["seeds"] == 3 and several["robust_acc"] == pytest.approx(60.0)
     assert several["robust_acc_sd"] == pytest.approx(100 * expected.sd)
     assert (several["robust_acc_low"], several["robust_acc_high"]) == pytest.approx((100 * expected.low,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -20,7 +22,8 @@ from harness.results import TIMING_COLUMNS
 from harness.runner import Runner
 from harness.suite import load_suite
 from harness.testing import assert_one_line_error
-from harness.threads import ENV, MATH_ENV, choose_threads, usable_cores, use_threads
+from harness import threads
+from harness.threads import ENV, MATH_ENV, choose_threads, set_math_environment, usable_cores, use_threads
 
 
 def test_explicit_then_environment_then_cores(monkeypatch):
@@ -54,9 +57,58 @@ def test_a_bad_thread_setting_is_one_line(monkeypatch, tiny_suite, tmp_path, val
     assert not out.exists()
 
 
-def test_the_math_environment_is_set_before_torch():
-    # harness/__init__.py sets it; torch's MKL reads MKL_CBWR once, when it starts
-    assert all(os.environ.get(name) for name in MATH_ENV)
+def test_a_lower_count_chosen_once_does_not_stick(monkeypatch):
+    """A run with threads=1 lowers torch's count; a later run in the same process that leaves the
+    choice to the cores gets them again, not the 1 the earlier run left behind."""
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_initial_threads", None)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert use_threads() == 2 and use_threads(1) == 1 and torch.get_num_threads() == 1
+        assert use_threads() == 2 and torch.get_num_threads() == 2
+        torch.set_num_threads(1)  # a caller's own lower count, before harness first set one: kept
+        monkeypatch.setattr(threads, "_initial_threads", None)
+        assert use_threads() == 1 and use_threads(2) == 2 and use_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def python(program: str, **env: str) -> list[str]:
+    """The lines a fresh Python prints, its environment without the math settings (plus ``env``)."""
+    clean = {k: v for k, v in os.environ.items() if k not in MATH_ENV} | env
+    done = subprocess.run([sys.executable, "-c", program], env=clean, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.split()
+
+
+def test_the_harness_program_sets_the_math_environment_before_torch():
+    """Importing the package (also as another project's pytest plugin) sets nothing; the `harness`
+    program sets the settings before any command imports torch, and a model's sidecar says so."""
+    assert python("""
+import os, sys
+import harness, harness.testing, harness.runner, harness.suite
+from harness.threads import MATH_ENV
+print(any(name in os.environ for name in MATH_ENV))
+import harness.cli
+print("torch" in sys.modules, {name: os.environ[name] for name in MATH_ENV} == MATH_ENV)
+import torch
+from harness.threads import math_settings
+print(math_settings()["before_torch"])
+""") == ["False", "False", "True", "True"]
+
+
+def test_settings_made_after_torch_started_are_recorded_as_such():
+    """A program that imported torch first (e.g. before calling harness.eval_model): the settings go
+    into the environment for the processes an executor starts, the user's own value is kept, and a
+    sidecar does not claim torch computed with them."""
+    assert python("""
+import os
+import torch
+from harness.threads import math_settings, set_math_environment
+print(set_math_environment(), math_settings()["before_torch"], os.environ["MKL_CBWR"], os.environ["OMP_WAIT_POLICY"])
+""", OMP_WAIT_POLICY="ACTIVE") == ["False", "False", "AUTO,STRICT", "ACTIVE"]
 
 
 def test_training_gives_the_same_model_with_1_and_2_threads(tiny_suite, tmp_path, mnist_root):
@@ -76,7 +128,7 @@ def test_training_gives_the_same_model_with_1_and_2_threads(tiny_suite, tmp_path
             weights[threads] = {path.name: load_file(path) for path in sorted((out / "models").glob("*.safetensors"))}
             for sidecar in (out / "models").glob("*.json"):  # how each model was computed is on record
                 assert json.loads(sidecar.read_text())["math"] == {"threads": threads, **{
-                    name: os.environ[name] for name in MATH_ENV}}
+                    name: os.environ[name] for name in MATH_ENV}, "before_torch": set_math_environment()}
     finally:
         use_threads(before)
     assert len(weights[1]) == 2 and weights[1].keys() == weights[2].keys()

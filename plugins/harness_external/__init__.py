@@ -12,7 +12,9 @@ Exactly one source, with paths relative to the directory ``harness`` runs in:
 The model must take [N, *input_shape] images in [0, 1] (normalisation inside the model) and return
 [N, classes] logits; the suite loader checks all this when it builds the model, with one line per
 problem. The model is ``pretrained``: a suite gives it no learner stages (stages may still fine-tune
-it), and the sha256 of the files it reads is part of its hash, so changed weights are a new model.
+it), and the sha256 of the files it reads is part of its hash: the weights (or the TorchScript or
+saved file) and a factory's own source file, so changed weights or a changed factory are a new model
+(a change only in a module the factory imports is not seen).
 ``harness eval`` writes such a suite for you (harness/evaluation_api.py).
 """
 

@@ -25,9 +25,12 @@ SHOWN = 4  # names listed when weights do not match the model
 # -- identity ------------------------------------------------------------------------------------
 
 def files(options: dict) -> list[tuple[str, Path]]:
-    """(option, path) of every file the model is read from."""
+    """(option, path) of every file the model is read from: for a factory, its weights and the
+    factory's own source file (not the files that one imports)."""
     if options["factory"]:
-        return [("weights", Path(options["weights"]).expanduser())]
+        weights = [("weights", Path(options["weights"]).expanduser())]
+        source = factory_source(options["factory"])
+        return weights + ([("factory", source)] if source is not None else [])
     if options["torchscript"]:
         return [("torchscript", Path(options["torchscript"]).expanduser())]
     saved = Path(options["saved"]).expanduser()
@@ -49,6 +52,25 @@ def content_hash(options: dict) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return f"sha256:{digest.hexdigest()}"
+
+
+def factory_source(text: str) -> Path | None:
+    """The file that defines ``path/to/file.py:function`` or ``package.module:function``, found without
+    running the module; None when a module name leads to no source file (then building the model
+    names the problem)."""
+    location = text.rpartition(":")[0]
+    if _is_path(location):
+        return Path(location).expanduser()
+    try:
+        spec = importlib.util.find_spec(location)
+    except Exception:  # noqa: BLE001 - a parent package that fails to import: building says how
+        return None
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    return origin if origin is not None and origin.is_file() else None
+
+
+def _is_path(location: str) -> bool:
+    return location.endswith(".py") or "/" in location or "\\" in location
 
 
 def _require_safetensors(path: Path, key: str) -> None:
@@ -100,7 +122,7 @@ def _from_factory(options: dict):
 def load_factory(text: str):
     """The callable ``package.module:function`` or ``path/to/file.py:function`` names."""
     location, _, name = text.rpartition(":")
-    if location.endswith(".py") or "/" in location or "\\" in location:
+    if _is_path(location):
         module = _module_from_file(Path(location).expanduser(), text)
     else:
         try:

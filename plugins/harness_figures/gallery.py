@@ -113,7 +113,7 @@ def diagnose_gradients(model_file: Path | str, root: Path, t_min: float = 1.0, t
                        out: Path | None = None, csv_out: Path | None = None, device="cpu") -> GradientDiagnosis:
     """Zero-gradient shares for every power of ten in [t_min, t_max] and the auto T; writes the PNG
     (default ``<model>-gradients.png``) and, if asked, the CSV."""
-    from harness.gradients import auto_temperature, zero_share_curve
+    from harness.gradients import AUTO_TARGET, DEFAULT_TEMPERATURES, auto_temperature, zero_share_curve
 
     temperatures = powers_of_ten(t_min, t_max)
     loaded = load(model_file, root, n, device)
@@ -121,7 +121,8 @@ def diagnose_gradients(model_file: Path | str, root: Path, t_min: float = 1.0, t
     try:
         auto_T, note = auto_temperature(loaded.module, loaded.x, loaded.y), ""
     except HarnessError as exc:
-        auto_T, note = None, "no T up to 1e12 restores 99% of the gradients"
+        auto_T, note = None, (f"no T up to {format_T(max(DEFAULT_TEMPERATURES))} restores {100 * AUTO_TARGET:g}% "
+                              "of the gradients")
         if "none of the images" in str(exc):
             note = "no image classified correctly"
     first = curve[0]

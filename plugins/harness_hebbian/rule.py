@@ -146,9 +146,9 @@ def _epoch_runner(step, weight, weighted, inputs, winner, batch_size, step_optio
 
 
 def _graph_epoch_runner(weight, weighted, inputs, winner, batch_size, step_options):
-    ranking = step_options.get("ranking")
     """The dense epoch captured as a CUDA graph; ``order`` and ``lr`` live in static device tensors
     that each replay reads. Returns None (and leaves every tensor as it was) when capture fails."""
+    ranking = step_options.get("ranking")
     order_static = torch.zeros(len(inputs), dtype=torch.long, device=weight.device)
     lr_static = torch.zeros((), dtype=weight.dtype, device=weight.device)
     eager = _epoch_runner(hebbian_step_dense, weight, weighted, inputs, winner, batch_size, step_options)

@@ -7,7 +7,7 @@ import os
 from collections import deque
 
 from harness.errors import HarnessError
-from harness.threads import MATH_ENV, threads_from_env
+from harness.threads import MATH_ENV, set_math_environment, threads_from_env
 from harness.worker import Group, Plan, one_line
 from harness_ray import tasks
 
@@ -31,8 +31,9 @@ def _connect(ray, options: dict) -> bool:
     if ray.is_initialized():  # the caller's own session: use it, and leave it running
         return False
     # the driver's math settings (harness.threads), so a cluster's workers compute as this process would
+    set_math_environment()
     settings = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
-                    runtime_env={"env_vars": {name: os.environ[name] for name in MATH_ENV if name in os.environ}})
+                    runtime_env={"env_vars": {name: os.environ[name] for name in MATH_ENV}})
     address = options["address"] or None
     try:
         if address:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.stats import LEVEL, RESAMPLES
+from harness.stats import LEVEL, MCNEMAR, RESAMPLES, SIGN_FLIP
 
 
 @click.command("compare")
@@ -16,17 +16,21 @@ from harness.stats import LEVEL, RESAMPLES
 @click.option("--against", type=click.Path(path_type=Path), default=None,
               help="Take MODEL_B from this run instead (same dataset and test images, e.g. another seed set).")
 @click.option("--defense", "defenses", multiple=True,
-              help="Only lines through this defense key (repeatable); worst cases pooling it stay.")
+              help="Only lines through this defense key (repeatable); worst cases pooling it stay, over their "
+                   "whole pool.")
 @click.option("--resamples", type=click.IntRange(min=100), default=RESAMPLES, show_default=True,
-              help="Bootstrap resamples of the images.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+              help="Bootstrap resamples of the images, and sign patterns of the permutation test (several "
+                   "seeds).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the bootstrap and of the permutation test.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the lines as CSV (fractions, as in results.csv).")
 def compare_command(run_dir: Path, model_a: str, model_b: str, against: Path | None, defenses: tuple[str, ...],
                     resamples: int, seed: int, csv_out: Path | None) -> None:
     """Compare MODEL_A and MODEL_B of RUN_DIR image by image: per eps and attack (worst case included),
     both robust accuracies, A - B with a paired 95 % bootstrap interval over the images (seeds pooled)
-    and an exact McNemar p-value."""
+    and a p-value with the image as the unit: exact McNemar with one seed, a sign-flip permutation
+    test of each image's mean difference over the seeds with several."""
     from harness.atomic import replace_atomically
     from harness.compare import compare
 
@@ -52,7 +56,7 @@ def print_comparison(frame, label_a: str, label_b: str) -> None:
         table = Table(title=f"{dataset}: {label_a} vs {label_b}, accuracy (%) on the same images "
                             "(eps 0: clean accuracy)", title_justify="left")
         columns = ["eps"] + (["norm"] if len(norms) > 1 else []) + [
-            "attack", "defense", label_a, label_b, f"{label_a} − {label_b} (points)", "95 % interval", "McNemar p",
+            "attack", "defense", label_a, label_b, f"{label_a} − {label_b} (points)", "95 % interval", "p", "test",
             f"{label_a} only / {label_b} only", "images × seeds", "flags"]
         for column in columns:
             table.add_column(escape(column), justify="left" if column in ("norm", "attack", "defense", "flags")
@@ -61,16 +65,29 @@ def print_comparison(frame, label_a: str, label_b: str) -> None:
             cells = [f"{line.eps:g}"] + ([line.norm] if len(norms) > 1 else []) + [
                 line.attack, line.defense, f"{100 * line.acc_a:.1f}", f"{100 * line.acc_b:.1f}",
                 f"{100 * line.diff:+.1f}", f"[{100 * line.low:+.1f}, {100 * line.high:+.1f}]", fmt_p(line.p_value),
-                f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}", _flags(line, label_a, label_b)]
+                TESTS.get(line.test, line.test), f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}",
+                _flags(line, label_a, label_b)]
             table.add_row(*map(escape, cells))
         console.print(table)
     console.print("interval: paired bootstrap over the images (each image keeps its outcomes under every seed); "
-                  "p: exact McNemar test on the image x seed pairs where exactly one model is right",
+                  "p: the image is the unit of the test, "
+                  + "; ".join(NOTES[t] for t in TESTS if t in set(frame["test"])),
                   highlight=False, markup=False, soft_wrap=True)
+    unpaired = sorted(set(frame["unpaired"]) - {""})
+    if unpaired:
+        console.print(f"seeds left out, without a partner on the other side: {' | '.join(unpaired)}",
+                      highlight=False, markup=False, soft_wrap=True)
     if (frame["flag_a"] != "").any() or (frame["flag_b"] != "").any():
         console.print("flags: masking grades of the rows behind a line (`harness results RUN` says why); a "
                       "meaningless number compares blindness, not robustness", highlight=False, markup=False,
                       soft_wrap=True)
+
+
+TESTS = {MCNEMAR: "McNemar", SIGN_FLIP: "sign-flip"}  # the test column's short names
+NOTES = {MCNEMAR: "McNemar: exact McNemar test on the images exactly one model gets right (one seed)",
+         SIGN_FLIP: "sign-flip: permutation test flipping the sign of each image's A − B averaged over the "
+                    "seeds (several seeds; an image's seeds are not independent evidence; with random sign "
+                    "patterns, p >= 2 / (resamples + 1))"}
 
 
 def _flags(line, label_a: str, label_b: str) -> str:

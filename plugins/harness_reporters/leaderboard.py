@@ -22,11 +22,9 @@ from harness.diagnostics import MEANINGLESS, UPPER_BOUND, WORST
 from harness.errors import HarnessError
 from harness_reporters.report_format import fmt_T
 from harness_reporters.report_run import Run, load_run, rescaler_defenses
-from harness.results import GRADE_COLUMNS
-from harness.stats import accuracy_interval, seed_summary
+from harness.results import GRADE_COLUMNS, POOLED
+from harness.stats import seed_summary
 from harness.suite import config_hash
-
-POOLED = "pooled"  # defense_name of a worst-case row over the rescalings of a model
 
 
 @dataclass
@@ -103,11 +101,10 @@ def seed_worst(cells: pd.DataFrame, worst: pd.DataFrame) -> SeedWorst:
 
 
 def _interval(seeds: list[SeedWorst]) -> tuple[float, float, float]:
-    """(sd, low, high) of the mean worst case: t over seeds, or Wilson over the images for one seed."""
-    summary = seed_summary([s.robust for s in seeds])
-    if summary.seeds > 1:
-        return summary.sd, summary.low, summary.high
-    return (float("nan"), *accuracy_interval(seeds[0].robust, seeds[0].n))
+    """(sd, low, high) of the mean worst case: t over seeds widened to at least the Wilson interval over
+    the images (harness.stats.seed_summary), or that Wilson interval alone for one seed."""
+    summary = seed_summary([s.robust for s in seeds], n=min(s.n for s in seeds))
+    return summary.sd, summary.low, summary.high
 
 
 def run_entries(run: Run, rescalers: set[str]) -> list[Entry]:

@@ -1,15 +1,18 @@
 """``harness report RUN_DIR``: one self-contained HTML page (``report.html``: CSS inline, figures as
 base64 PNG, nothing fetched) and its Markdown twin (``report.md`` with the PNGs next to it).
 
-What it shows, each part only where the run holds the data for it (else one line saying what is
-missing): the suite and environment (``run.json``, ``suite.toml``, ``results.csv``); clean, test and
-train accuracy per model (model sidecars); the thesis's figures 2.1 (hidden units), 2.2 (accuracy per
-epoch), 3.1 (zero-gradient share vs T, from the rows), 3.2 (robust accuracy vs eps, worst case
-included) and 3.3 (adversarial examples, re-attacking test images the run recorded as fooled); the
-masking checks with their reasons; and every number the thesis reports next to this run's.
+What it shows, in this order, each part only where the run holds the data for it (else one line
+saying what is missing): the suite and environment (``run.json``, ``suite.toml``, ``results.csv``);
+every number the thesis reports next to this run's, then Bio vs BP paired on the same images; the
+thesis's qualitative claims marked agree, disagree or n/a; clean, test and train accuracy per model
+(model sidecars); the thesis's figures 2.1 (hidden units), 2.2 (accuracy per epoch), 3.1
+(zero-gradient share vs T, from the rows) and 3.2 (robust accuracy vs eps, worst case included); the
+masking checks with their reasons; and Figure 3.3 (adversarial examples, re-attacking test images
+the run recorded as fooled).
 
-The sections live in ``report_tables`` (suite, accuracy, masking checks), ``report_figures``
-(figures 2.1 to 3.2), ``report_gallery`` (3.3) and ``report_thesis``; the run on disk in ``report_run``.
+The sections live in ``report_tables`` (suite, accuracy, masking checks), ``report_thesis`` (with
+``report_compare``), ``report_claims``, ``report_figures`` (figures 2.1 to 3.2) and ``report_gallery``
+(3.3); the run on disk in ``report_run``.
 Models are matched to the thesis's nets by their suite keys ``bio`` and ``bp`` (harness_reporters.reference).
 """
 

@@ -8,13 +8,13 @@ import pandas as pd
 from harness.compare import CLEAN, compare_sides, load_side
 from harness.diagnostics import WORST
 from harness.errors import HarnessError
-from harness.stats import fmt_p
+from harness.stats import LEVEL, RESAMPLES, fmt_p
 from harness_reporters import reference as ref
 from harness_reporters.document import Table, Text
 from harness_reporters.report_run import Run
 
-COLUMNS = ["ε", "attack", "defense", "Bio %", "BP %", "Bio − BP (points)", "95 % interval", "McNemar p",
-           "Bio only / BP only", "images × seeds"]
+COLUMNS = ["ε", "attack", "defense", "Bio %", "BP %", "Bio − BP (points)", f"{100 * LEVEL:g} % interval",
+           "p", "test", "Bio only / BP only", "images × seeds"]
 
 
 def bio_vs_bp(run: Run) -> pd.DataFrame | str:
@@ -33,7 +33,7 @@ def bio_vs_bp(run: Run) -> pd.DataFrame | str:
 def _row(line) -> list[str]:
     return [f"{line.eps:g}", line.attack, line.defense, f"{100 * line.acc_a:.1f}", f"{100 * line.acc_b:.1f}",
             f"{100 * line.diff:+.1f}", f"[{100 * line.low:+.1f}, {100 * line.high:+.1f}]", fmt_p(line.p_value),
-            f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}"]
+            line.test, f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}"]
 
 
 def comparison_blocks(run: Run) -> list:
@@ -42,7 +42,7 @@ def comparison_blocks(run: Run) -> list:
     if isinstance(frame, str):
         return [Text(frame, "missing")]
     main = frame[frame["attack"].isin([CLEAN, WORST])]
-    numeric = {"ε", "Bio %", "BP %", "Bio − BP (points)", "McNemar p"}
+    numeric = {"ε", "Bio %", "BP %", "Bio − BP (points)", "p"}
     blocks: list = [Text(f"{ref.MODELS['bio']} vs {ref.MODELS['bp']}, paired on the same test images "
                          "(`harness compare RUN bio bp`): is the difference more than a seed and a few images?")]
     blocks.append(Table(COLUMNS, [_row(line) for line in main.itertuples(index=False)], numeric=numeric,
@@ -51,8 +51,10 @@ def comparison_blocks(run: Run) -> list:
     if len(rest):
         blocks.append(Table(COLUMNS, [_row(line) for line in rest.itertuples(index=False)], numeric=numeric,
                             caption="each attack through each defense", collapsed=True))
-    blocks.append(Text("Interval: paired bootstrap over the test images (9 999 resamples; an image keeps its "
-                       "outcomes under every seed). p: exact McNemar test on the images exactly one net gets "
-                       "right. A masked number (flagged meaningless in the checks below) compares blindness, "
+    resamples = f"{RESAMPLES:,}".replace(",", " ")
+    blocks.append(Text(f"Interval: paired bootstrap over the test images ({resamples} resamples; an image keeps "
+                       "its outcomes under every seed). p: a paired test with the image as the unit — exact McNemar on "
+                       "the images exactly one net gets right with one seed, a sign-flip permutation test of the "
+                       "per-image mean difference with several (column 'test'). A masked number (flagged meaningless in the checks below) compares blindness, "
                        "not robustness: read the worst case.", "note"))
     return blocks

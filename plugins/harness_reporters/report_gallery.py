@@ -70,14 +70,18 @@ def gallery_section(run: Run, root: Path | None, device) -> Section:
     return section
 
 
-def gallery_png(run: Run, row: pd.Series, model: ModelFile, root: Path, device) -> tuple[bytes, str]:
-    """Re-attack up to GALLERY_CANDIDATES test images the run recorded as fooled in this row's cell."""
+def gallery_png(run: Run, row: pd.Series, model: ModelFile, root: Path,
+                device) -> tuple[bytes, str, tuple[list, tuple[int, ...]]]:
+    """Re-attack up to GALLERY_CANDIDATES test images the run recorded as fooled in this row's cell:
+    (PNG, caption, (examples, image shape))."""
     import torch
 
     from harness_figures.gallery import collect_examples, gallery_figure, load
 
     loaded = load(model.path, root, int(row["n"]), device)
     spec = loaded.registry.attack(row["attack_name"], row["backend"] or None)
+    # before the images are cut to the fooled ones: the run fitted the defense on all n test images
+    wrapped = wrap_defense(run, row, loaded)
     outcomes = RunDir(run.directory).cell_examples(row["config_hash"])
     how = "the first test images"
     if outcomes.is_file():
@@ -90,7 +94,6 @@ def gallery_png(run: Run, row: pd.Series, model: ModelFile, root: Path, device) 
             loaded.x, loaded.y = loaded.x[index], loaded.y[index]
             how = f"test images the run recorded as fooled ({len(fooled)} of {int(stored['correct'].sum())} correct)"
     options = {**dict(spec.defaults), **json.loads(row["attack_params"] or "{}")}
-    wrapped = wrap_defense(run, row, loaded)
     torch.manual_seed(int(row["seed"]))
     try:
         attack_fn = spec.build(wrapped, float(row["eps"]), options)
@@ -131,7 +134,8 @@ def thesis_layout(dataset: str, nets: dict[str, tuple]) -> Figure:
 def wrap_defense(run: Run, row: pd.Series, loaded):
     """The module the row's attack saw: the bare model, or the suite's defense rebuilt from the suite
     copy; a defense that reports a logit temperature gets the row's T (what ``auto`` resolved to),
-    another is fitted on the loaded test images if it needs fitting."""
+    another is fitted, if it needs fitting, on the loaded test images: all n of the row, as the run
+    fitted it (harness/evaluation.py)."""
     name, module = row["defense_name"], loaded.module
     if name == NO_DEFENSE:
         return module

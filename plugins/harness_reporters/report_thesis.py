@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness_reporters import reference as ref
 from harness_reporters.document import Section, Table, Text
+from harness_reporters.report_claims import ALL_IMAGES, thesis_accuracy
 from harness_reporters.report_compare import comparison_blocks
 from harness_reporters.report_figures import unmasking_T, zero_grad_points
 from harness_reporters.report_format import fmt_T, last_train_acc, thesis_name
@@ -22,6 +23,7 @@ def thesis_rows(run: Run) -> list[list[str]]:
     for (quantity, key), reference in ref.REFERENCE.items():
         value, how = our_value(run, quantity, key)
         thesis = fmt_T(reference.value) if quantity == "unmasking_T" else f"{100 * reference.value:.1f} %"
+        thesis = (f"{reference.relation} " if reference.relation != "=" else "") + thesis
         denominator = DENOMINATORS[reference.denominator]
         if value is None:
             rows.append([ref.QUANTITIES[quantity], thesis_name(key), thesis, denominator, "n/a in this run", "–", how])
@@ -29,13 +31,35 @@ def thesis_rows(run: Run) -> list[list[str]]:
         if quantity == "unmasking_T":
             number, relation = value
             ours = (f"{relation} " if relation != "=" else "") + fmt_T(number)
-            decades = math.log10(number / reference.value)
-            difference = "same power of ten" if abs(decades) < 0.05 else f"{decades:+.1f} decades"
+            difference = t_difference(number, relation, reference)
         else:
             ours = f"{100 * value:.1f} %"
             difference = f"{100 * (value - reference.value):+.1f} pt"
         rows.append([ref.QUANTITIES[quantity], thesis_name(key), thesis, denominator, ours, difference, how])
     return rows
+
+
+def t_difference(number: float, relation: str, reference: ref.Reference) -> str:
+    """This run's un-masking T (exactly ``number`` on its grid, at most it, or above it: relation "=",
+    "≤", ">") against the thesis's (a value, or an upper bound: reference.relation "=" or "≤"), in
+    powers of ten."""
+    decades = math.log10(number / reference.value)
+    if abs(decades) < 0.05:
+        decades = 0.0
+    span = f"{decades:+.1f} decades" if decades else "same power of ten"
+    if relation == ">" and decades < 0:
+        return "undecided: the run's largest T is below the thesis's"
+    if relation == "≤" and decades > 0:
+        return "undecided: the run's smallest T is above the thesis's"
+    if reference.relation == "≤":  # the thesis's value is a bound
+        if relation == ">" or decades > 0:
+            return "above the thesis's bound" + (f" ({span})" if relation == "=" else "")
+        return "within the thesis's bound"
+    if relation == "=":
+        return span
+    if relation == "≤":
+        return f"≤ {span}" if decades else "same power of ten or lower"
+    return f"> {span}" if decades else "above the thesis's"
 
 
 # Reference.denominator -> what the table says; both the thesis's figure and this run's use it
@@ -103,18 +127,19 @@ def pgd_value(attacks: pd.DataFrame):
     rows = rows.assign(steps=[_steps(p) for p in rows["attack_params"]])
     exact = rows[rows["steps"] == ref.PGD_STEPS]
     chosen = exact if len(exact) else rows
-    # the thesis's denominator: the clean-correct images (robust_acc_cc); tables older than that
-    # column only have the all-image figure, which is then said
-    column = "robust_acc_cc" if chosen["robust_acc_cc"].notna().all() else "robust_acc"
-    by_attack = chosen.groupby("attack").agg(acc=(column, "mean"), seeds=("seed", "nunique"),
+    # the thesis's denominator, the clean-correct images, where the table has it (thesis_accuracy)
+    acc, base = thesis_accuracy(chosen)
+    by_attack = chosen.assign(acc=acc).groupby("attack").agg(acc=("acc", "mean"), seeds=("seed", "nunique"),
                                              steps=("steps", "first"), backend=("backend", "first"),
                                              flag=("unreliable", "any"), n=("n", "max"))
     preferred = by_attack[by_attack["backend"] == "torchattacks"]
     best = (preferred if len(preferred) else by_attack).sort_index().iloc[0]
     name = (preferred if len(preferred) else by_attack).sort_index().index[0]
     how = f"attack `{name}` ({best['backend']}, {best['steps']} steps), {int(best['n'])} test images"
-    if column == "robust_acc":
-        how += "; all-image robust_acc (this table predates robust_acc_cc): not the thesis's denominator"
+    if best["acc"] != best["acc"]:
+        return None, how + ": no image the clean net gets right, so no robust accuracy among them"
+    if base == ALL_IMAGES:
+        how += "; " + ALL_IMAGES
     if not len(exact):
         how += f" — not the thesis's {ref.PGD_STEPS} steps"
     how += _seeds(int(best["seeds"])) + ("; flagged unreliable" if best["flag"] else "")

@@ -251,12 +251,14 @@ def harness_register_attacks(register):
            defaults=APGD_DEFAULTS, check=_check_apgd, steps_option="steps",
            presets={"standard": APGD_STRONG, "fast": APGD_STRONG})
     attack("apgd-t", apgd_t, "Auto-PGD, targeted DLR loss, n_classes - 1 target classes, L-inf "
-           "(Croce & Hein 2020)", defaults=APGDT_DEFAULTS, check=_check_apgdt, steps_option="steps")
+           "(Croce & Hein 2020)", defaults=APGDT_DEFAULTS, check=_check_apgdt, steps_option="steps",
+           classes_option="n_classes")
     attack("fab", fab, "fast adaptive boundary attack, L-inf, kept only inside the eps ball; multi_targeted "
-           "= FAB-T (Croce & Hein 2020)", defaults=FAB_DEFAULTS, check=_check_fab, steps_option="steps")
+           "= FAB-T (Croce & Hein 2020)", defaults=FAB_DEFAULTS, check=_check_fab, steps_option="steps",
+           classes_option="n_classes")
     attack("square", square, "Square attack, score-based random search, L-inf (Andriushchenko et al. 2020)",
            defaults=SQUARE_DEFAULTS, check=_check_square, gradient_free=True, steps_option="n_queries",
            presets={"standard": {"n_queries": 5000}, "fast": {"n_queries": 1000}})
     attack("autoattack", autoattack, "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square with the paper's "
            "counts, L-inf (Croce & Hein 2020)", defaults=AUTOATTACK_DEFAULTS, check=_check_autoattack,
-           steps_option="steps", presets={"standard": {}})
+           steps_option="steps", classes_option="n_classes", presets={"standard": {}})
