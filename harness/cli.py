@@ -121,16 +121,8 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
         command += [arg for pair in executor_options for arg in ("--executor-option", pair)]
         command += (["--cache-dir", cache_dir] if cache_dir else []) + (["--no-cache"] if no_cache else [])
         command += [arg for pair in overrides for arg in ("--set", pair)]
-        click.echo(f"interrupted: {stop.done} of {stop.total} cells done ({stop.results}); "
-                   f"to resume, run: {shlex.join(command)}", err=True)
-        sys.exit(130)
-    _print_results(frame)
-    click.echo(f"results: {out / 'results.csv'}", err=True)
-    failed = int((frame["status"] != "ok").sum())
-    if failed:
-        click.echo(f"{failed} cell(s) failed; see the error column. Rerun the same command to retry them.",
-                   err=True)
-        sys.exit(1)
+        _interrupted(stop, command)
+    _finish(frame, out)
 
 
 @cli.command("eval")
@@ -205,11 +197,22 @@ def eval_command(model: str, weights: str | None, factory_args: tuple[str, ...],
         command = ["harness", "run", str(out / "suite.toml"), "--out", str(out)]
         command += (["--device", device] if device != "auto" else []) + (["--data-dir", data_dir] if data_dir else [])
         command += ["--quiet"] if quiet else []
-        click.echo(f"interrupted: {stop.done} of {stop.total} cells done ({stop.results}); "
-                   f"to resume, run: {shlex.join(command)}", err=True)
-        sys.exit(130)
+        _interrupted(stop, command)
+    _finish(frame, out, reasons=True)
+
+
+def _interrupted(stop, command: list[str]) -> None:
+    """Say how far an interrupted run got and the command that resumes it; exit 130."""
+    click.echo(f"interrupted: {stop.done} of {stop.total} cells done ({stop.results}); "
+               f"to resume, run: {shlex.join(command)}", err=True)
+    sys.exit(130)
+
+
+def _finish(frame, out: Path, reasons: bool = False) -> None:
+    """Print the results table (and the per-model verdicts), where it is, and exit 1 if a cell failed."""
     _print_results(frame)
-    _print_reasons(frame)
+    if reasons:
+        _print_reasons(frame)
     click.echo(f"results: {out / 'results.csv'}", err=True)
     failed = int((frame["status"] != "ok").sum())
     if failed:
