@@ -180,6 +180,11 @@ class Runner:
             self._stop = True
         if self._stop:
             finished = {r["config_hash"] for r in rows}
+            if rows:  # the finished cells get their checks and worst cases; a resumed run recomputes them
+                try:
+                    self._write(rows, annotate=True)
+                except KeyboardInterrupt:  # another Ctrl-C: the table as written after the last cell stays
+                    pass
             raise RunInterrupted(sum(h in finished for h in hashes.values()), len(self.suite.cells),
                                  self.results_path)
         return self._write(rows, annotate=True)

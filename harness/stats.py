@@ -58,7 +58,7 @@ def seed_summary(values: Sequence[float], level: float = LEVEL, n: int | None = 
     agree). Given ``n``, the number of test images behind each value (an accuracy), the interval is
     widened to cover at least the Wilson interval of the mean accuracy over those n images, so it is
     never narrower than what one seed's test set supports; for one seed it is that Wilson interval.
-    Without ``n``: the t-interval alone (nan for one seed)."""
+    With ``n`` the interval is also clipped to [0, 1]. Without ``n``: the t-interval alone (nan for one seed)."""
     from scipy import stats
 
     array = np.asarray([v for v in values if v == v], dtype=float)
@@ -77,6 +77,7 @@ def seed_summary(values: Sequence[float], level: float = LEVEL, n: int | None = 
         wilson_low, wilson_high = accuracy_interval(mean, int(n), level)
         low = wilson_low if low != low else min(low, wilson_low)
         high = wilson_high if high != high else max(high, wilson_high)
+        low, high = max(low, 0.0), min(high, 1.0)  # an accuracy: the t-interval may overshoot [0, 1]
     return SeedSummary(len(array), mean, sd, low, high)
 
 

@@ -12,7 +12,7 @@ torch's OpenMP runtime reads them when torch is imported, MKL at its first call:
   then sleeps. With torch's default (300 000 rounds), two processes of 2 threads each on 2 cores ran
   a Hebbian training 9x slower than one alone, burning the time in spin loops; with these settings
   the pair took 1.4x one run's wall time. Sleeping at once (no spin count) cost BP epochs 40 % on an
-  idle machine; 100 rounds keep most of that (bench/concurrency.py, README "Speed").
+  idle machine; 100 rounds keep most of that (bench/concurrency.py, docs/thesis.md "Two runs at once").
 
 Importing ``harness`` changes nothing (its pytest plugin is loaded in other projects' test runs too).
 :func:`set_math_environment` is called where harness's processes begin, before torch is imported:

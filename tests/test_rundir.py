@@ -295,9 +295,10 @@ def test_the_lock_holds_this_pid_and_refuses_a_second_holder(tmp_path):
 
 
 # -- the end of a run --------------------------------------------------------------------------
-def test_a_run_stopped_during_its_last_cell_gets_its_checks_on_rerun(tmp_path, data_dir, registry, monkeypatch):
-    """Ctrl-C while the last cell runs: that cell finishes and is recorded, the run stops before its
-    masking checks and worst-case rows; rerunning, with no cell left to run, adds them."""
+def test_a_run_stopped_during_its_last_cell_gets_its_checks(tmp_path, data_dir, registry, monkeypatch):
+    """Ctrl-C while the last cell runs: that cell finishes and is recorded, and the finished cells get
+    their masking checks and worst-case rows before the run stops, so the table equals an
+    uninterrupted run's."""
     suite = load_suite(write(tmp_path, suite_doc(eps=(0.0, 0.1))), registry)
     record = Runner._record
 
@@ -310,12 +311,45 @@ def test_a_run_stopped_during_its_last_cell_gets_its_checks_on_rerun(tmp_path, d
     with pytest.raises(RunInterrupted) as info:
         Runner(suite, registry, out, Path(data_dir), torch.device("cpu")).run()
     assert info.value.done == info.value.total == 4
-    assert WORST not in set(read_results(out)["attack"])
+    stopped = read_results(out)
+    assert (stopped["attack"] == WORST).sum() == 1  # eps 0.1: the bare model and its rescaling pooled
+    assert stopped["checks_skipped"].str.contains("large_eps").all()  # the checks ran
     monkeypatch.setattr(Runner, "_record", record)
+    whole = Runner(suite, registry, tmp_path / "whole", Path(data_dir), torch.device("cpu")).run()
+    pd.testing.assert_frame_equal(stopped.drop(columns=TIMING_COLUMNS), whole.drop(columns=TIMING_COLUMNS))
+    assert Runner(suite, registry, out, Path(data_dir), torch.device("cpu")).run().equals(stopped)
+
+
+def test_a_second_ctrl_c_during_the_checks_leaves_the_cells_and_a_rerun_adds_the_checks(tmp_path, data_dir,
+                                                                                         registry, monkeypatch):
+    """A second Ctrl-C while the stopped run computes its checks: the table keeps every finished cell
+    (without checks and worst cases); rerunning, with no cell left to run, adds them."""
+    suite = load_suite(write(tmp_path, suite_doc(eps=(0.0, 0.1))), registry)
+    record, write_table = Runner._record, Runner._write
+
+    def record_then_stop(self, outcome, expected, rows):
+        record(self, outcome, expected, rows)
+        if not expected:
+            self._stop = True
+
+    def second_ctrl_c_during_the_checks(self, rows, annotate=False):
+        if annotate and self._stop:
+            raise KeyboardInterrupt
+        return write_table(self, rows, annotate)
+    monkeypatch.setattr(Runner, "_record", record_then_stop)
+    monkeypatch.setattr(Runner, "_write", second_ctrl_c_during_the_checks)
+    out = tmp_path / "out"
+    with pytest.raises(RunInterrupted) as info:
+        Runner(suite, registry, out, Path(data_dir), torch.device("cpu")).run()
+    assert info.value.done == info.value.total == 4
+    stopped = read_results(out)
+    assert len(stopped) == 4 and WORST not in set(stopped["attack"])
+    monkeypatch.setattr(Runner, "_record", record)
+    monkeypatch.setattr(Runner, "_write", write_table)
 
     resumed = Runner(suite, registry, out, Path(data_dir), torch.device("cpu")).run()
     whole = Runner(suite, registry, tmp_path / "whole", Path(data_dir), torch.device("cpu")).run()
-    assert (resumed["attack"] == WORST).sum() == 1  # eps 0.1: the bare model and its rescaling pooled
+    assert (resumed["attack"] == WORST).sum() == 1
     assert resumed["checks_skipped"].str.contains("large_eps").all()  # the checks ran
     pd.testing.assert_frame_equal(resumed.drop(columns=TIMING_COLUMNS), whole.drop(columns=TIMING_COLUMNS))
     assert read_results(out).equals(resumed)

@@ -48,6 +48,15 @@ def test_seed_summary_is_the_student_t_interval():
     assert stats.seed_summary([0.3, 0.3]).low == 0.3  # no spread, no width
 
 
+def test_seed_summary_of_an_accuracy_stays_inside_0_and_1():
+    # robust accuracies of 0.4 %, 0.2 % and 4.2 % over 500 images (sweep-400's base net at eps 0.15):
+    # the t-interval alone reaches below zero, an accuracy's interval does not
+    bare, clipped = stats.seed_summary([0.004, 0.002, 0.042]), stats.seed_summary([0.004, 0.002, 0.042], n=500)
+    assert bare.low < 0 and clipped.low == 0.0 and clipped.high == pytest.approx(bare.high)
+    near_one = stats.seed_summary([1.0, 0.99, 0.94], n=500)
+    assert near_one.high == 1.0 and stats.seed_summary([1.0, 0.99, 0.94]).high > 1
+
+
 def test_seed_summary_with_n_is_never_narrower_than_wilson_over_the_images():
     # seeds that agree: the t-interval has no width; the images still leave Wilson's
     assert (stats.seed_summary([0.3, 0.3], n=200).low, stats.seed_summary([0.3, 0.3], n=200).high) == \

@@ -1,6 +1,7 @@
 """Built-in reporters: ``harness report`` (an HTML page and its Markdown twin with the thesis's
 figures and a "thesis vs this run" table), ``harness leaderboard`` (runs merged into one line per
-model x threat model x eps) and ``harness compare`` (two models, image by image). They read finished
+model x threat model x eps), ``harness compare`` (two models, image by image) and ``harness findings``
+(the findings page, from the committed runs a findings file names). They read finished
 run directories only, and reach the command line through ``harness_register_commands``, the hook a
 third-party reporter would use.
 """
@@ -93,6 +94,23 @@ def _print_leaderboard(frame) -> None:
                       f"{line['versions']}", highlight=False, markup=False)
 
 
+@click.command("findings")
+@click.argument("findings_file", type=click.Path(dir_okay=False, path_type=Path), default="results/findings.toml",
+                required=False)
+@click.option("--resamples", type=click.IntRange(min=100), default=9999, show_default=True,
+              help="Bootstrap resamples of the images, and sign patterns of the permutation test.")
+def findings_command(findings_file: Path, resamples: int) -> None:
+    """Write the findings page (default: docs/findings.md, as FINDINGS_FILE says) from the committed runs
+    FINDINGS_FILE names (default: results/findings.toml): the answer in a few sentences, then its
+    tables and figures, every number with its 95 % interval, suite and reproduce command. Nothing is
+    trained or attacked."""
+    from harness_reporters.findings import write_findings
+
+    page, figures = write_findings(findings_file, resamples)
+    click.echo(f"{figures} figure(s)", err=True)
+    click.echo(page)
+
+
 @hookimpl
 def harness_register_commands(register):
     from harness_reporters.compare import compare_command
@@ -100,3 +118,4 @@ def harness_register_commands(register):
     register(report_command)
     register(leaderboard_command)
     register(compare_command)
+    register(findings_command)

@@ -78,9 +78,9 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(document: Document, image_dir: Path) -> str:
-    """The document as Markdown for a file in ``image_dir``; writes each figure next to it as
-    ``image_dir/<name>.png`` and links it by name."""
+def to_markdown(document: Document, image_dir: Path, link_dir: Path | None = None) -> str:
+    """The document as Markdown; writes each figure as ``image_dir/<name>.png`` and links it as
+    ``link_dir/<name>.png`` (default: by name alone, for a file in ``image_dir``)."""
     image_dir.mkdir(parents=True, exist_ok=True)
     out = [f"# {document.title}", "", document.subtitle, ""] if document.subtitle else [f"# {document.title}", ""]
     out += [f"- **{label}**: {value}" for label, value in document.meta] + [""]
@@ -99,7 +99,8 @@ def to_markdown(document: Document, image_dir: Path) -> str:
                 out += ([f"**{block.caption}**", ""] if block.caption else []) + [markdown_table(block), ""]
             elif isinstance(block, Figure):
                 (image_dir / f"{block.name}.png").write_bytes(block.png)
-                out += [f"![{block.name}]({block.name}.png)", "", f"_{block.caption}_", ""]
+                link = f"{block.name}.png" if link_dir is None else (link_dir / f"{block.name}.png").as_posix()
+                out += [f"![{block.name}]({link})", "", f"_{block.caption}_", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -13,6 +13,19 @@ def pct(value: float) -> str:
     return "–" if value is None or value != value else f"{100 * value:.1f}"
 
 
+def interval(low: float, high: float, signed: bool = False) -> str:
+    if low != low or high != high:
+        return ""
+    return f"[{100 * low:+.1f}, {100 * high:+.1f}]" if signed else f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def with_interval(value: float, low: float, high: float, signed: bool = False) -> str:
+    """``57.8 [54.7, 60.8]`` (percent); ``+3.1 [+1.0, +5.2]`` for a difference."""
+    number = f"{100 * value:+.1f}" if signed else pct(value)
+    bounds = interval(low, high, signed)
+    return f"{number} {bounds}" if bounds else number
+
+
 def fmt_T(value: float) -> str:
     return "–" if value is None or value != value else format_T(float(value))
 

@@ -1,0 +1,382 @@
+"""``harness findings FILE``: the findings page (``docs/findings.md``), written from committed runs only.
+
+The findings file (harness_reporters.findings_spec) names the runs: a headline run (model A and its
+reference B under the strongest attacks), optionally the run of the thesis's own protocol and a
+one-factor-at-a-time sweep with several seeds. The page states the answer in a few generated
+sentences, then the tables and figures behind them. Every number carries its 95 % interval (Wilson
+over the images for one seed; t over seeds widened to at least Wilson for several: harness.stats),
+every A − B its paired bootstrap interval and paired test over the same images (harness.compare),
+every line its masking grade, and every section its suite and the command that reproduces it. Points
+or seeds a run lacks are listed, not hidden. Nothing is trained or attacked: the same committed
+tables always give the same page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.compare import CLEAN, compare
+from harness.diagnostics import WORST
+from harness.errors import HarnessError
+from harness.stats import LEVEL, RESAMPLES, fmt_p, p_clause
+from harness_reporters import reference as ref
+from harness_reporters.document import Document, Figure, Section, Table, Text, to_markdown
+from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figure
+from harness_reporters.findings_spec import RunRef, Spec, read_spec
+from harness_reporters.findings_sweep import SweepData, entries_of, sweep_data, sweep_section
+from harness_reporters.report_format import fmt_T, pct, with_interval
+from harness_reporters.report_run import Run, load_run
+
+
+def _rel(path: Path) -> str:
+    """A path as the reproduce commands name it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run_command(run: RunRef) -> str:
+    return f"harness run {run.suite} --out {_rel(run.directory)}"
+
+
+@dataclass
+class Headline:
+    """The headline run, digested: per eps the worst cases of A and B (leaderboard entries) and every
+    paired comparison line (harness.compare)."""
+
+    run: Run
+    entries: pd.DataFrame   # leaderboard lines of the run (one per model x eps x pool)
+    paired: pd.DataFrame    # compare(run, a, b): one line per eps x attack x defense (worst case included)
+
+
+def check_model(spec_path: Path, key: str, model: str, run: Run) -> None:
+    """``model`` has successful rows in ``run``, else one line naming the findings file and its key."""
+    import difflib
+
+    present = sorted(set(run.ok["model"]))
+    if model not in present:
+        close = difflib.get_close_matches(model, present, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise HarnessError(f"{spec_path}: {key}: no successful rows of model '{model}' in {run.directory} "
+                           f"(models: {', '.join(present) or 'none'}){hint}")
+
+
+def headline_data(spec: Spec, resamples: int) -> Headline:
+    run = load_run(spec.headline.directory)
+    check_model(spec.path, "findings.a", spec.a, run)
+    check_model(spec.path, "findings.b", spec.b, run)
+    attacks = set(run.ok["attack"])
+    if spec.attack not in attacks:
+        raise HarnessError(f"{spec.path}: headline.attack: '{spec.attack}' is not an attack of "
+                           f"{spec.headline.directory} (attacks: {', '.join(sorted(attacks - {WORST}))})")
+    paired = compare(run.directory, spec.a, spec.b, None, (), LEVEL, resamples, 0)
+    return Headline(run, entries_of(run), paired)
+
+
+def _worst_entry(entries: pd.DataFrame, model: str, eps: float) -> pd.Series | None:
+    rows = entries[(entries["model"] == model) & (entries["eps"].sub(eps).abs() < 1e-9)]
+    return None if rows.empty else rows.sort_values("robust_acc", kind="stable").iloc[0]
+
+
+def _paired(paired: pd.DataFrame, eps: float, attack: str, defense: str | None = None) -> pd.Series | None:
+    rows = paired[(paired["eps"].sub(eps).abs() < 1e-9) & (paired["attack"] == attack)]
+    if defense is not None:
+        rows = rows[rows["defense"] == defense]
+    return None if rows.empty else rows.sort_values("acc_a", kind="stable").iloc[0]
+
+
+def verdict(line: pd.Series, a: str, b: str) -> str:
+    if line["low"] > 0:
+        return f"{a} is more robust than {b} at this budget"
+    if line["high"] < 0:
+        return f"{a} is less robust than {b} at this budget"
+    return f"on these images the difference between {a} and {b} is not distinguishable from zero"
+
+
+def _flags(line: pd.Series) -> str:
+    return "; ".join(f"{side}: {flag}" for side, flag in (("A", line["flag_a"]), ("B", line["flag_b"])) if flag)
+
+
+# -- the answer ----------------------------------------------------------------------------------
+def answer_section(spec: Spec, head: Headline, sweep: SweepData | None) -> Section:
+    section = Section("answer", "The answer", short="Answer")
+    run, n = head.run, int(head.run.ok["n"].max())
+    sentences = []
+    for eps in spec.eps:
+        line = _paired(head.paired, eps, WORST)
+        ea, eb = _worst_entry(head.entries, spec.a, eps), _worst_entry(head.entries, spec.b, eps)
+        if line is None or ea is None or eb is None:
+            sentences.append(f"At ε = {eps:g} the headline run has no worst case of both {spec.a} and {spec.b}.")
+            continue
+        attack = _paired(head.paired, eps, spec.attack)
+        named = (f" {spec.attack} alone (its strongest logit view) leaves {spec.a} at {pct(attack['acc_a'])} % and "
+                 f"{spec.b} at {pct(attack['acc_b'])} %." if attack is not None else "")
+        sentences.append(
+            f"At ε = {eps:g} (L∞), the worst case over every attack of the headline run leaves {spec.a} at "
+            f"{with_interval(ea['robust_acc'], ea['robust_low'], ea['robust_high'])} % and {spec.b} at "
+            f"{with_interval(eb['robust_acc'], eb['robust_low'], eb['robust_high'])} % of {n} test images: "
+            f"{spec.a} − {spec.b} = {with_interval(line['diff'], line['low'], line['high'], True)} points "
+            f"(paired, {line['test']} {p_clause(line['p_value'])}), so {verdict(line, spec.a, spec.b)}.{named}"
+            + (f" Masking grades: {_flags(line)}." if _flags(line) else ""))
+    section.add(Text(f"Headline run: `{_rel(run.directory)}` (suite `{spec.headline.suite}`, "
+                     f"{run.ok['seed'].nunique()} seed(s), {n} test images). " + " ".join(sentences)))
+    survival = survival_rows(spec, head)
+    if survival:
+        thesis_line = next((r for r in survival if r["source"] == "thesis text"), None)
+        ours = [r for r in survival if r["source"] != "thesis text"]
+        if thesis_line and ours:
+            weakest = ours[0]
+            strongest = min((r for r in ours if not r["attack"].startswith("worst case")), key=lambda r: r["a"])
+            worst = next((r for r in ours if r["attack"].startswith("worst case")), None)
+            section.add(Text(
+                f"How much of the thesis's figure survives: the thesis reports {pct(thesis_line['a'])} % for "
+                f"{spec.a} and {pct(thesis_line['b'])} % for {spec.b} under PGD-40 at ε = {ref.PGD_EPS:g} "
+                f"(T = {fmt_T(ref.PGD_T)}, among the clean-correct images); with the same attack this protocol "
+                f"measures {pct(weakest['a'])} % and {pct(weakest['b'])} % ({weakest['source']}), and "
+                f"{strongest['attack']} leaves {pct(strongest['a'])} % and {pct(strongest['b'])} % "
+                f"({strongest['source']}), the same denominator"
+                + (f"; the worst case over every attack, {pct(worst['a'])} % and {pct(worst['b'])} %."
+                   if worst is not None else ".")))
+    if sweep is not None and sweep.effects:
+        parts = []
+        for eps, effects in sweep.effects.items():
+            top = effects[0]
+            others = "; ".join(f"{e.factor} {100 * e.spread:.1f}" for e in effects[1:])
+            parts.append(f"at ε = {eps:g}, {top.factor} moves {spec.a}'s worst-case robust accuracy most, from "
+                         f"{pct(top.low_value)} % ({top.low_label}) to {pct(top.high_value)} % ({top.high_label}), "
+                         f"a spread of {100 * top.spread:.1f} points"
+                         + (f" (the others: {others} points)" if others else ""))
+        section.add(Text(f"What moves it (sweep `{_rel(sweep.spec.run.directory)}`, worst case, means over the "
+                         f"seeds each point has): " + "; ".join(parts) + "."))
+    return section
+
+
+# -- thesis scale, strong attacks -----------------------------------------------------------------
+def headline_section(spec: Spec, head: Headline) -> Section:
+    section = Section("headline", "Thesis scale under the strongest attacks", short="Strong attacks")
+    section.add(Text(f"Suite `{spec.headline.suite}`, committed run `{_rel(head.run.directory)}`; reproduce with "
+                     f"`{run_command(spec.headline)}`. {head.run.description}"))
+    rows, flagged = [], []
+    for eps in sorted(set(head.paired.loc[head.paired["attack"] == WORST, "eps"])):
+        line, ea, eb = (_paired(head.paired, eps, WORST), _worst_entry(head.entries, spec.a, eps),
+                        _worst_entry(head.entries, spec.b, eps))
+        if line is None or ea is None or eb is None:
+            continue
+        rows.append([f"{eps:g}", with_interval(ea["robust_acc"], ea["robust_low"], ea["robust_high"]),
+                     ea["strongest_attack"], with_interval(eb["robust_acc"], eb["robust_low"], eb["robust_high"]),
+                     eb["strongest_attack"], with_interval(line["diff"], line["low"], line["high"], True),
+                     fmt_p(line["p_value"]), _flags(line)])
+        flagged.append(bool(_flags(line)))
+    columns = ["ε", f"{spec.a} worst case", f"{spec.a}: strongest single attack", f"{spec.b} worst case",
+               f"{spec.b}: strongest single attack", f"{spec.a} − {spec.b} (points)", "p", "masking grade"]
+    section.add(Table(columns, rows, flagged, numeric={"ε", columns[1], columns[3], columns[5], "p"},
+                      caption="worst-case robust accuracy (%) per image over every attack and logit view, 95 % "
+                              "interval; A − B paired over the same images (bootstrap interval; exact McNemar "
+                              "p for one seed)"))
+    section.add(Figure("findings-robust-vs-eps", robust_vs_eps_figure(head.run, [spec.a, spec.b]),
+                       "robust accuracy (all test images) vs ε per attack, at its strongest logit view per ε; "
+                       "black: worst case per image; bars: 95 % intervals", wide=True))
+    section.add(attack_table(spec, head))
+    return section
+
+
+def attack_table(spec: Spec, head: Headline) -> Table:
+    lines = head.paired[(head.paired["attack"] != CLEAN)].sort_values(["eps", "attack", "defense"], kind="stable")
+    cc = _clean_correct(head.run)
+    rows = []
+    for line in lines.itertuples(index=False):
+        rows.append([f"{line.eps:g}", line.attack, line.defense,
+                     with_interval(line.acc_a, *_wilson(line.acc_a, line.images)),
+                     with_interval(line.acc_b, *_wilson(line.acc_b, line.images)),
+                     with_interval(line.diff, line.low, line.high, True), fmt_p(line.p_value),
+                     pct(cc.get((spec.a, line.eps, line.attack, line.defense), float("nan"))),
+                     pct(cc.get((spec.b, line.eps, line.attack, line.defense), float("nan"))),
+                     "; ".join(f"{side}: {flag}" for side, flag in (("A", line.flag_a), ("B", line.flag_b)) if flag)])
+    columns = ["ε", "attack", "logit view", spec.a, spec.b, f"{spec.a} − {spec.b} (points)", "p",
+               f"{spec.a} among clean-correct", f"{spec.b} among clean-correct", "masking grade"]
+    return Table(columns, rows, [bool(r[-1]) for r in rows], numeric={"ε", spec.a, spec.b, columns[5], "p",
+                                                                      columns[7], columns[8]},
+                 caption="every attack and logit view: robust accuracy (%) over all test images with its 95 % "
+                         "Wilson interval, the paired difference, and the thesis's denominator (robust among the "
+                         "images the clean net gets right)", collapsed=True)
+
+
+def _wilson(accuracy: float, n: int) -> tuple[float, float]:
+    from harness.stats import accuracy_interval
+
+    return accuracy_interval(float(accuracy), int(n))
+
+
+def _clean_correct(run: Run) -> dict[tuple, float]:
+    """(model, eps, attack, defense shown by compare) -> robust_acc_cc (one seed: the run's own value)."""
+    ok = run.ok[run.ok["eps"] > 0]
+    return {(r.model, float(r.eps), r.attack, r.defense): float(r.robust_acc_cc) for r in ok.itertuples(index=False)
+            if r.seed == ok["seed"].min()}
+
+
+# -- how much of the thesis's figure survives ----------------------------------------------------
+def survival_rows(spec: Spec, head: Headline) -> list[dict]:
+    """At the thesis's eps, among clean-correct images: the thesis's text, its PGD-40 rerun under this
+    protocol (thesis run, then headline run) and each stronger attack of the headline run at its
+    strongest logit view, weakest first after the thesis's own."""
+    ra, rb = ref.reference("pgd40_eps0.15", spec.a), ref.reference("pgd40_eps0.15", spec.b)
+    rows = []
+    if ra is not None and rb is not None:
+        rows.append({"source": "thesis text", "attack": "PGD-40", "a": ra.value, "b": rb.value, "n": (None, None),
+                     "grade": ""})
+    runs = ([("thesis", spec.thesis)] if spec.thesis is not None and spec.thesis.directory != spec.headline.directory
+            else []) + [("headline", spec.headline)]
+    for role, run_ref in runs:
+        run = head.run if role == "headline" else load_run(run_ref.directory)
+        ok = run.ok[(run.ok["eps"].sub(ref.PGD_EPS).abs() < 1e-9) & run.ok["model"].isin([spec.a, spec.b])]
+        if ok.empty:
+            continue
+        where = f"{_rel(run_ref.directory)}, {int(ok['n'].max())} images"
+        pgd = ok[(ok["attack_name"] == "pgd") & (ok["T"].sub(ref.PGD_T).abs() < 1) &
+                 ok["attack_params"].str.contains(f'"steps": {ref.PGD_STEPS}')]
+        rows += _survival_lines(pgd, spec, where, "PGD-40 (T = 1e5)")
+        if role == "headline":
+            others = []
+            for attack, rows_of in ok[ok["attack_name"] != "pgd"].groupby("attack"):
+                name = "worst case (every attack)" if attack == WORST else attack
+                others += _survival_lines(rows_of, spec, where, name)
+            # weakest attack first, the worst case last
+            rows += sorted(others, key=lambda r: (r["attack"].startswith("worst case"), -r["a"]))
+    return rows
+
+
+def _survival_lines(rows: pd.DataFrame, spec: Spec, where: str, name: str) -> list[dict]:
+    seed = rows["seed"].min() if len(rows) else 0
+    a = rows[(rows["model"] == spec.a) & (rows["seed"] == seed)].sort_values("robust_acc_cc", kind="stable")
+    b = rows[(rows["model"] == spec.b) & (rows["seed"] == seed)].sort_values("robust_acc_cc", kind="stable")
+    if a.empty or b.empty:
+        return []
+    la, lb = a.iloc[0], b.iloc[0]
+    correct = (round(la["clean_acc"] * la["n"]), round(lb["clean_acc"] * lb["n"]))
+    view = "" if name.startswith("worst") or name.startswith("PGD") else f" ({la['defense']})"
+    grade = "; ".join(f"{k}: {v}" for k, v in ((spec.a, _grade(la)), (spec.b, _grade(lb))) if v)
+    return [{"source": where, "attack": name + view, "a": float(la["robust_acc_cc"]), "b": float(lb["robust_acc_cc"]),
+             "n": correct, "grade": grade}]
+
+
+def _grade(row: pd.Series) -> str:
+    return "; ".join(g for g, column in (("meaningless", "meaningless"), ("upper bound", "upper_bound"))
+                     if str(row.get(column, "") or ""))
+
+
+def survival_section(spec: Spec, head: Headline) -> Section:
+    section = Section("survival", f"How much of the thesis's PGD-40 figure survives (ε = {ref.PGD_EPS:g})",
+                      short="Thesis figure")
+    rows = survival_rows(spec, head)
+    if not any(row["source"] != "thesis text" for row in rows):
+        return section.add(Text(f"no rows at ε = {ref.PGD_EPS:g} for {spec.a} and {spec.b}", "missing"))
+    table = []
+    for row in rows:
+        ca, cb = row["n"]
+        cells = [row["source"], row["attack"]]
+        for value, count in ((row["a"], ca), (row["b"], cb)):
+            cells.append(with_interval(value, *_wilson(value, count)) if count else pct(value))
+        table.append(cells + [row["grade"]])
+    section.add(Table(["where", "attack", spec.a, spec.b, "masking grade"], table, [bool(r[-1]) for r in table],
+                      numeric={spec.a, spec.b},
+                      caption="robust accuracy (%) among the test images the clean net classifies correctly (the "
+                              "thesis's denominator, appendix A), 95 % Wilson interval over those images; the "
+                              "thesis gives its figure without an interval (§3.2, all 10 000 test images)"))
+    if spec.thesis is not None:
+        section.add(Text(f"Thesis protocol: suite `{spec.thesis.suite}`, reproduce with `{run_command(spec.thesis)}`.",
+                         "note"))
+    return section
+
+
+# -- logit views -----------------------------------------------------------------------------------
+def views_section(spec: Spec, head: Headline) -> Section:
+    section = Section("views", "Logit views: masking and the choice of T", short="Logit views")
+    ok = head.run.ok[(head.run.ok["attack"] != WORST) & head.run.ok["model"].isin([spec.a, spec.b])]
+    eps = ref.PGD_EPS if (ok["eps"].sub(ref.PGD_EPS).abs() < 1e-9).any() else max(spec.eps)
+    at = ok[ok["eps"].sub(eps).abs() < 1e-9]
+    attacks = sorted(set(at["attack"]))
+    rows = []
+    for defense, group in at.groupby("defense", sort=False):
+        temperatures = [group.loc[group["model"] == model, "T"] for model in (spec.a, spec.b)]
+        shown = [fmt_T(float(t.iloc[0])) if len(t) else "–" for t in temperatures]
+        t = float(group["T"].min())
+        cells = [defense, shown[0] if shown[0] == shown[1] else " / ".join(shown)]
+        n = int(group["n"].max())
+        for model in (spec.a, spec.b):
+            share = float(group.loc[group["model"] == model, "zero_grad_share"].max())
+            cells.append(with_interval(share, *_wilson(share, n)) if share == share else "–")
+        for attack in attacks:
+            for model in (spec.a, spec.b):
+                value = group.loc[(group["model"] == model) & (group["attack"] == attack), "robust_acc"]
+                cells.append(with_interval(value.mean(), *_wilson(value.mean(), n)) if len(value) else "–")
+        rows.append((defense.endswith("auto"), t if t == t else float("inf"), cells))
+    rows = [cells for *_, cells in sorted(rows, key=lambda r: r[:2])]
+    columns = ["logit view", f"T ({spec.a} / {spec.b} when they differ)", f"{spec.a} zero-gradient share",
+               f"{spec.b} zero-gradient share"]
+    columns += [f"{attack}: {model}" for attack in attacks for model in (spec.a, spec.b)]
+    section.add(Table(columns, rows, numeric=set(columns[2:]),
+                      caption=f"share of test images whose input gradient is exactly zero (%), and robust accuracy "
+                              f"(%) of each attack at ε = {eps:g} through each logit view (logits divided by T; "
+                              "\"auto\": the T the harness picks per model, docs/diagnostics.md); 95 % Wilson "
+                              "intervals over the images (first seed)"))
+    return section
+
+
+# -- the page ----------------------------------------------------------------------------------------
+def reproduce_section(spec: Spec, command: str) -> Section:
+    section = Section("reproduce", "Reproduce and check", short="Reproduce")
+    runs = [("headline", spec.headline)] + ([("thesis protocol", spec.thesis)] if spec.thesis else []) + (
+        [("sweep", spec.sweep.run)] if spec.sweep else [])
+    rows = [[role, f"`{run.suite}`", f"`{_rel(run.directory)}`", f"`{run_command(run)}`"] for role, run in runs]
+    section.add(Table(["part", "suite", "committed tables", "command (resumes an interrupted run)"], rows,
+                      caption="each part of this page, its suite and the command that reproduces its tables"))
+    section.add(Text(f"This page: `{command}`, from the committed `results.csv` and per-image outcomes "
+                     "(`examples/`) only; no model weights are needed. To check it against your own run, "
+                     "run the suite into another folder and point a copy of the findings file at it; "
+                     "`harness compare RUN MODEL_A MODEL_B` pairs two models of any run, and `harness "
+                     "compare RUN bio bp --against OTHER_RUN` pairs across runs on the same images."))
+    return section
+
+
+def build(spec: Spec, resamples: int = RESAMPLES, command: str = "") -> Document:
+    head = headline_data(spec, resamples)
+    sweep = sweep_data(spec.sweep, spec.eps, resamples, spec.path) if spec.sweep is not None else None
+    sections = [answer_section(spec, head, sweep), headline_section(spec, head), survival_section(spec, head),
+                views_section(spec, head)]
+    if sweep is not None:
+        figure = sweep_figure(sweep.points, sweep.reference, spec.sweep.reference)
+        sections.append(sweep_section(sweep, spec.a, run_command(spec.sweep.run), spec.sweep.run.suite, figure))
+    sections.append(reproduce_section(spec, command or f"harness findings {_rel(spec.path)}"))
+    meta = [("findings file", f"`{_rel(spec.path)}`"), ("question", f"is `{spec.a}` more robust than `{spec.b}`?"),
+            ("intervals", f"95 %; bootstrap and permutation resamples: {resamples}")]
+    return Document("Findings: is a Hebbian first layer more robust than backprop?",
+                    "Written by `harness findings` from committed result tables; do not edit by hand.", meta,
+                    sections)
+
+
+def write_findings(path: Path | str, resamples: int = RESAMPLES) -> tuple[Path, int]:
+    """Write the page and its figures where the findings file says; returns (page, figures)."""
+    from harness.atomic import replace_atomically
+
+    spec = read_spec(path)
+    document = build(spec, resamples)
+    try:
+        spec.out.parent.mkdir(parents=True, exist_ok=True)
+        spec.images.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"{spec.path}: findings.out / findings.images: cannot create the folder "
+                           f"({exc.strerror or exc})") from None
+    link = Path(_relative_to(spec.images, spec.out.parent))
+    body = to_markdown(document, spec.images, link)
+    replace_atomically(spec.out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
+    return spec.out, sum(isinstance(b, Figure) for s in document.sections for b in s.blocks)
+
+
+def _relative_to(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target, start)

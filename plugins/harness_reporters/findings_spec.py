@@ -1,0 +1,182 @@
+"""The findings file: which committed runs ``harness findings`` writes its page from, and what each is.
+
+A TOML file (``results/findings.toml``); paths in it are relative to its own folder, suites to the
+project root (the directory ``harness`` runs in, where the reproduce commands are run)::
+
+    [findings]
+    out = "../docs/findings.md"   # the page; its figures go to `images`
+    images = "../docs/img"
+    a = "bio"                     # the model the question is about ...
+    b = "bp"                      # ... and the reference it is paired with
+    eps = [0.1, 0.15]             # the budgets the answer quotes
+
+    [headline]                    # one run: a and b under the strongest attacks
+    run = "thesis-strong"
+    suite = "suites/thesis-strong.toml"
+    attack = "autoattack"         # the attack the answer names next to the worst case
+
+    [thesis]                      # optional: the run of the thesis's own protocol
+    run = "thesis-cpu"
+    suite = "suites/thesis.toml"
+
+    [sweep]                       # optional: one factor at a time, several seeds
+    run = "sweep-400"
+    suite = "suites/sweep-400.toml"
+    seeds = 3                     # seeds each point should have
+    reference = "bp"              # the model each point is paired with
+    why_missing = "..."           # why points or seeds the run lacks are missing (one sentence)
+    description = "..."           # optional: the base net (default: the run's suite description)
+    [[sweep.factors]]
+    name = "Hebbian p"
+    points = [["2 (base)", "bio"], ["3", "bio-p3"]]   # [label, model key]
+    [[sweep.factors]]
+    name = "controls"
+    control = true                # shown, not ranked among the factors that move robustness
+    points = [["Hebbian (base)", "bio"], ["frozen random", "random"]]
+
+Every problem is one line naming the file and the key (exit code 2 from the command).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from harness.errors import HarnessError
+from harness.suite import read_toml
+
+
+@dataclass(frozen=True)
+class RunRef:
+    directory: Path   # the committed run
+    suite: str        # the suite that produced it, as the reproduce command names it
+
+
+@dataclass(frozen=True)
+class Factor:
+    name: str
+    points: list[tuple[str, str]]  # (label, model key), in the order shown
+    control: bool = False          # controls are shown, but not ranked among the factors
+
+
+@dataclass(frozen=True)
+class Sweep:
+    run: RunRef
+    seeds: int
+    reference: str
+    why_missing: str
+    factors: list[Factor] = field(default_factory=list)
+    description: str = ""  # what the sweep's base net is (default: the run's suite description)
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    out: Path
+    images: Path
+    a: str
+    b: str
+    eps: list[float]
+    headline: RunRef
+    attack: str
+    thesis: RunRef | None
+    sweep: Sweep | None
+
+
+class _Reader:
+    """Typed access to the parsed TOML, each failure one line: ``FILE: KEY: what was expected``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, message: str) -> HarnessError:
+        return HarnessError(f"{self.path}: {key}: {message}")
+
+    def table(self, raw: dict, key: str, required: bool = True) -> dict | None:
+        value = raw.get(key.rsplit(".", 1)[-1])
+        if value is None and not required:
+            return None
+        if not isinstance(value, dict):
+            raise self.fail(key, "missing table" if value is None else "expected a table")
+        return value
+
+    def text(self, raw: dict, key: str, default: str | None = None) -> str:
+        value = raw.get(key.rsplit(".", 1)[-1], default)
+        if value is None:
+            raise self.fail(key, "missing; expected a string")
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def run(self, raw: dict, key: str) -> RunRef:
+        table = self.table(raw, key)
+        directory = (self.path.parent / self.text(table, f"{key}.run")).resolve()
+        if not (directory / "results.csv").is_file():
+            raise self.fail(f"{key}.run", f"{directory} has no results.csv; give a run directory relative to "
+                                          f"{self.path.parent} (`harness run SUITE --out DIR` writes one)")
+        return RunRef(directory, self.text(table, f"{key}.suite"))
+
+
+def _known(keys: set[str], raw: dict, reader: _Reader, where: str) -> None:
+    unknown = sorted(set(raw) - keys)
+    if unknown:
+        raise reader.fail(f"{where}.{unknown[0]}" if where else unknown[0],
+                          f"unknown key; expected one of {', '.join(sorted(keys))}")
+
+
+def read_spec(path: Path | str) -> Spec:
+    path = Path(path)
+    reader = _Reader(path)
+    try:
+        raw = read_toml(path)
+    except HarnessError as exc:  # read_toml speaks of suites; this is a findings file
+        raise HarnessError(str(exc).replace("suite file", "findings file").replace(
+            "; check the path (suites live under suites/)", "").replace("a suite is", "a findings file is")) from None
+    _known({"findings", "headline", "thesis", "sweep"}, raw, reader, "")
+    top = reader.table(raw, "findings")
+    _known({"out", "images", "a", "b", "eps"}, top, reader, "findings")
+    eps = top.get("eps")
+    if (not isinstance(eps, list) or not eps
+            or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and 0 < e <= 1 for e in eps)):
+        raise reader.fail("findings.eps", f"expected a non-empty list of budgets in (0, 1], got {eps!r}")
+    headline = reader.table(raw, "headline")
+    _known({"run", "suite", "attack"}, headline, reader, "headline")
+    thesis = reader.table(raw, "thesis", required=False)
+    if thesis is not None:
+        _known({"run", "suite"}, thesis, reader, "thesis")
+    return Spec(path=path, out=(path.parent / reader.text(top, "findings.out")).resolve(),
+                images=(path.parent / reader.text(top, "findings.images")).resolve(),
+                a=reader.text(top, "findings.a"), b=reader.text(top, "findings.b"), eps=[float(e) for e in eps],
+                headline=reader.run(raw, "headline"), attack=reader.text(headline, "headline.attack"),
+                thesis=reader.run(raw, "thesis") if thesis is not None else None,
+                sweep=_sweep(raw, reader))
+
+
+def _sweep(raw: dict, reader: _Reader) -> Sweep | None:
+    table = reader.table(raw, "sweep", required=False)
+    if table is None:
+        return None
+    _known({"run", "suite", "seeds", "reference", "why_missing", "description", "factors"}, table, reader, "sweep")
+    seeds = table.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise reader.fail("sweep.seeds", f"expected an integer >= 1, got {seeds!r}")
+    factors = table.get("factors")
+    if not isinstance(factors, list) or not factors:
+        raise reader.fail("sweep.factors", "expected [[sweep.factors]] tables, each with a name and points")
+    parsed = []
+    for index, factor in enumerate(factors):
+        where = f"sweep.factors[{index}]"
+        if not isinstance(factor, dict):
+            raise reader.fail(where, "expected a table with a name and points")
+        _known({"name", "points", "control"}, factor, reader, where)
+        control = factor.get("control", False)
+        if not isinstance(control, bool):
+            raise reader.fail(f"{where}.control", f"expected true or false, got {control!r}")
+        points = factor.get("points")
+        if (not isinstance(points, list) or not points or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and s for s in p) for p in points)):
+            raise reader.fail(f"{where}.points", f"expected a list of [label, model key] pairs, got {points!r}")
+        parsed.append(Factor(reader.text(factor, f"{where}.name"), [(label, key) for label, key in points], control))
+    return Sweep(run=reader.run(raw, "sweep"), seeds=seeds, reference=reader.text(table, "sweep.reference"),
+                 why_missing=reader.text(table, "sweep.why_missing") if "why_missing" in table else "",
+                 factors=parsed,
+                 description=reader.text(table, "sweep.description") if "description" in table else "")

@@ -1,0 +1,171 @@
+"""``harness findings``: the findings page from committed runs. Hand-made runs whose per-image outcomes
+are known fix every number the answer quotes; a real run checks the page against the leaderboard; bad
+findings files get one-line errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+from test_compare import CELLS, write_run
+
+from harness.cli import cli
+from harness.stats import mcnemar_exact, p_clause
+from harness.testing import assert_one_line_error
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["findings", *map(str, args)])
+
+
+def spec_text(headline, sweep=None, attack="pgd", eps="[0.1]", extra=""):
+    text = f"""
+[findings]
+out = "page/findings.md"
+images = "page/img"
+a = "bio"
+b = "bp"
+eps = {eps}
+{extra}
+[headline]
+run = "{headline}"
+suite = "suites/hand.toml"
+attack = "{attack}"
+"""
+    if sweep is not None:
+        text += f"""
+[sweep]
+run = "{sweep}"
+suite = "suites/hand-sweep.toml"
+seeds = 3
+reference = "bp"
+why_missing = "the session ended first."
+[[sweep.factors]]
+name = "width"
+points = [["base", "bio"], ["wide", "bio-wide"], ["huge", "bio-huge"]]
+[[sweep.factors]]
+name = "controls"
+control = true
+points = [["base", "bio"], ["end to end", "bp"]]
+"""
+    return text
+
+
+def write_spec(tmp_path, text):
+    path = tmp_path / "findings.toml"
+    path.write_text(text)
+    return path
+
+
+# sweep: three seeds of bio (robust on 20, 22, 24 of 40 images) and bp (robust on 5); bio-wide only two
+# seeds (30 and 32 images); bio-huge never ran. Worst cases are the single attack's rows.
+SWEEP = ([("bp", "T1e5", "pgd", 0.0, s, ()) for s in range(3)]
+         + [("bp", "T1e5", "pgd", 0.1, s, range(5)) for s in range(3)]
+         + [("bio", "T1e5", "pgd", 0.0, s, ()) for s in range(3)]
+         + [("bio", "T1e5", "pgd", 0.1, s, range(20 + 2 * s)) for s in range(3)]
+         + [("bio-wide", "T1e5", "pgd", 0.0, s, ()) for s in range(2)]
+         + [("bio-wide", "T1e5", "pgd", 0.1, s, range(30 + 2 * s)) for s in range(2)])
+
+
+def test_the_answer_quotes_the_paired_worst_case_of_the_headline_run(tmp_path):
+    run = write_run(tmp_path / "run", CELLS)
+    spec = write_spec(tmp_path, spec_text(run))
+    result = invoke(spec, "--resamples", "1000")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "page" / "findings.md").read_text()
+    answer = page.split('<a id="answer">')[1].split('<a id="headline">')[0]
+    # worst case over T1 and T1e5 per image: bio 20 / 40, bp 5 / 40, bio alone right on 15 images
+    assert re.search(r"leaves bio at 50\.0 \[\d+\.\d, \d+\.\d\] % and bp at 12\.5 \[", answer), answer
+    assert "bio − bp = +37.5 [+" in answer and p_clause(mcnemar_exact(15, 0)) in answer
+    assert "so bio is more robust than bp at this budget" in answer
+    assert "pgd alone (its strongest logit view) leaves bio at 50.0 % and bp at 22.5 %" in answer
+    assert "(img/findings-robust-vs-eps.png)" in page and (tmp_path / "page/img/findings-robust-vs-eps.png").is_file()
+    assert "`harness run suites/hand.toml --out " in page
+    assert "no rows at ε = 0.15 for bio and bp" in page  # this run has no thesis budget: said, not hidden
+
+
+def test_a_difference_whose_interval_holds_zero_is_not_called_more_robust(tmp_path):
+    same = [("bio", "T1", "pgd", 0.0, 0, ()), ("bio", "T1", "pgd", 0.1, 0, range(20)),
+            ("bp", "T1", "pgd", 0.0, 0, ()), ("bp", "T1", "pgd", 0.1, 0, range(1, 21))]
+    spec = write_spec(tmp_path, spec_text(write_run(tmp_path / "run", same)))
+    assert invoke(spec, "--resamples", "500").exit_code == 0
+    page = (tmp_path / "page" / "findings.md").read_text()
+    assert "bio − bp = +0.0 [" in page
+    assert "the difference between bio and bp is not distinguishable from zero" in page
+    answer = page.split('<a id="answer">')[1].split('<a id="headline">')[0]
+    assert "more robust than" not in answer and "less robust than" not in answer
+
+
+def test_the_sweep_table_pairs_each_point_and_lists_what_is_missing(tmp_path):
+    run = write_run(tmp_path / "run", CELLS)
+    sweep = write_run(tmp_path / "sweep", SWEEP)
+    result = invoke(write_spec(tmp_path, spec_text(run, sweep)), "--resamples", "500")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "page" / "findings.md").read_text()
+    section = page.split('<a id="sweep">')[1]
+    base = next(line for line in section.splitlines() if line.startswith("| width | base |"))
+    wide = next(line for line in section.splitlines() if line.startswith("| width | wide |"))
+    assert "| bio | 3 |" in base and "| 55.0 [" in base and "+42.5 [" in base   # mean of 20, 22, 24 of 40; bp 5
+    assert "each against `bp` (its own worst case, mean over its seeds: 12.5 % at ε = 0.1)" in section
+    assert "| bio-wide | 2 |" in wide and "| 77.5 [" in wide and "+65.0 [" in wide   # mean of 30, 32
+    assert "sign-flip" in section or "p ε=0.1" in section
+    assert ("points or seeds this run lacks: width = wide (`bio-wide`): 2 of 3 seeds (seeds 0, 1); "
+            "width = huge (`bio-huge`): no rows. the session ended first.") in page
+    # which factor moves it most: width, from 55.0 (base) to 77.5 (wide); the controls (a spread of
+    # 42.5 points, base vs bp) are shown but not ranked
+    assert "at ε = 0.1, width moves bio's worst-case robust accuracy most, from 55.0 % (base) to 77.5 % (wide)" in page
+    assert "| 0.1 | width | 22.5 | base: 55.0 | wide: 77.5 |" in section  # the per-ε spreads table
+    assert "| controls | end to end | bp | 3 |" in section and "controls" not in page.split("What moves it")[1].split("\n")[0]
+    assert (tmp_path / "page/img/findings-sweep.png").is_file()
+
+
+def test_the_same_tables_give_the_same_bytes(tmp_path):
+    run, sweep = write_run(tmp_path / "run", CELLS), write_run(tmp_path / "sweep", SWEEP)
+    spec = write_spec(tmp_path, spec_text(run, sweep))
+    pages = []
+    for _ in range(2):
+        assert invoke(spec, "--resamples", "300").exit_code == 0
+        pages.append([(tmp_path / "page" / name).read_bytes() for name in
+                      ("findings.md", "img/findings-robust-vs-eps.png", "img/findings-sweep.png")])
+    assert pages[0] == pages[1]
+
+
+def test_on_a_real_run_the_page_quotes_the_leaderboard_worst_case(small_run, tmp_path):
+    from harness_reporters.leaderboard import leaderboard
+
+    _, _, out = small_run
+    spec = write_spec(tmp_path, spec_text(out, attack="pgd-art", eps="[0.1, 0.2]"))
+    result = invoke(spec, "--resamples", "500")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "page" / "findings.md").read_text()
+    board = leaderboard([out])
+    for eps in (0.1, 0.2):
+        for model in ("bio", "bp"):
+            line = board[(board["model"] == model) & (board["eps"] == eps)].iloc[0]
+            quoted = (f"{100 * line.robust_acc:.1f} [{100 * line.robust_low:.1f}, {100 * line.robust_high:.1f}] %")
+            assert f"leaves {model} at {quoted}" in page or f"and {model} at {quoted}" in page, (model, eps)
+    assert "| T1e5 | 1e5 |" in page  # the logit views table
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (lambda t: t.replace('a = "bio"\n', ""), ["findings.a: missing"]),
+    (lambda t: t.replace("eps = [0.1]", "eps = [1.5]"), ["findings.eps: expected a non-empty list"]),
+    (lambda t: t.replace('attack = "pgd"', 'attack = "pgdd"'), ["headline.attack: 'pgdd' is not an attack"]),
+    (lambda t: t.replace('b = "bp"', 'b = "bpp"'),
+     ["findings.b: no successful rows of model 'bpp'", "did you mean 'bp'?"]),
+    (lambda t: t + "\n[extra]\n", ["extra: unknown key; expected one of"]),
+    (lambda t: t.replace('run = "', 'run = "nowhere/'), ["headline.run:", "has no results.csv"]),
+    (lambda t: t + "\n[thesis]\nrun = 3\n", ["thesis.run: expected a non-empty string"]),
+    (lambda t: t.replace("[headline]", "[headline"), ["not valid TOML"]),
+    (lambda t: t + '\n[sweep]\nrun = "x"\n', ["sweep.factors: expected [[sweep.factors]] tables"]),
+])
+def test_bad_findings_files_are_one_line_errors(tmp_path, change, fragments):
+    spec = write_spec(tmp_path, change(spec_text(write_run(tmp_path / "run", CELLS))))
+    line = assert_one_line_error(invoke(spec), *fragments)
+    assert str(spec) in line
+    assert not (tmp_path / "page").exists()  # nothing written
+
+
+def test_a_missing_findings_file_is_a_one_line_error(tmp_path):
+    assert_one_line_error(invoke(tmp_path / "none.toml"), "findings file not found")
