@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from harness.errors import HarnessError
 from harness.suite import read_toml
 
