@@ -257,7 +257,9 @@ def _survival_lines(rows: pd.DataFrame, spec: Spec, where: str, name: str) -> li
         return []
     la, lb = a.iloc[0], b.iloc[0]
     correct = (round(la["clean_acc"] * la["n"]), round(lb["clean_acc"] * lb["n"]))
-    view = "" if name.startswith("worst") or name.startswith("PGD") else f" ({la['defense']})"
+    # each model at its own strongest logit view: both named when they differ
+    view = ("" if name.startswith("worst") or name.startswith("PGD") else f" ({la['defense']})"
+            if la["defense"] == lb["defense"] else f" ({spec.a} {la['defense']}, {spec.b} {lb['defense']})")
     grade = "; ".join(f"{k}: {v}" for k, v in ((spec.a, _grade(la)), (spec.b, _grade(lb))) if v)
     return [{"source": where, "attack": name + view, "a": float(la["robust_acc_cc"]), "b": float(lb["robust_acc_cc"]),
              "n": correct, "grade": grade}]
