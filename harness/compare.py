@@ -62,6 +62,14 @@ class Side:
     flags: dict[tuple, set[str]] = field(default_factory=dict)  # line key -> masking grades of its rows
 
 
+def no_rows_of(model: str, models: list[str], where: str, suffix: str = "") -> HarnessError:
+    """``WHERE no successful rows of model 'M'SUFFIX (models: ...); did you mean ...?``"""
+    close = difflib.get_close_matches(model, models, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    listed = ", ".join(models) or "none"
+    return HarnessError(f"{where}no successful rows of model '{model}'{suffix} (models: {listed}){hint}")
+
+
 def _load(run: RunDir, digest: str, key: str) -> np.ndarray:
     from safetensors.torch import load_file
 
@@ -93,10 +101,7 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
     frame = read_results(Path(directory))
     ok = frame[(frame["status"] == "ok") & (frame["model"] == model)]
     if ok.empty:
-        models = sorted(set(frame["model"]))
-        close = difflib.get_close_matches(model, models, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise HarnessError(f"{directory}: no successful rows of model '{model}' (models: {', '.join(models)}){hint}")
+        raise no_rows_of(model, sorted(set(frame["model"])), f"{directory}: ")
 
     def through(defense_text: str) -> bool:
         return any(part in defenses for part in defense_text.split("+"))

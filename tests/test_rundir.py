@@ -295,11 +295,9 @@ def test_the_lock_holds_this_pid_and_refuses_a_second_holder(tmp_path):
 
 
 # -- the end of a run --------------------------------------------------------------------------
-def test_a_run_stopped_during_its_last_cell_gets_its_checks(tmp_path, data_dir, registry, monkeypatch):
-    """Ctrl-C while the last cell runs: that cell finishes and is recorded, and the finished cells get
-    their masking checks and worst-case rows before the run stops, so the table equals an
-    uninterrupted run's."""
-    suite = load_suite(write(tmp_path, suite_doc(eps=(0.0, 0.1))), registry)
+def ctrl_c_during_the_last_cell(monkeypatch):
+    """Make the runner act as if Ctrl-C came while its last cell ran (it stops once that cell is
+    recorded); returns the real ``Runner._record`` to put back."""
     record = Runner._record
 
     def record_then_stop(self, outcome, expected, rows):
@@ -307,6 +305,15 @@ def test_a_run_stopped_during_its_last_cell_gets_its_checks(tmp_path, data_dir, 
         if not expected:
             self._stop = True
     monkeypatch.setattr(Runner, "_record", record_then_stop)
+    return record
+
+
+def test_a_run_stopped_during_its_last_cell_gets_its_checks(tmp_path, data_dir, registry, monkeypatch):
+    """Ctrl-C while the last cell runs: that cell finishes and is recorded, and the finished cells get
+    their masking checks and worst-case rows before the run stops, so the table equals an
+    uninterrupted run's."""
+    suite = load_suite(write(tmp_path, suite_doc(eps=(0.0, 0.1))), registry)
+    record = ctrl_c_during_the_last_cell(monkeypatch)
     out = tmp_path / "out"
     with pytest.raises(RunInterrupted) as info:
         Runner(suite, registry, out, Path(data_dir), torch.device("cpu")).run()
@@ -325,18 +332,12 @@ def test_a_second_ctrl_c_during_the_checks_leaves_the_cells_and_a_rerun_adds_the
     """A second Ctrl-C while the stopped run computes its checks: the table keeps every finished cell
     (without checks and worst cases); rerunning, with no cell left to run, adds them."""
     suite = load_suite(write(tmp_path, suite_doc(eps=(0.0, 0.1))), registry)
-    record, write_table = Runner._record, Runner._write
-
-    def record_then_stop(self, outcome, expected, rows):
-        record(self, outcome, expected, rows)
-        if not expected:
-            self._stop = True
+    record, write_table = ctrl_c_during_the_last_cell(monkeypatch), Runner._write
 
     def second_ctrl_c_during_the_checks(self, rows, annotate=False):
         if annotate and self._stop:
             raise KeyboardInterrupt
         return write_table(self, rows, annotate)
-    monkeypatch.setattr(Runner, "_record", record_then_stop)
     monkeypatch.setattr(Runner, "_write", second_ctrl_c_during_the_checks)
     out = tmp_path / "out"
     with pytest.raises(RunInterrupted) as info:

@@ -13,6 +13,7 @@ tables always give the same page.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from harness.stats import LEVEL, RESAMPLES, fmt_p, p_clause
 from harness_reporters import reference as ref
 from harness_reporters.document import Document, Figure, Section, Table, Text, to_markdown
 from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figure
-from harness_reporters.findings_spec import RunRef, Spec, read_spec
+from harness_reporters.findings_spec import RunRef, Spec, check_model, read_spec
 from harness_reporters.findings_sweep import SweepData, entries_of, sweep_data, sweep_section
 from harness_reporters.report_format import fmt_T, pct, with_interval
 from harness_reporters.report_run import Run, load_run
@@ -51,18 +52,6 @@ class Headline:
     run: Run
     entries: pd.DataFrame   # leaderboard lines of the run (one per model x eps x pool)
     paired: pd.DataFrame    # compare(run, a, b): one line per eps x attack x defense (worst case included)
-
-
-def check_model(spec_path: Path, key: str, model: str, run: Run) -> None:
-    """``model`` has successful rows in ``run``, else one line naming the findings file and its key."""
-    import difflib
-
-    present = sorted(set(run.ok["model"]))
-    if model not in present:
-        close = difflib.get_close_matches(model, present, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise HarnessError(f"{spec_path}: {key}: no successful rows of model '{model}' in {run.directory} "
-                           f"(models: {', '.join(present) or 'none'}){hint}")
 
 
 def headline_data(spec: Spec, resamples: int) -> Headline:
@@ -372,13 +361,8 @@ def write_findings(path: Path | str, resamples: int = RESAMPLES) -> tuple[Path, 
     except OSError as exc:
         raise HarnessError(f"{spec.path}: findings.out / findings.images: cannot create the folder "
                            f"({exc.strerror or exc})") from None
-    link = Path(_relative_to(spec.images, spec.out.parent))
+    link = Path(os.path.relpath(spec.images, spec.out.parent))
     body = to_markdown(document, spec.images, link)
     replace_atomically(spec.out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
     return spec.out, sum(isinstance(b, Figure) for s in document.sections for b in s.blocks)
 
-
-def _relative_to(target: Path, start: Path) -> str:
-    import os
-
-    return os.path.relpath(target, start)

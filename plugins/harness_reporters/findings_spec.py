@@ -42,8 +42,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.compare import no_rows_of
 from harness.errors import HarnessError
 from harness.suite import read_toml
+from harness_reporters.report_run import Run
 
 
 @dataclass(frozen=True)
@@ -181,3 +183,9 @@ def _sweep(raw: dict, reader: _Reader) -> Sweep | None:
                  why_missing=reader.text(table, "sweep.why_missing") if "why_missing" in table else "",
                  factors=parsed,
                  description=reader.text(table, "sweep.description") if "description" in table else "")
+
+
+def check_model(spec_path: Path, key: str, model: str, run: Run) -> None:
+    """``model`` has successful rows in ``run``, else one line naming the findings file and its key."""
+    if model not in set(run.ok["model"]):
+        raise no_rows_of(model, sorted(set(run.ok["model"])), f"{spec_path}: {key}: ", f" in {run.directory}")

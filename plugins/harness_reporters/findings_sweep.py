@@ -13,7 +13,7 @@ from harness.compare import CLEAN, compare
 from harness.diagnostics import WORST
 from harness.stats import LEVEL, fmt_p, seed_summary
 from harness_reporters.document import Figure, Section, Table, Text
-from harness_reporters.findings_spec import Sweep
+from harness_reporters.findings_spec import Sweep, check_model
 from harness_reporters.report_format import interval, pct, with_interval
 from harness_reporters.report_run import Run, load_run
 
@@ -63,8 +63,6 @@ def entries_of(run: Run) -> pd.DataFrame:
 def sweep_data(sweep: Sweep, eps_list: list[float], resamples: int, spec_path: Path) -> SweepData:
     run = load_run(sweep.run.directory)
     ok, entries = run.ok, entries_of(run)
-    from harness_reporters.findings import check_model
-
     check_model(spec_path, "sweep.reference", sweep.reference, run)
     present = sorted(set(ok.loc[ok["eps"] > 0, "eps"]))
     budgets = [float(b) for b in present if any(abs(e - b) < 1e-9 for e in eps_list)] or [float(b) for b in present]

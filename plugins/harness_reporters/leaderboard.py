@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness.diagnostics import MEANINGLESS, UPPER_BOUND, WORST
 from harness.errors import HarnessError
-from harness_reporters.report_format import fmt_T
+from harness_reporters.report_format import fmt_T, interval
 from harness_reporters.report_run import Run, load_run, rescaler_defenses
 from harness.results import GRADE_COLUMNS, POOLED
 from harness.stats import seed_summary
@@ -179,7 +179,7 @@ DISPLAY = ["rank", "dataset", "norm", "eps", "model", "defense", "suite", "clean
 
 def interval_text(line) -> str:
     """The robust accuracy's 95 % interval in %, with the sd over seeds when there are several."""
-    text = f"[{100 * line.robust_low:.1f}, {100 * line.robust_high:.1f}]" if line.robust_low == line.robust_low else ""
+    text = interval(line.robust_low, line.robust_high)
     return text + (f", sd {100 * line.robust_sd:.1f}" if line.robust_sd == line.robust_sd else "")
 
 
