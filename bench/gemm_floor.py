@@ -7,7 +7,9 @@ bf16 only where the CPU multiplies it natively (AMX or AVX512-BF16).
 
 from __future__ import annotations
 
+import statistics
 import time
+from typing import Callable
 
 import torch
 
@@ -57,3 +59,19 @@ def floors(products: list[tuple[int, int, int]], steps: int, calls: int = 200) -
     if bf16_native():
         found["bf16"] = epoch_floor(products, steps, torch.bfloat16, calls)
     return found
+
+
+def repeat(measure: Callable[[], float], runs: int = 3) -> list[float]:
+    """``runs`` measurements of one figure (seconds), each from a fresh call."""
+    return [measure() for _ in range(runs)]
+
+
+def spread(values: list[float]) -> str:
+    """"min 1.23 / median 1.25 s" for a figure measured several times."""
+    return f"min {min(values):6.2f} / median {statistics.median(values):6.2f} s"
+
+
+def ratio(learner: list[float], floor: list[float]) -> str:
+    """learner / floor as the median of each over the median of each, and min over min."""
+    return (f"{statistics.median(learner) / statistics.median(floor):.2f} "
+            f"(median of {len(learner)}; min / min {min(learner) / min(floor):.2f})")

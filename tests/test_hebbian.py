@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness_hebbian.rule import STEPS, native_bf16, train_hebbian, train_hebbian_seeds, weighting
+from harness_hebbian import fused
+from harness_hebbian.rule import STEPS, native_bf16, resolve_method, train_hebbian, train_hebbian_seeds, weighting
 
 
 def reference_update(W, X, p, k, delta, eps, prec=1e-30, R=1.0, anti="kth", currents="published"):
@@ -88,6 +89,66 @@ def test_dense_path_equals_sparse_path(inputs, case):
                       lr_decay=case.get("decay", "linear"), currents=case.get("currents", "published"),
                       anti_hebbian=case.get("anti", "kth"), method=method)
     assert (weights["sparse"] - weights["dense"]).abs().max() < 1e-9
+
+
+needs_numba = pytest.mark.skipif(not fused.AVAILABLE, reason="numba is not installed: no fused step")
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_fused_step_equals_sparse_step(inputs, case, dtype):
+    """On a fixed sequence of real minibatches, each from the same state, the fused step picks the
+    same winners and makes the same update as the eager sparse step, to float rounding."""
+    x = inputs[0][:1000].to(dtype)
+    p = case["p"]
+    options = dict(p=p, k=case["k"], delta=0.4, lr=0.05, precision=1e-30, R=case.get("R", 1.0),
+                   anti_hebbian=case.get("anti", "kth"), currents=case.get("currents", "published"))
+    weight = torch.normal(0.0, 1.0, (60, 784), generator=torch.Generator().manual_seed(1)).to(dtype)
+    weighted = weighting(weight, p, options["currents"])
+    step = fused.FusedStep(60, 100, dtype)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for start in range(0, len(x), 100):
+        batch = x[start:start + 100]
+        twin, twin_weighted = weight.clone(), weighted.clone()
+        expected = STEPS["sparse"](weight, weighted, batch, **options)
+        got = step(twin, twin_weighted, batch, **options)
+        assert torch.equal(got, expected)
+        assert (twin - weight).abs().max() <= tolerance * weight.abs().max()
+        assert (twin_weighted - weighted).abs().max() <= tolerance * weighted.abs().max()
+
+
+@needs_numba
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_fused_training_equals_sparse_training(inputs, case):
+    """Whole trainings in float64 (a short last minibatch included) end at the same weights."""
+    x = inputs[0][:430].double()
+    weights = {}
+    for method in ("sparse", "fused"):
+        weights[method] = torch.empty(30, 784, dtype=torch.float64)
+        train_hebbian(weights[method], x, init_mean=0.0, init_std=1.0, precision=1e-30, delta=0.4, lr=0.05,
+                      epochs=3, batch_size=40, seed=5, p=case["p"], k=case["k"], R=case.get("R", 1.0),
+                      lr_decay=case.get("decay", "linear"), currents=case.get("currents", "published"),
+                      anti_hebbian=case.get("anti", "kth"), method=method)
+    assert (weights["sparse"] - weights["fused"]).abs().max() < 1e-9
+
+
+def test_auto_method_prefers_fused_on_the_cpu_and_falls_back(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_method("auto", cpu) == ("fused" if fused.AVAILABLE else "sparse")
+    assert resolve_method("auto", cpu, "bf16") == "sparse"       # the fused step ranks in float32 only
+    assert resolve_method("dense", cpu) == "dense"
+    monkeypatch.setattr(fused, "AVAILABLE", False)
+    assert resolve_method("auto", cpu) == "sparse"
+    with pytest.raises(ValueError, match="numba"):
+        fused.FusedStep(10, 10, torch.float32)
+
+
+def test_fused_method_refuses_bf16_ranking(inputs):
+    with pytest.raises(ValueError, match="fp32"):
+        train_hebbian(torch.empty(10, 784), inputs[0][:100], p=2.0, k=2, delta=0.4, lr=0.04, epochs=1,
+                      batch_size=50, init_mean=0.0, init_std=1.0, precision=1e-30, seed=0, method="fused",
+                      ranking_dtype="bf16")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -278,3 +339,25 @@ def test_seeds_in_one_batched_pass_equal_one_seed_trainings(inputs, case):
     assert not torch.equal(together[0], together[1])
     with pytest.raises(ValueError, match=r"weight: expected \[len\(seeds\)=3, H, D\]"):
         train_hebbian_seeds(torch.empty(2, 30, 784), x, seeds, **options)
+
+
+def test_progress_line_names_the_step_that_runs(mnist_small):
+    from harness.api import TrainContext
+    from harness.plugins import load_registry
+
+    registry = load_registry()
+    spec = registry.get("models", "repu")
+    model = spec.build({**spec.defaults, "hidden": 20}, registry.get("datasets", "mnist").info)
+    learner = registry.get("learners", "hebbian")
+    x, y, xt, yt = mnist_small
+    described = []
+
+    def progress(total, description=None):
+        described.append(description)
+        return lambda n=1, **stats: None
+
+    ctx = TrainContext(model=model, params={"fc1.weight": model.fc1.weight}, x=x[:200], y=y[:200],
+                       options={**learner.defaults, "epochs": 1}, x_test=xt[:10], y_test=yt[:10],
+                       device=torch.device("cpu"), seed=0, progress=progress)
+    learner.train(ctx)
+    assert described == [f"hebbian fc1.weight ({'fused' if fused.AVAILABLE else 'sparse'} step)"]

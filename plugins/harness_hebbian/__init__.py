@@ -74,7 +74,7 @@ def _inputs(ctx: TrainContext, name: str, weight):
 
 def train(ctx: TrainContext) -> dict:
     from harness.errors import HarnessError
-    from harness_hebbian.rule import train_hebbian
+    from harness_hebbian.rule import resolve_method, train_hebbian
 
     if len(ctx.params) != 1 or next(iter(ctx.params.values())).dim() != 2:
         raise HarnessError(f"hebbian trains exactly one 2-D weight matrix per stage; got "
@@ -85,7 +85,8 @@ def train(ctx: TrainContext) -> dict:
         raise HarnessError(f"hebbian: k = {options['k']} exceeds the {weight.shape[0]} units of {name}")
     inputs = _inputs(ctx, name, weight)
     options.pop("inputs")
-    advance = ctx.progress(options["epochs"], f"hebbian {name}")
+    step = resolve_method(options["method"], weight.device, options["ranking_dtype"])
+    advance = ctx.progress(options["epochs"], f"hebbian {name} ({step} step)")
     try:
         history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), **options)
     except ValueError as exc:  # an option this device cannot honour (method, ranking_dtype)

@@ -133,7 +133,19 @@ def hebbian_step_dense(weight: torch.Tensor, weighted: torch.Tensor, x: torch.Te
 
 
 STEPS = {"sparse": hebbian_step, "dense": hebbian_step_dense}
-METHODS = (*STEPS, "graph")
+METHODS = (*STEPS, "graph", "fused")
+
+
+def resolve_method(method: str, device: torch.device, ranking_dtype: str = "fp32") -> str:
+    """The step ``method = "auto"`` runs: on CUDA "graph"; on the CPU "fused" (harness_hebbian.fused,
+    when numba is installed and the ranking is float32), else "sparse". Other values pass through."""
+    if method != "auto":
+        return method
+    if device.type == "cuda":
+        return "graph"
+    from harness_hebbian.fused import AVAILABLE
+
+    return "fused" if AVAILABLE and ranking_dtype == "fp32" else "sparse"
 
 
 def _epoch_runner(step, weight, weighted, inputs, winner, batch_size, step_options):
@@ -184,7 +196,8 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
                   currents: str = "published", method: str = "auto", ranking_dtype: str = "fp32",
                   on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Initialise ``weight`` ~ N(init_mean, init_std) and train it in place (``method``: "sparse",
-    "dense", "graph" (CUDA only), or "auto" = graph on CUDA, sparse elsewhere); returns per-epoch stats:
+    "dense", "graph" (CUDA only), "fused" (CPU, numba) or "auto": see :func:`resolve_method`); returns
+    per-epoch stats:
     ``norm_dev`` mean |‖W_i‖_p − R| over units, ``never_won`` units that have not won any input yet,
     ``winner_changes`` share of inputs whose winning unit differs from the previous epoch's.
     ``ranking_dtype = "bf16"`` ranks the units on bf16 currents (see the module's docstring)."""
@@ -193,10 +206,13 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
     inputs = inputs.to(weight)
     weighted = weighting(weight, p, currents)
     hidden, n = weight.shape[0], len(inputs)
-    if method == "auto":
-        method = "graph" if weight.is_cuda else "sparse"
+    method = resolve_method(method, weight.device, ranking_dtype)
     if method == "graph" and not weight.is_cuda:
         raise ValueError("method = \"graph\" needs the weights on a CUDA device; use \"sparse\" on the CPU")
+    if method == "fused" and weight.is_cuda:
+        raise ValueError("method = \"fused\" runs on the CPU; use \"graph\" or \"dense\" on a CUDA device")
+    if method == "fused" and ranking_dtype != "fp32":
+        raise ValueError("method = \"fused\" ranks in fp32 only; use method = \"sparse\" with ranking_dtype = \"bf16\"")
     won = torch.zeros(hidden, dtype=torch.bool, device=weight.device)
     winner = torch.full((n,), -1, dtype=torch.long, device=weight.device)
     step_options = dict(p=p, k=k, delta=delta, precision=precision, R=R, anti_hebbian=anti_hebbian,
@@ -214,7 +230,12 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
         if run_epoch is None:
             warnings.warn("hebbian: CUDA graph capture failed; running the dense steps one by one")
     if run_epoch is None:
-        step = STEPS["dense" if method == "graph" else method]
+        if method == "fused":
+            from harness_hebbian.fused import FusedStep
+
+            step = FusedStep(hidden, batch_size, weight.dtype)
+        else:
+            step = STEPS["dense" if method == "graph" else method]
         run_epoch = _epoch_runner(step, weight, weighted, inputs, winner, batch_size, step_options)
     history = []
     for epoch in range(epochs):
