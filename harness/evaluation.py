@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from harness import sample
 from harness.errors import HarnessError
 from harness.evaluate import Evaluator
 from harness.registry import Registry
@@ -72,7 +73,7 @@ class Evaluation:
                    attack_name=attack.plugin, backend=attack.backend or "", attack_kind=spec.kind,
                    norm=spec.norm, attack_params=json.dumps(attack.options, sort_keys=True), eps=cell.eps,
                    seed=cell.seed, config_hash=config_hash(self.suite.cell_config(cell)),
-                   device=str(self.device), **defaults)
+                   device=str(self.device), test_images=sample.describe(self.suite.test_subset), **defaults)
 
     def cell(self, cell: Cell, module, model_hash: str, evaluator: Evaluator, defended: dict) -> Outcome:
         """The cell's outcome; ``defended`` keeps each defense's (module, clean stats, T) for the

@@ -73,6 +73,7 @@ class Row:
     unreliable: bool = False         # either grade
     reasons: str = ""                # both grades' reasons, "; "-separated
     checks_skipped: str = ""         # checks this grid could not evaluate (e.g. no eps >= 0.5)
+    test_images: str = "first"       # which test images: "first" (the first n) or "random N (seed S, ...)"
 
 
 def robust_among_correct(correct, robust) -> float:
@@ -101,7 +102,7 @@ def to_frame(rows: list[Row]) -> pd.DataFrame:
 INTERVALS = {"clean_acc": ("clean_acc_low", "clean_acc_high"), "robust_acc": ("robust_acc_low", "robust_acc_high")}
 # Columns added after the first tables were written: an older table gets them on reading
 # (intervals computed from n and the accuracies, grades empty until the run is continued).
-LATER_COLUMNS = {"meaningless": "", "upper_bound": "", "robust_acc_cc": NAN,
+LATER_COLUMNS = {"meaningless": "", "upper_bound": "", "robust_acc_cc": NAN, "test_images": "first",
                  **{c: NAN for pair in INTERVALS.values() for c in pair}}
 
 

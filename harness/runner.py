@@ -243,6 +243,8 @@ class Runner:
         record = {"format": 1, "suite": {"name": self.suite.name, "path": str(source.resolve()),
                                          "sha256": digest, "copy": SUITE_COPY if text is not None else None,
                                          "overrides": list(self.suite.overrides)},
+                  "data": {"train_size": self.suite.train_size, "test_size": self.suite.test_size,
+                           "test_subset": self.suite.test_subset and self.suite.test_subset.config()},
                   "cells": [{**asdict(c), "config_hash": hashes[c]} for c in self.suite.cells],
                   "versions": versions(self.registry), "device": str(self.device), "runs": history}
         if text is not None:

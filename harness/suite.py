@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from harness import sample
 from harness.errors import HarnessError, SuiteError
 from harness.grid import expand_grid
 from harness.registry import Registry
@@ -62,6 +63,7 @@ class Suite:
     cells: list[Cell] = field(default_factory=list)
     overrides: tuple[str, ...] = ()   # --set KEY=VALUE pairs applied to the file (harness/overrides.py)
     source: str | None = None         # the effective suite as TOML when it is not the file's text
+    test_subset: sample.Sample | None = None  # a seeded random sample of the test split (harness/sample.py)
 
     def model_config(self, dataset: str, key: str, seed: int) -> dict[str, Any]:
         """Everything that determines a trained model: its hash names the saved file."""
@@ -76,9 +78,12 @@ class Suite:
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         defense = self.defenses.get(cell.defense)
         attack = self.attacks[cell.attack]
-        return {"model": self.model_config(cell.dataset, cell.model, cell.seed), "test_size": self.test_size,
-                "defense": None if defense is None else [defense.plugin, defense.options],
-                "attack": [attack.plugin, attack.backend, attack.options], "eps": cell.eps}
+        config = {"model": self.model_config(cell.dataset, cell.model, cell.seed), "test_size": self.test_size,
+                  "defense": None if defense is None else [defense.plugin, defense.options],
+                  "attack": [attack.plugin, attack.backend, attack.options], "eps": cell.eps}
+        if self.test_subset is not None:  # only then: every other cell keeps its hash
+            config["test_subset"] = self.test_subset.config()
+        return config
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -128,7 +133,7 @@ def suite_from_data(raw: dict[str, Any], path: Path, registry: Registry) -> Suit
     if "data" not in raw:
         raise check.fail("data", "missing; declare [data] with dataset = \"NAME\" (see `harness plugins`)")
     data = check.table(raw["data"], "data")
-    check.known_keys(data, ("dataset", "train_size", "test_size"), "data")
+    check.known_keys(data, ("dataset", "train_size", "test_size", "test_subset"), "data")
     datasets = _datasets(check, registry, data)
     evaluation = check.table(raw.get("eval", {}), "eval")
     check.known_keys(evaluation, ("batch_size", "convergence_images"), "eval")
@@ -149,6 +154,7 @@ def suite_from_data(raw: dict[str, Any], path: Path, registry: Registry) -> Suit
         models=_models(check, registry, raw),
         defenses=_components(check, registry, raw, "defenses", "defense"),
         attacks=_components(check, registry, raw, "attacks", "attack"),
+        test_subset=sample.parse(check, data),
     )
     check.safe_name(suite.name, "suite.name", "suite name",
                     "" if "name" in meta else f" (from the file name '{path.name}'; set [suite] name)")
