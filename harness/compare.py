@@ -1,8 +1,8 @@
 """Paired comparisons of two models on the same test images, from the per-image outcomes a run stores
 under ``OUT/examples``: per eps and attack (worst case included), both robust accuracies, their
-difference with a paired bootstrap interval over images (seeds pooled) and a paired test with the image
-as the unit: exact McNemar for one seed, a sign-flip permutation test of the per-image mean difference
-for several (harness/stats.py). The two models may come from two runs that share the dataset and the
+difference with a paired interval and test (harness/stats.py): for one seed, a bootstrap over images
+and the exact McNemar test (the image sampling only); for several, a two-level bootstrap over seeds
+and images of each seed's per-image difference, so the interval includes the trainings' spread. The two models may come from two runs that share the dataset and the
 images.
 """
 
@@ -19,7 +19,7 @@ from harness.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.errors import HarnessError
 from harness.results import GRADE_COLUMNS, POOLED, read_results
 from harness.rundir import RunDir
-from harness.stats import LEVEL, RESAMPLES, paired_difference
+from harness.stats import LEVEL, RESAMPLES, TWO_LEVEL, p_floor, paired_difference
 
 CLEAN = "clean"       # the attack column of the eps = 0 line: accuracy on the unperturbed images
 
@@ -42,11 +42,13 @@ class Comparison:
     high: float
     only_a: int        # image x seed pairs A got right and B wrong
     only_b: int
-    p_value: float     # the paired test over images named in ``test``
-    test: str          # "exact McNemar" (one seed) or "sign-flip permutation" (several; harness.stats)
+    p_value: float     # the paired test named in ``test``
+    test: str          # "exact McNemar" (one seed) or "two-level bootstrap" (several; harness.stats)
     flag_a: str        # masking grades of A's rows behind the line ("meaningless", "upper bound"; any seed)
     flag_b: str
     unpaired: str = ""  # seeds of either side left out for want of a partner ("" = none)
+    p_floor: float = 0.0    # the smallest p the test can give (resampling tests), 0 for McNemar
+    seed_share: float = 0.0  # share of the interval's variance from the seeds (two-level only)
 
 
 COLUMNS = [f.name for f in fields(Comparison)]
@@ -187,7 +189,9 @@ def compare_sides(a: Side, b: Side, level: float = LEVEL, resamples: int = RESAM
                                 only_b=result.only_b, p_value=result.p_value, test=result.test,
                                 flag_a=", ".join(sorted(a.flags.get(key, ()))),
                                 flag_b=", ".join(sorted(b.flags.get(key, ()))),
-                                unpaired=_unpaired_text(a, b, left_a, left_b)))
+                                unpaired=_unpaired_text(a, b, left_a, left_b),
+                                p_floor=p_floor(resamples) if result.test == TWO_LEVEL else 0.0,
+                                seed_share=result.seed_share))
     return pd.DataFrame([asdict(line) for line in lines], columns=COLUMNS)
 
 

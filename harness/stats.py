@@ -3,9 +3,12 @@
 - :func:`proportion_interval`: a 95 % Wilson interval for an accuracy measured on n images;
 - :func:`seed_summary`: mean, standard deviation and t-interval of a number over seeds (seed
   variation), widened to at least the Wilson interval over the n images when n is given;
-- :func:`paired_difference`: the difference of two models' accuracies on the same images, with a
-  paired bootstrap interval over images and a paired test over images: exact McNemar for one seed,
-  a sign-flip permutation test of the per-image mean difference for several.
+- :func:`two_level`: the mean of per-image outcomes measured with several seeds on the same images,
+  with an interval that resamples seeds and images (training and image sampling), and the share of
+  its variance that comes from the seeds;
+- :func:`paired_difference`: the difference of two models' accuracies on the same images: with one
+  seed, a bootstrap interval over images and the exact McNemar test; with several, the two-level
+  interval and a two-level bootstrap test (paired by seed and by image).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ LEVEL = 0.95         # every interval the harness reports is a 95 % interval
 RESAMPLES = 9999     # bootstrap and permutation resamples
 NAN = float("nan")
 MCNEMAR = "exact McNemar"         # PairedDifference.test with one seed
-SIGN_FLIP = "sign-flip permutation"  # ... with several seeds
+SIGN_FLIP = "sign-flip permutation"  # a test over images alone (sign_flip_test)
+TWO_LEVEL = "two-level bootstrap"  # PairedDifference.test with several seeds
 PERMUTATION_CELLS = 10_000_000    # resamples x images held in memory at once by the permutation test
 
 
@@ -81,6 +85,61 @@ def seed_summary(values: Sequence[float], level: float = LEVEL, n: int | None = 
     return SeedSummary(len(array), mean, sd, low, high)
 
 
+@dataclass(frozen=True)
+class TwoLevel:
+    seeds: int
+    images: int
+    mean: float
+    low: float          # 95 % percentile interval over resamples of seeds and images
+    high: float
+    seed_share: float   # share of the resampling variance from the seeds (0 with one seed)
+    p_value: float      # two-sided bootstrap p of "the mean is 0" (for differences), >= 2 / (resamples + 1)
+
+
+def _resampled_means(outcomes: np.ndarray, resamples: int, rng: np.random.Generator, seeds: bool,
+                     images: bool) -> np.ndarray:
+    """Means of ``outcomes`` [seeds, images] over ``resamples`` draws of seeds and/or images with
+    replacement. Seeds and images are crossed (every seed saw the same images), so one draw of images
+    serves every drawn seed: the mean over the drawn images of the drawn seeds' average outcome."""
+    count, width = outcomes.shape
+    if seeds:
+        drawn = rng.integers(0, count, size=(resamples, count))
+        weights = (drawn[:, :, None] == np.arange(count)).sum(axis=1) / count   # [resamples, seeds]
+        per_image = weights @ outcomes                                            # [resamples, images]
+    else:
+        per_image = np.broadcast_to(outcomes.mean(axis=0), (resamples, width))
+    if not images:
+        return per_image.mean(axis=1)
+    return np.take_along_axis(per_image, rng.integers(0, width, size=(resamples, width)), axis=1).mean(axis=1)
+
+
+def two_level(outcomes: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> TwoLevel:
+    """Interval of the mean of per-image outcomes [seeds, images] (or [images]) that includes training:
+    each resample draws the seeds with replacement, then the images with replacement (one draw for all
+    drawn seeds, since they were measured on the same images), so a seed spread and an image spread
+    both widen it. With one seed it covers the images only. ``seed_share``: the variance of the means
+    when only seeds are resampled over the sum of that and the variance when only images are."""
+    x = np.atleast_2d(np.asarray(outcomes, dtype=float))
+    count, width = x.shape
+    mean = float(x.mean())
+    rng = np.random.default_rng(seed)
+    both = _resampled_means(x, resamples, rng, seeds=count > 1, images=True)
+    low, high = (float(v) for v in np.quantile(both, [(1 - level) / 2, (1 + level) / 2]))
+    share = 0.0
+    if count > 1:
+        by_seed = _resampled_means(x, resamples, rng, seeds=True, images=False).var()
+        by_image = _resampled_means(x, resamples, rng, seeds=False, images=True).var()
+        share = float(by_seed / (by_seed + by_image)) if by_seed + by_image > 0 else 0.0
+    beyond = min(int((both <= 0).sum()), int((both >= 0).sum()))
+    p_value = min(1.0, 2 * (beyond + 1) / (resamples + 1))
+    return TwoLevel(count, width, mean, min(low, mean), max(high, mean), share, p_value)
+
+
+def p_floor(resamples: int = RESAMPLES) -> float:
+    """The smallest two-sided p-value ``resamples`` resamples can give: 2 / (resamples + 1)."""
+    return 2 / (resamples + 1)
+
+
 def mcnemar_exact(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar p-value: under "A and B are equally accurate" each discordant pair
     (one right, the other wrong) is a fair coin, so ``only_a`` ~ Binomial(only_a + only_b, 1/2)."""
@@ -118,30 +177,38 @@ class PairedDifference:
     acc_a: float
     acc_b: float
     diff: float       # acc_a - acc_b
-    low: float        # paired bootstrap interval of diff, resampling images
+    low: float        # paired bootstrap interval of diff: images (one seed), seeds and images (several)
     high: float
     only_a: int       # image x seed pairs A got right and B wrong (a count, not the test's unit)
     only_b: int
-    p_value: float    # the paired test over images named by ``test``
-    test: str         # MCNEMAR (one seed) or SIGN_FLIP (several)
+    p_value: float    # the paired test named by ``test``
+    test: str         # MCNEMAR (one seed) or TWO_LEVEL (several)
+    seed_share: float = 0.0  # share of the interval's variance from the seeds (two-level only)
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES,
                       seed: int = 0) -> PairedDifference:
     """A and B's per-image outcomes (1 = correct / robust), shape (seeds, images) or (images,), the same
-    images in the same order. The interval resamples images, each carrying its outcomes under every
-    seed, so images that are hard for every seed are not counted as independent evidence.
+    images in the same order, row s of A and of B from the same seed.
 
-    The p-value tests "A and B are equally accurate" with the image as the unit, for the same
-    reason: with one seed, the exact McNemar test on the images exactly one model gets right; with
-    several, :func:`sign_flip_test` of each image's difference averaged over the seeds (seeds of one
-    image are not independent evidence, so the image x seed pairs are not counted as such)."""
+    One seed: a percentile bootstrap over images and the exact McNemar test on the images exactly one
+    model gets right; both cover the image sampling only. Several seeds: :func:`two_level` on the
+    per-seed, per-image differences A - B (paired by seed and by image), so the interval and its
+    two-sided bootstrap p-value include the seed-to-seed spread of both trainings, not just which
+    images were drawn; the p-value's floor is :func:`p_floor`."""
     from scipy.stats import bootstrap
 
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     if a.shape != b.shape:
         raise ValueError(f"outcomes of A {a.shape} and B {b.shape} do not pair up")
-    per_image = (a - b).mean(axis=0)  # each image's difference, averaged over seeds
+    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    common = dict(images=a.shape[1], pairs=a.size, acc_a=float(a.mean()), acc_b=float(b.mean()),
+                  only_a=only_a, only_b=only_b)
+    if a.shape[0] > 1:
+        result = two_level(a - b, level, resamples, seed)
+        return PairedDifference(**common, diff=result.mean, low=result.low, high=result.high,
+                                p_value=result.p_value, test=TWO_LEVEL, seed_share=result.seed_share)
+    per_image = (a - b)[0]
     diff = float(per_image.mean())
     if len(per_image) < 2 or np.ptp(per_image) == 0:
         low = high = diff  # every resample gives the same mean
@@ -149,24 +216,21 @@ def paired_difference(a: np.ndarray, b: np.ndarray, level: float = LEVEL, resamp
         result = bootstrap((per_image,), np.mean, confidence_level=level, n_resamples=resamples,
                            method="percentile", rng=np.random.default_rng(seed))
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-    if a.shape[0] == 1:
-        test, p_value = MCNEMAR, mcnemar_exact(only_a, only_b)
-    else:
-        test, p_value = SIGN_FLIP, sign_flip_test(per_image, resamples, seed)
-    return PairedDifference(images=a.shape[1], pairs=a.size, acc_a=float(a.mean()), acc_b=float(b.mean()),
-                            diff=diff, low=low, high=high, only_a=only_a, only_b=only_b,
-                            p_value=p_value, test=test)
+    return PairedDifference(**common, diff=diff, low=low, high=high, p_value=mcnemar_exact(only_a, only_b),
+                            test=MCNEMAR)
 
 
-def fmt_p(p: float) -> str:
-    """A p-value for a table: three significant digits, or an upper bound below 1e-4."""
+def fmt_p(p: float, floor: float = 0.0) -> str:
+    """A p-value for a table: three significant digits, or an upper bound below 1e-4; a resampling
+    p-value at its ``floor`` (:func:`p_floor`) is a bound, "<= 0.0002", never a point value."""
     if p != p:
         return ""
+    if floor and p <= floor * (1 + 1e-9):
+        return f"<= {floor:.2g}"
     return "< 1e-4" if p < 1e-4 else f"{p:.3g}"
 
 
-def p_clause(p: float) -> str:
-    """"p = 0.0123" or "p < 1e-4", for a sentence."""
-    text = fmt_p(p)
+def p_clause(p: float, floor: float = 0.0) -> str:
+    """"p = 0.0123", "p < 1e-4" or, at a resampling floor, "p <= 0.0002", for a sentence."""
+    text = fmt_p(p, floor)
     return f"p {text}" if text.startswith("<") else f"p = {text}"

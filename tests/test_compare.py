@@ -13,7 +13,7 @@ from harness.cli import cli
 from harness.compare import CLEAN, compare
 from harness.diagnostics import WORST, annotate
 from harness.results import Row, to_frame, write_csv
-from harness.stats import MCNEMAR, SIGN_FLIP, mcnemar_exact
+from harness.stats import MCNEMAR, TWO_LEVEL, mcnemar_exact
 from harness.testing import assert_one_line_error
 
 N = 40
@@ -101,12 +101,13 @@ def test_models_from_two_runs_pool_their_seeds(tmp_path):
     pgd = line(frame, "pgd")
     assert pgd.seeds == 2 and pgd.images == N and pgd.unpaired == ""
     assert (pgd.only_a, pgd.only_b) == (20 + 5, 0) and pgd.acc_a == pytest.approx(55 / 80)
-    # two seeds: the image is the test's unit; 20 images differ, all for bio, so no random sign pattern
-    # of the 1000 reaches the observed mean: p = 2 * 1 / 1001 (not McNemar's 2 * 0.5 ** 25 over pairs)
-    assert pgd.test == SIGN_FLIP and pgd.p_value == pytest.approx(2 / 1001)
+    # two seeds: the two-level bootstrap; every image that differs favours bio, so a resample reaches
+    # a difference <= 0 only when it draws seed 1 (5 images differ) twice and misses those images
+    assert pgd.test == TWO_LEVEL and pgd.p_floor == pytest.approx(2 / 1001)
+    assert pgd.p_floor <= pgd.p_value < 0.01 and pgd.low > 0
     result = invoke(seed0, "bio", "bp", "--against", seed1, "--resamples", "500")
     assert result.exit_code == 0 and "bio vs b:bp" in result.output, result.output
-    assert "sign-flip: permutation test" in result.output
+    assert "two-level: bootstrap resampling seeds" in result.output
 
 
 def test_seeds_without_a_partner_are_named_not_dropped_silently(tmp_path):

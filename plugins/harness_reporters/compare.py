@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.stats import LEVEL, MCNEMAR, RESAMPLES, SIGN_FLIP
+from harness.stats import LEVEL, MCNEMAR, RESAMPLES, TWO_LEVEL
 
 
 @click.command("compare")
@@ -28,9 +28,9 @@ from harness.stats import LEVEL, MCNEMAR, RESAMPLES, SIGN_FLIP
 def compare_command(run_dir: Path, model_a: str, model_b: str, against: Path | None, defenses: tuple[str, ...],
                     resamples: int, seed: int, csv_out: Path | None) -> None:
     """Compare MODEL_A and MODEL_B of RUN_DIR image by image: per eps and attack (worst case included),
-    both robust accuracies, A - B with a paired 95 % bootstrap interval over the images (seeds pooled)
-    and a p-value with the image as the unit: exact McNemar with one seed, a sign-flip permutation
-    test of each image's mean difference over the seeds with several."""
+    both robust accuracies, A - B with a paired 95 % interval and p-value: with one seed, a bootstrap
+    over the images and exact McNemar (image sampling only); with several, a two-level bootstrap over
+    the seeds and the images (the trainings' spread included)."""
     from harness.atomic import replace_atomically
     from harness.compare import compare
 
@@ -64,7 +64,7 @@ def print_comparison(frame, label_a: str, label_b: str) -> None:
         for line in group.itertuples(index=False):
             cells = [f"{line.eps:g}"] + ([line.norm] if len(norms) > 1 else []) + [
                 line.attack, line.defense, f"{100 * line.acc_a:.1f}", f"{100 * line.acc_b:.1f}",
-                f"{100 * line.diff:+.1f}", f"[{100 * line.low:+.1f}, {100 * line.high:+.1f}]", fmt_p(line.p_value),
+                f"{100 * line.diff:+.1f}", f"[{100 * line.low:+.1f}, {100 * line.high:+.1f}]", fmt_p(line.p_value, line.p_floor),
                 TESTS.get(line.test, line.test), f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}",
                 _flags(line, label_a, label_b)]
             table.add_row(*map(escape, cells))
@@ -83,11 +83,12 @@ def print_comparison(frame, label_a: str, label_b: str) -> None:
                       soft_wrap=True)
 
 
-TESTS = {MCNEMAR: "McNemar", SIGN_FLIP: "sign-flip"}  # the test column's short names
-NOTES = {MCNEMAR: "McNemar: exact McNemar test on the images exactly one model gets right (one seed)",
-         SIGN_FLIP: "sign-flip: permutation test flipping the sign of each image's A − B averaged over the "
-                    "seeds (several seeds; an image's seeds are not independent evidence; with random sign "
-                    "patterns, p >= 2 / (resamples + 1))"}
+TESTS = {MCNEMAR: "McNemar", TWO_LEVEL: "two-level"}  # the test column's short names
+NOTES = {MCNEMAR: "McNemar: exact McNemar test on the images exactly one model gets right (one seed); "
+                  "interval and p cover the image sampling only",
+         TWO_LEVEL: "two-level: bootstrap resampling seeds, then images (the same draw for every seed), of each "
+                    "seed's per-image A − B; interval and p include the seed-to-seed spread of the trainings; "
+                    "p >= 2 / (resamples + 1), printed as a bound there"}
 
 
 def _flags(line, label_a: str, label_b: str) -> str:

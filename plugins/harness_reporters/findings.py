@@ -22,7 +22,7 @@ import pandas as pd
 from harness.compare import CLEAN, compare
 from harness.diagnostics import WORST
 from harness.errors import HarnessError
-from harness.stats import LEVEL, RESAMPLES, fmt_p, p_clause
+from harness.stats import LEVEL, MCNEMAR, RESAMPLES, fmt_p, p_clause
 from harness_reporters import reference as ref
 from harness_reporters.document import Document, Figure, Section, Table, Text, to_markdown
 from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figure
@@ -109,7 +109,8 @@ def answer_section(spec: Spec, head: Headline, sweep: SweepData | None) -> Secti
             f"{with_interval(ea['robust_acc'], ea['robust_low'], ea['robust_high'])} % and {spec.b} at "
             f"{with_interval(eb['robust_acc'], eb['robust_low'], eb['robust_high'])} % of {n} test images: "
             f"{spec.a} − {spec.b} = {with_interval(line['diff'], line['low'], line['high'], True)} points "
-            f"(paired, {line['test']} {p_clause(line['p_value'])}), so {verdict(line, spec.a, spec.b)}.{named}"
+            f"(paired, {line['test']} {p_clause(line['p_value'], line['p_floor'])}{_coverage(line)}), so "
+            f"{verdict(line, spec.a, spec.b)}.{named}"
             + (f" Masking grades: {_flags(line)}." if _flags(line) else ""))
     section.add(Text(f"Headline run: `{_rel(run.directory)}` (suite `{spec.headline.suite}`, "
                      f"{run.ok['seed'].nunique()} seed(s), {n} test images). " + " ".join(sentences)))
@@ -158,7 +159,7 @@ def headline_section(spec: Spec, head: Headline) -> Section:
         rows.append([f"{eps:g}", with_interval(ea["robust_acc"], ea["robust_low"], ea["robust_high"]),
                      ea["strongest_attack"], with_interval(eb["robust_acc"], eb["robust_low"], eb["robust_high"]),
                      eb["strongest_attack"], with_interval(line["diff"], line["low"], line["high"], True),
-                     fmt_p(line["p_value"]), _flags(line)])
+                     fmt_p(line["p_value"], line["p_floor"]), _flags(line)])
         flagged.append(bool(_flags(line)))
     columns = ["ε", f"{spec.a} worst case", f"{spec.a}: strongest single attack", f"{spec.b} worst case",
                f"{spec.b}: strongest single attack", f"{spec.a} − {spec.b} (points)", "p", "masking grade"]
@@ -173,6 +174,13 @@ def headline_section(spec: Spec, head: Headline) -> Section:
     return section
 
 
+def _coverage(line) -> str:
+    """What a paired interval covers: the images only with one seed; with several, the seeds too."""
+    if line["test"] == MCNEMAR:
+        return "; one trained pair: the interval covers the image sampling only, not training"
+    return f"; {line['seeds']} seeds: the interval covers training and image sampling ({100 * line['seed_share']:.0f} % of its variance from the seeds)"
+
+
 def attack_table(spec: Spec, head: Headline) -> Table:
     lines = head.paired[(head.paired["attack"] != CLEAN)].sort_values(["eps", "attack", "defense"], kind="stable")
     cc = _clean_correct(head.run)
@@ -181,7 +189,7 @@ def attack_table(spec: Spec, head: Headline) -> Table:
         rows.append([f"{line.eps:g}", line.attack, line.defense,
                      with_interval(line.acc_a, *_wilson(line.acc_a, line.images)),
                      with_interval(line.acc_b, *_wilson(line.acc_b, line.images)),
-                     with_interval(line.diff, line.low, line.high, True), fmt_p(line.p_value),
+                     with_interval(line.diff, line.low, line.high, True), fmt_p(line.p_value, line.p_floor),
                      pct(cc.get((spec.a, line.eps, line.attack, line.defense), float("nan"))),
                      pct(cc.get((spec.b, line.eps, line.attack, line.defense), float("nan"))),
                      "; ".join(f"{side}: {flag}" for side, flag in (("A", line.flag_a), ("B", line.flag_b)) if flag)])

@@ -116,6 +116,15 @@ def _point(factor: str, label: str, model: str, seeds: list[int], rows: pd.DataF
     return Point(factor, label, model, seeds, (summary.mean, summary.low, summary.high), worst, lines)
 
 
+def _exploratory(data: SweepData) -> str:
+    """The sweep's p-values are many and uncorrected: say so, with their number."""
+    tests = len({(p.model, eps) for p in data.points for eps, line in p.paired.items()
+                 if line is not None and eps in p.worst})
+    return (f"The {tests} p-values of the table (each distinct point and ε once) are not corrected for "
+            f"multiple comparisons: they are exploratory, a screen for what to measure at thesis scale, "
+            f"not findings.")
+
+
 def sweep_section(data: SweepData, a: str, command: str, suite: str, figure: bytes) -> Section:
     sweep = data.spec
     section = Section("sweep", "What makes it robust: one factor at a time", short="Factors")
@@ -124,9 +133,12 @@ def sweep_section(data: SweepData, a: str, command: str, suite: str, figure: byt
                      f"(it resumes where it stopped). {about}. Each point: clean accuracy and "
                      f"worst-case robust accuracy (%) as the mean over its seeds with a 95 % interval (t over "
                      f"seeds, widened to at least Wilson over the images), its paired difference to "
-                     f"`{sweep.reference}` of the same seeds on the same images (bootstrap over images; "
-                     f"p: exact McNemar for one seed, sign-flip permutation over images for several), and the "
-                     f"masking grade (empty: no check flags it)."))
+                     f"`{sweep.reference}` of the same seeds on the same images (two-level bootstrap over seeds and "
+                     f"images, so the interval includes the seed spread; one seed: bootstrap over images and "
+                     f"exact McNemar, the images only), and the "
+                     f"masking grade (empty: no check flags it). With 3 seeds the bootstrap over seeds "
+                     f"understates their spread (it sees 3 values), so read these intervals as the narrowest "
+                     f"plausible. {_exploratory(data)}"))
     budgets = sorted({e for p in data.points for e in p.worst})
     columns = ["factor", "value", "model", "seeds", "clean"]
     for eps in budgets:
@@ -141,7 +153,7 @@ def sweep_section(data: SweepData, a: str, command: str, suite: str, figure: byt
             line = point.paired.get(eps)
             cells += [with_interval(mean, low, high),
                       "" if line is None else f"{100 * line['diff']:+.1f} {interval(line['low'], line['high'], True)}",
-                      "" if line is None else fmt_p(line["p_value"])]
+                      "" if line is None else fmt_p(line["p_value"], line["p_floor"])]
             if grade:
                 grades.add(f"ε={eps:g}: {grade}")
         cells.append("; ".join(sorted(grades)))

@@ -32,7 +32,7 @@ def bio_vs_bp(run: Run) -> pd.DataFrame | str:
 
 def _row(line) -> list[str]:
     return [f"{line.eps:g}", line.attack, line.defense, f"{100 * line.acc_a:.1f}", f"{100 * line.acc_b:.1f}",
-            f"{100 * line.diff:+.1f}", f"[{100 * line.low:+.1f}, {100 * line.high:+.1f}]", fmt_p(line.p_value),
+            f"{100 * line.diff:+.1f}", f"[{100 * line.low:+.1f}, {100 * line.high:+.1f}]", fmt_p(line.p_value, line.p_floor),
             line.test, f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}"]
 
 
@@ -52,9 +52,10 @@ def comparison_blocks(run: Run) -> list:
         blocks.append(Table(COLUMNS, [_row(line) for line in rest.itertuples(index=False)], numeric=numeric,
                             caption="each attack through each defense", collapsed=True))
     resamples = f"{RESAMPLES:,}".replace(",", " ")
-    blocks.append(Text(f"Interval: paired bootstrap over the test images ({resamples} resamples; an image keeps "
-                       "its outcomes under every seed). p: a paired test with the image as the unit — exact McNemar on "
-                       "the images exactly one net gets right with one seed, a sign-flip permutation test of the "
-                       "per-image mean difference with several (column 'test'). A masked number (flagged meaningless in the checks below) compares blindness, "
+    blocks.append(Text(f"Interval and p ({resamples} resamples): with one seed, a paired bootstrap over the test "
+                       "images and the exact McNemar test on the images exactly one net gets right (image sampling "
+                       "only); with several, a two-level bootstrap that resamples the seeds, then the images (one draw "
+                       "for every seed), of each seed's per-image difference (column 'test'), so both include the "
+                       "trainings' spread. A masked number (flagged meaningless in the checks below) compares blindness, "
                        "not robustness: read the worst case.", "note"))
     return blocks
