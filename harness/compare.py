@@ -48,6 +48,8 @@ class Comparison:
     flag_b: str
     unpaired: str = ""  # seeds of either side left out for want of a partner ("" = none)
     p_floor: float = 0.0    # the smallest p the test can give (resampling tests), 0 for McNemar
+    unchecked_a: str = ""   # masking checks A's rows behind the line could not run (their grid lacks what they need)
+    unchecked_b: str = ""
     seed_share: float = 0.0  # share of the interval's variance from the seeds (two-level only)
 
 
@@ -62,6 +64,7 @@ class Side:
     outcomes: dict[tuple, dict[int, np.ndarray]]
     defenses: dict[tuple, str]  # line key -> defense text shown
     flags: dict[tuple, set[str]] = field(default_factory=dict)  # line key -> masking grades of its rows
+    skipped: dict[tuple, set[str]] = field(default_factory=dict)  # line key -> checks its rows could not run
 
 
 def no_rows_of(model: str, models: list[str], where: str, suffix: str = "") -> HarnessError:
@@ -117,9 +120,12 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
         side.outcomes.setdefault(key, {})[int(seed)] = outcome
         side.defenses.setdefault(key, defense)
         grades = side.flags.setdefault(key, set())
+        skipped = side.skipped.setdefault(key, set())
         for column, grade in GRADE_COLUMNS.items():
             if row is not None and getattr(row, column):
                 grades.add(grade)
+        if row is not None and isinstance(getattr(row, "checks_skipped", ""), str):
+            skipped.update(c for c in row.checks_skipped.split(", ") if c)
 
     attacks, worst = ok[ok["attack"] != WORST], ok[ok["attack"] == WORST]
     # logit rescalings of the model never change a prediction: one clean line for all of them
@@ -147,6 +153,7 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
             side.outcomes.pop(key)
             side.defenses.pop(key)
             side.flags.pop(key, None)
+            side.skipped.pop(key, None)
     return side
 
 
@@ -191,7 +198,9 @@ def compare_sides(a: Side, b: Side, level: float = LEVEL, resamples: int = RESAM
                                 flag_b=", ".join(sorted(b.flags.get(key, ()))),
                                 unpaired=_unpaired_text(a, b, left_a, left_b),
                                 p_floor=p_floor(resamples) if result.test == TWO_LEVEL else 0.0,
-                                seed_share=result.seed_share))
+                                seed_share=result.seed_share,
+                                unchecked_a=", ".join(sorted(a.skipped.get(key, ()))),
+                                unchecked_b=", ".join(sorted(b.skipped.get(key, ())))))
     return pd.DataFrame([asdict(line) for line in lines], columns=COLUMNS)
 
 

@@ -172,3 +172,48 @@ def test_leaderboard_lines_carry_only_their_own_flags_and_an_interval(tmp_path):
     assert not at2["unreliable"] and at2["flag"] == "" and at2["reasons"] == ""
     assert (at2["robust_low"], at2["robust_high"]) == pytest.approx(proportion_interval(60, N))
     assert math.isnan(at2["robust_sd"])
+
+
+def test_a_gradient_free_attack_flags_each_white_box_row_it_beats(tmp_path):
+    # Square leaves 40 of 200; AutoAttack 38 (stronger: not flagged), PGD 110 and FGSM 150 (flagged,
+    # each on its own, although AutoAttack beat Square at the same eps and view)
+    cells = [("T1e5", "square", "gradient-free", 0.1, 80, None), ("T1e5", "autoattack", "iterative", 0.1, 76, None),
+             ("T1e5", "pgd", "iterative", 0.1, 110, None), ("T1e5", "fgsm", "single-step", 0.1, 150, None)]
+    frame = make_run(tmp_path, cells)
+    for attack in ("pgd", "fgsm"):
+        row = pick(frame, "T1e5", attack, 0.1)
+        assert row["chk_gradient_free"] and f"beat {attack}" in row["meaningless"], attack
+    for attack in ("autoattack", "square"):
+        assert not pick(frame, "T1e5", attack, 0.1)["chk_gradient_free"], attack
+    # this view ran no eps >= 0.5 and no noise: those checks are listed as not run, not as passed
+    skipped = pick(frame, "T1e5", "autoattack", 0.1)["checks_skipped"]
+    assert "large_eps" in skipped and "noise" in skipped and "gradient_free" not in skipped
+
+
+def test_grade_text_separates_none_found_from_not_checked():
+    assert diagnostics.grade_text("", "") == "none found"
+    assert diagnostics.grade_text("", "large_eps, noise") == "none found; not checked: large_eps, noise"
+    assert diagnostics.grade_text("meaningless", "noise") == "meaningless; not checked: noise"
+    assert diagnostics.skipped_union(["noise, large_eps", "", float("nan"), "gradient_free"]) == \
+        "gradient_free, large_eps, noise"
+
+
+def test_regrade_rewrites_the_grades_of_a_finished_run_not_its_numbers(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from harness.plugins import load_registry
+    from harness.regrade import regrade
+    from harness.results import read_results
+
+    source = Path(__file__).resolve().parents[1] / "results" / "thesis-strong"
+    copy = tmp_path / "thesis-strong"
+    shutil.copytree(source, copy)
+    before = read_results(copy)
+    regrade(copy, load_registry())
+    after = read_results(copy)
+    assert list(after["robust_acc"]) == list(before["robust_acc"])
+    pgd = after[(after["model"] == "bio") & (after["attack"] == "pgd") & (after["defense"] == "T1e5")
+                & (after["eps"] == 0.15)].iloc[0]
+    # Square leaves 11.4 % where the thesis's PGD-40 leaves 57.1 %: that PGD number is graded
+    assert pgd["chk_gradient_free"] and "beat pgd (57.1%)" in pgd["meaningless"]

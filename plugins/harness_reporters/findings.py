@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.compare import CLEAN, compare
-from harness.diagnostics import WORST
+from harness.diagnostics import WORST, grade_text
 from harness.errors import HarnessError
 from harness.stats import LEVEL, MCNEMAR, RESAMPLES, fmt_p, p_clause
 from harness_reporters import reference as ref
@@ -87,7 +87,15 @@ def verdict(line: pd.Series, a: str, b: str) -> str:
 
 
 def _flags(line: pd.Series) -> str:
+    """The grades found (empty when none): what marks a line as flagged."""
     return "; ".join(f"{side}: {flag}" for side, flag in (("A", line["flag_a"]), ("B", line["flag_b"])) if flag)
+
+
+def _grades(line) -> str:
+    """A masking-grade cell: per side, the grades found or "none found", and the checks not run."""
+    get = line.get if hasattr(line, "get") else (lambda name, default="": getattr(line, name, default))
+    return "; ".join(f"{side}: {grade_text(get(f'flag_{key}', ''), get(f'unchecked_{key}', '') or '')}"
+                     for side, key in (("A", "a"), ("B", "b")))
 
 
 # -- the answer ----------------------------------------------------------------------------------
@@ -159,7 +167,7 @@ def headline_section(spec: Spec, head: Headline) -> Section:
         rows.append([f"{eps:g}", with_interval(ea["robust_acc"], ea["robust_low"], ea["robust_high"]),
                      ea["strongest_attack"], with_interval(eb["robust_acc"], eb["robust_low"], eb["robust_high"]),
                      eb["strongest_attack"], with_interval(line["diff"], line["low"], line["high"], True),
-                     fmt_p(line["p_value"], line["p_floor"]), _flags(line)])
+                     fmt_p(line["p_value"], line["p_floor"]), _grades(line)])
         flagged.append(bool(_flags(line)))
     columns = ["ε", f"{spec.a} worst case", f"{spec.a}: strongest single attack", f"{spec.b} worst case",
                f"{spec.b}: strongest single attack", f"{spec.a} − {spec.b} (points)", "p", "masking grade"]
@@ -192,7 +200,7 @@ def attack_table(spec: Spec, head: Headline) -> Table:
                      with_interval(line.diff, line.low, line.high, True), fmt_p(line.p_value, line.p_floor),
                      pct(cc.get((spec.a, line.eps, line.attack, line.defense), float("nan"))),
                      pct(cc.get((spec.b, line.eps, line.attack, line.defense), float("nan"))),
-                     "; ".join(f"{side}: {flag}" for side, flag in (("A", line.flag_a), ("B", line.flag_b)) if flag)])
+                     _grades(line)])
     columns = ["ε", "attack", "logit view", spec.a, spec.b, f"{spec.a} − {spec.b} (points)", "p",
                f"{spec.a} among clean-correct", f"{spec.b} among clean-correct", "masking grade"]
     return Table(columns, rows, [bool(r[-1]) for r in rows], numeric={"ε", spec.a, spec.b, columns[5], "p",

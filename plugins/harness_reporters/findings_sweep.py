@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.compare import CLEAN, compare
-from harness.diagnostics import WORST
+from harness.diagnostics import WORST, grade_text
 from harness.stats import LEVEL, fmt_p, seed_summary
 from harness_reporters.document import Figure, Section, Table, Text
 from harness_reporters.findings_spec import Sweep, check_model
@@ -27,6 +27,7 @@ class Point:
     clean: tuple[float, float, float]                  # mean, low, high
     worst: dict[float, tuple[float, float, float, str]]  # eps -> mean, low, high, masking grade
     paired: dict[float, pd.Series]                     # eps -> compare line (worst case) against the reference
+    not_checked: str = ""                              # masking checks its grids could not run
 
 
 @dataclass
@@ -99,9 +100,10 @@ def _point(factor: str, label: str, model: str, seeds: list[int], rows: pd.DataF
            paired: pd.DataFrame | None) -> Point:
     clean_rows = rows.drop_duplicates("seed")
     summary = seed_summary(list(clean_rows["clean_acc"]), n=int(rows["n"].max()))
-    worst, lines = {}, {}
+    worst, lines, unchecked = {}, {}, set()
     for entry in entries[entries["model"] == model].itertuples(index=False):
         worst[float(entry.eps)] = (entry.robust_acc, entry.robust_low, entry.robust_high, entry.flag)
+        unchecked.update(c for c in entry.not_checked.split(", ") if c)
     if paired is not None:
         for line in paired[paired["attack"] == WORST].itertuples(index=False):
             lines[float(line.eps)] = pd.Series(line._asdict())
@@ -113,7 +115,8 @@ def _point(factor: str, label: str, model: str, seeds: list[int], rows: pd.DataF
         clean = paired[paired["attack"] == CLEAN]
         if len(clean):
             lines[0.0] = clean.iloc[0]
-    return Point(factor, label, model, seeds, (summary.mean, summary.low, summary.high), worst, lines)
+    return Point(factor, label, model, seeds, (summary.mean, summary.low, summary.high), worst, lines,
+                 ", ".join(sorted(unchecked)))
 
 
 def _exploratory(data: SweepData) -> str:
@@ -136,7 +139,7 @@ def sweep_section(data: SweepData, a: str, command: str, suite: str, figure: byt
                      f"`{sweep.reference}` of the same seeds on the same images (two-level bootstrap over seeds and "
                      f"images, so the interval includes the seed spread; one seed: bootstrap over images and "
                      f"exact McNemar, the images only), and the "
-                     f"masking grade (empty: no check flags it). With 3 seeds the bootstrap over seeds "
+                     f"masking grade (what the checks found, and those the grid could not run). With 3 seeds the bootstrap over seeds "
                      f"understates their spread (it sees 3 values), so read these intervals as the narrowest "
                      f"plausible. {_exploratory(data)}"))
     budgets = sorted({e for p in data.points for e in p.worst})
@@ -156,7 +159,7 @@ def sweep_section(data: SweepData, a: str, command: str, suite: str, figure: byt
                       "" if line is None else fmt_p(line["p_value"], line["p_floor"])]
             if grade:
                 grades.add(f"ε={eps:g}: {grade}")
-        cells.append("; ".join(sorted(grades)))
+        cells.append(grade_text("; ".join(sorted(grades)), point.not_checked))
         rows.append(cells)
         flagged.append(bool(grades))
     numeric = {c for c in columns if c not in ("factor", "value", "model", "masking grade")}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.diagnostics import MEANINGLESS, UPPER_BOUND, WORST
+from harness.diagnostics import MEANINGLESS, UPPER_BOUND, WORST, grade_text, skipped_union
 from harness.errors import HarnessError
 from harness_reporters.report_format import fmt_T, interval
 from harness_reporters.report_run import Run, load_run, rescaler_defenses
@@ -57,6 +57,7 @@ class Entry:
     model_hash: str
     versions: str          # package versions recorded in run.json
     date: str              # date of the run's last invocation (run.json), not of this table
+    not_checked: str = ""  # masking checks the line's rows could not run (their grid lacks what they need)
 
 
 COLUMNS = [f.name for f in fields(Entry)]
@@ -138,7 +139,8 @@ def run_entries(run: Run, rescalers: set[str]) -> list[Entry]:
             reasons="; ".join(sorted(grades[MEANINGLESS]) + sorted(grades[UPPER_BOUND])),
             learners=members["learners"].iloc[0],
             config_hash="+".join(s.config_hash for s in seeds), model_hash="+".join(sorted(set(members["model_hash"]))),
-            versions=versions, date=run.date()))
+            versions=versions, date=run.date(),
+            not_checked=skipped_union(members["checks_skipped"]) if "checks_skipped" in members else ""))
     return entries
 
 
@@ -189,7 +191,7 @@ def display_rows(frame: pd.DataFrame) -> list[list[str]]:
     for line in frame.itertuples(index=False):
         rows.append([str(line.rank), line.dataset, line.norm, f"{line.eps:g}", line.model, line.defense, line.suite,
                      f"{100 * line.clean_acc:.1f}", f"{100 * line.robust_acc:.1f}", interval_text(line),
-                     line.strongest_attack, str(line.attacks), str(line.n), str(line.seeds), line.flag or "",
+                     line.strongest_attack, str(line.attacks), str(line.n), str(line.seeds), grade_text(line.flag or "", line.not_checked or ""),
                      line.reasons or "", line.learners, line.date])
     return rows
 
