@@ -109,13 +109,15 @@ def test_the_sweep_table_pairs_each_point_and_lists_what_is_missing(tmp_path):
     assert "| bio | 3 |" in base and "| 55.0 [" in base and "+42.5 [" in base   # mean of 20, 22, 24 of 40; bp 5
     assert "each against `bp` (its own worst case, mean over its seeds: 12.5 % at ε = 0.1)" in section
     assert "| bio-wide | 2 |" in wide and "| 77.5 [" in wide and "+65.0 [" in wide   # mean of 30, 32
-    assert "sign-flip" in section or "p ε=0.1" in section
+    assert "two-level bootstrap over seeds and images" in section and "p ε=0.1" in section
     assert ("points or seeds this run lacks: width = wide (`bio-wide`): 2 of 3 seeds (seeds 0, 1); "
             "width = huge (`bio-huge`): no rows. the session ended first.") in page
     # which factor moves it most: width, from 55.0 (base) to 77.5 (wide); the controls (a spread of
     # 42.5 points, base vs bp) are shown but not ranked
     assert "at ε = 0.1, width moves bio's worst-case robust accuracy most, from 55.0 % (base) to 77.5 % (wide)" in page
-    assert "| 0.1 | width | 22.5 | base: 55.0 | wide: 77.5 |" in section  # the per-ε spreads table
+    # the per-ε spreads table, with the extremes' intervals (seeds, widened to Wilson over the images)
+    spreads = next(line for line in section.splitlines() if line.startswith("| 0.1 | width | 22.5 |"))
+    assert "| base: 55.0 [" in spreads and "| wide: 77.5 [" in spreads
     assert "| controls | end to end | bp | 3 |" in section and "controls" not in page.split("What moves it")[1].split("\n")[0]
     assert (tmp_path / "page/img/findings-sweep.png").is_file()
 
@@ -188,3 +190,25 @@ def test_the_thesis_figure_table_names_each_models_own_strongest_view(tmp_path):
     line = next(row for row in section.splitlines() if "| fgsm (" in row)
     assert "| fgsm (bio T1e5, bp T1) | 27.8 [" in line and "| 11.1 [" in line, line
     assert "| thesis text | PGD-40 | 57.8 | 24.2 |" in section
+
+
+def test_the_factor_ranking_leaves_out_low_accuracy_points_and_one_seed_extremes():
+    from harness_reporters.findings_spec import Factor, Sweep
+    from harness_reporters.findings_sweep import Point, SweepData, _ranking
+
+    def point(factor, label, model, seeds, clean, worst):
+        return Point(factor, label, model, list(range(seeds)), (clean, clean - 0.02, clean + 0.02),
+                     {0.1: (worst, worst - 0.05, worst + 0.05, "")}, {})
+
+    factors = [Factor("inputs", [("base", "bio"), ("unit", "bio-unit")], False),
+               Factor("epochs", [("base", "bio"), ("1000", "bio-e1000")], False),
+               Factor("p", [("base", "bio"), ("3", "bio-p3")], False)]
+    sweep = Sweep(run=None, seeds=3, reference="bp", why_missing="", factors=factors)
+    data = SweepData(sweep, None, [0.1], points=[
+        point("inputs", "base", "bio", 3, 0.95, 0.15), point("inputs", "unit", "bio-unit", 3, 0.60, 0.32),
+        point("epochs", "base", "bio", 3, 0.95, 0.15), point("epochs", "1000", "bio-e1000", 1, 0.96, 0.57),
+        point("p", "base", "bio", 3, 0.95, 0.15), point("p", "3", "bio-p3", 3, 0.94, 0.47)])
+    effects, unranked = _ranking(data, 0.1)
+    assert [e.factor for e in effects] == ["p"]          # inputs: one point left; epochs: one-seed extreme
+    assert effects[0].spread == pytest.approx(0.32) and effects[0].high_interval == pytest.approx((0.42, 0.52))
+    assert unranked == ["epochs: its extreme point 1000 has one seed"]

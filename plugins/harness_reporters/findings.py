@@ -98,9 +98,96 @@ def _grades(line) -> str:
                      for side, key in (("A", "a"), ("B", "b")))
 
 
+def _weakness(spec: Spec, pgd: dict, strong: dict) -> str:
+    """The share of the thesis-protocol PGD figure that the stronger attacks remove: attack weakness."""
+    shares = [(label, 1 - strong[key] / pgd[key]) for label, key in ((spec.a, "a"), (spec.b, "b")) if pgd[key] > 0]
+    if not shares:
+        return ""
+    return (" So most of the PGD-40 figure is the attack's weakness, not the nets' robustness: "
+            + " and ".join(f"{100 * share:.0f} % of {label}'s" for label, share in shares) + " PGD-40 number "
+            "is gone under the stronger attacks.")
+
+
+def first_images_bias(spec: Spec, first: int = 1000) -> str:
+    """PGD-40 at the thesis's eps and T on the thesis run's whole test split: the first ``first`` images
+    against the rest (Fisher's exact test) and against a seeded stratified random sample of as many
+    (harness.sample, with the dataset's labels), from the per-image outcomes; "" when that run does not
+    cover more than ``first`` images or its outcomes are not committed."""
+    from safetensors.torch import load_file
+    from scipy.stats import fisher_exact
+
+    from harness.errors import HarnessError
+    from harness.options import default_data_root
+    from harness.plugins import load_registry
+    from harness.sample import Sample
+
+    if spec.thesis is None:
+        return ""
+    run = load_run(spec.thesis.directory)
+    ok = run.ok[(run.ok["eps"].sub(ref.PGD_EPS).abs() < 1e-9) & (run.ok["attack_name"] == "pgd")
+                & (run.ok["T"].sub(ref.PGD_T).abs() < 1) & (run.ok["model"] == spec.a)
+                & run.ok["attack_params"].str.contains(f'"steps": {ref.PGD_STEPS}')]
+    if ok.empty or int(ok["n"].iloc[0]) <= first:
+        return ""
+    row = ok.iloc[0]
+    path = spec.thesis.directory / "examples" / f"{row['config_hash']}.safetensors"
+    if not path.is_file():
+        return ""
+    robust = load_file(str(path))["robust"].bool()
+    head, rest = robust[:first], robust[first:]
+    p = fisher_exact([[int(head.sum()), first - int(head.sum())], [int(rest.sum()), len(rest) - int(rest.sum())]])[1]
+    sample = ""
+    try:  # the sample needs the labels (stratified); without the dataset here, only first vs rest
+        labels = load_registry().get("datasets", row["dataset"]).load(default_data_root(), False)[1]
+    except HarnessError:
+        labels = None
+    if labels is not None and len(labels) == len(robust):
+        chosen = Sample(first, 0).indices(labels)
+        sample = f", a stratified random {first} (seed 0) {pct(float(robust[chosen].float().mean()))} %"
+    return (f"The first {first} test images are harder than the rest: PGD-40 at ε = {ref.PGD_EPS:g} (T = "
+            f"{fmt_T(ref.PGD_T)}) leaves {spec.a} {pct(float(head.float().mean()))} % of them against "
+            f"{pct(float(rest.float().mean()))} % of the other {len(rest)} (Fisher's exact p = {p:.2g}; "
+            f"all {len(robust)}: {pct(float(robust.float().mean()))} %{sample}; `{_rel(spec.thesis.directory)}`), "
+            f"so figures on the first {first} are biased low; new suites draw a random sample "
+            f"(`[data] test_subset`).")
+
+
+def caveats(spec: Spec, head: Headline, sweep: SweepData | None) -> list[str]:
+    """What a reviewer should read before the answer, from the same tables."""
+    notes = []
+    seeds = head.run.ok["seed"].nunique()
+    if seeds == 1:
+        notes.append("The headline compares one trained Bio net with one trained BP net: its intervals cover "
+                     "which test images were drawn, not training. BP's number moves with its training protocol "
+                     "(one Adam per stage vs a new Adam each epoch) by more than those intervals; "
+                     "suites/thesis-seeds.toml measures both protocols over five seeds on a random sample of "
+                     "the test set.")
+    bias = first_images_bias(spec, int(head.run.ok["n"].max()))
+    if bias:
+        notes.append(bias)
+    largest = max(spec.eps)
+    ea, eb = _worst_entry(head.entries, spec.a, largest), _worst_entry(head.entries, spec.b, largest)
+    if ea is not None and eb is not None and max(ea["robust_acc"], eb["robust_acc"]) < 0.2:
+        notes.append(f"At ε = {largest:g}, the thesis's budget, both nets are nearly broken: the worst case leaves "
+                     f"{spec.a} {pct(ea['robust_acc'])} % and {spec.b} {pct(eb['robust_acc'])} %. A difference of a "
+                     f"few points there says little about usable robustness.")
+    if sweep is not None:
+        controls = [p for p in sweep.points if any(f.control and f.name == p.factor for f in sweep.spec.factors)]
+        best = [(p, eps) for eps in spec.eps for p in controls if eps in p.worst]
+        if best:
+            point, eps = max(best, key=lambda item: item[0].worst[item[1]][0])
+            notes.append(f"For scale: the control '{point.label}' of the sweep (`{point.model}`, "
+                         f"{len(point.seeds)} seeds, 400 units) keeps {with_interval(*point.worst[eps][:3])} % "
+                         f"at ε = {eps:g}, more than any Hebbian setting measured.")
+    return notes
+
+
 # -- the answer ----------------------------------------------------------------------------------
 def answer_section(spec: Spec, head: Headline, sweep: SweepData | None) -> Section:
     section = Section("answer", "The answer", short="Answer")
+    notes = caveats(spec, head, sweep)
+    if notes:
+        section.add(Text("**Read first.** " + " ".join(notes), "caveats"))
     run, n = head.run, int(head.run.ok["n"].max())
     sentences = []
     for eps in spec.eps:
@@ -138,7 +225,8 @@ def answer_section(spec: Spec, head: Headline, sweep: SweepData | None) -> Secti
                 f"{strongest['attack']} leaves {pct(strongest['a'])} % and {pct(strongest['b'])} % "
                 f"({strongest['source']}), the same denominator"
                 + (f"; the worst case over every attack, {pct(worst['a'])} % and {pct(worst['b'])} %."
-                   if worst is not None else ".")))
+                   if worst is not None else ".")
+                + _weakness(spec, weakest, strongest if worst is None else worst)))
     if sweep is not None and sweep.effects:
         parts = []
         for eps, effects in sweep.effects.items():
@@ -147,9 +235,11 @@ def answer_section(spec: Spec, head: Headline, sweep: SweepData | None) -> Secti
             parts.append(f"at ε = {eps:g}, {top.factor} moves {spec.a}'s worst-case robust accuracy most, from "
                          f"{pct(top.low_value)} % ({top.low_label}) to {pct(top.high_value)} % ({top.high_label}), "
                          f"a spread of {100 * top.spread:.1f} points"
-                         + (f" (the others: {others} points)" if others else ""))
-        section.add(Text(f"What moves it (sweep `{_rel(sweep.spec.run.directory)}`, worst case, means over the "
-                         f"seeds each point has): " + "; ".join(parts) + "."))
+                         + (f" (the others: {others} points)" if others else "")
+                         + (f"; not ranked: {', '.join(sweep.unranked[eps])}" if eps in sweep.unranked else ""))
+        section.add(Text(f"What moves it (sweep `{_rel(sweep.spec.run.directory)}`: a 400-unit net after 20 Hebbian "
+                         f"epochs, one factor at a time; worst case, means over the seeds each point has, points "
+                         f"more than 5 points below the base's clean accuracy left out): " + "; ".join(parts) + "."))
     return section
 
 
