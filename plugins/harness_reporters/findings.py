@@ -24,6 +24,7 @@ from harness.diagnostics import WORST, grade_text
 from harness.errors import HarnessError
 from harness.stats import LEVEL, MCNEMAR, RESAMPLES, fmt_p, p_clause
 from harness_reporters import reference as ref
+from harness_reporters.findings_claims import claims_section
 from harness_reporters.document import Document, Figure, Section, Table, Text, to_markdown
 from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figure
 from harness_reporters.findings_spec import RunRef, Spec, check_model, read_spec
@@ -442,8 +443,9 @@ def reproduce_section(spec: Spec, command: str) -> Section:
 def build(spec: Spec, resamples: int = RESAMPLES, command: str = "") -> Document:
     head = headline_data(spec, resamples)
     sweep = sweep_data(spec.sweep, spec.eps, resamples, spec.path) if spec.sweep is not None else None
-    sections = [answer_section(spec, head, sweep), headline_section(spec, head), survival_section(spec, head),
-                views_section(spec, head)]
+    sections = [answer_section(spec, head, sweep), headline_section(spec, head), survival_section(spec, head)]
+    claims = claims_section(spec, head)
+    sections += ([claims] if claims is not None else []) + [views_section(spec, head)]
     if sweep is not None:
         figure = sweep_figure(sweep.points, sweep.reference, spec.sweep.reference)
         sections.append(sweep_section(sweep, spec.a, run_command(spec.sweep.run), spec.sweep.run.suite, figure))
