@@ -11,10 +11,10 @@ import click
 from harness import __version__
 from harness.cli_cache import cache
 from harness.errors import HarnessError
-from harness.options import data_dir_option, data_root, device_option
+from harness.options import Group, data_dir_option, data_root, device_option
 
 
-class HarnessGroup(click.Group):
+class HarnessGroup(Group):
     """Turns every :class:`HarnessError` into one line on stderr and exit code 2, and adds the
     commands plugins register (``harness_register_commands``). Those are loaded only when a name is
     not a built-in command or when commands are listed (``--help``), so built-in commands never wait
@@ -63,8 +63,9 @@ def cli() -> None:
 @data_dir_option
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--executor", default=None,
-              help="Where cells run: ray, or another registered executor (default: the one registered as the "
-                   "default, local: this process).")
+              help="Where cells run: the name of a registered executor (`harness plugins` lists them), e.g. ray "
+                   "for a Ray cluster. Default: the executor that declares itself the default; with the "
+                   "built-in plugins, local (this process).")
 @click.option("--address", default=None, help="Ray cluster address (--executor ray; default: a local instance).")
 @click.option("--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
               help="Executor option (repeatable), e.g. num_gpus=0.5; see docs/running.md.")
@@ -241,27 +242,26 @@ def plugins(as_json: bool) -> None:
     from rich.table import Table
 
     from harness.plugins import load_commands, load_registry
-    from harness.registry import SINGULAR
 
     registry = load_registry()
     commands = load_commands(cli.commands)  # commands plugins add; here a clash is an error, not a warning
     if as_json:
         import json
 
-        records = [{"kind": SINGULAR[kind], "name": e.obj.name, "key": e.key, "plugin": e.plugin,
+        records = [{"kind": table.kind.singular, "name": e.obj.name, "key": e.key, "plugin": e.plugin,
                     "distribution": e.distribution, "description": e.obj.description,
                     "defaults": dict(e.obj.defaults), "presets": {k: dict(v) for k, v in
                                                                  getattr(e.obj, "presets", {}).items()}}
-                   for kind in SINGULAR for e in registry.entries(kind)]
+                   for table in registry.tables() for e in table.entries()]
         records += [{"kind": "command", "name": name, "key": name, "plugin": c.plugin, "distribution": c.distribution,
                      "description": c.command.get_short_help_str(limit=120), "defaults": {}, "presets": {}}
                     for name, c in sorted(commands.items())]
         click.echo(json.dumps(records, indent=2, sort_keys=True))
         return
     table = Table("kind", "name", "plugin", "distribution", "description")
-    for kind in SINGULAR:
-        for entry in registry.entries(kind):
-            table.add_row(SINGULAR[kind], entry.key, entry.plugin, entry.distribution or "-",
+    for kind in registry.tables():
+        for entry in kind.entries():
+            table.add_row(kind.kind.singular, entry.key, entry.plugin, entry.distribution or "-",
                           entry.obj.description)
     for name, command in sorted(commands.items()):
         table.add_row("command", name, command.plugin, command.distribution or "-",
@@ -269,7 +269,7 @@ def plugins(as_json: bool) -> None:
     Console(width=max(120, Console().width)).print(table)
 
 
-@cli.group()
+@cli.group(cls=Group)
 def data() -> None:
     """Fetch and verify datasets."""
 
@@ -281,7 +281,7 @@ def data_fetch(name: str, data_dir: str | None) -> None:
     """Download (if missing) and verify dataset NAME."""
     from harness.plugins import load_registry
 
-    dataset = load_registry().get("datasets", name)
+    dataset = load_registry().datasets.get(name)
     root = data_root(data_dir)
     files = dataset.fetch(root)
     click.echo(f"{name}: {len(files)} file(s) verified under {root}")

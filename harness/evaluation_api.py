@@ -12,7 +12,7 @@ The core names no attack or defense: an attack belongs to the set ``standard`` o
 declaring a preset of that name (the built-in sets, docs/attacks.md, are declared by the
 torchattacks and noise plugins), attacks that pick target classes get the dataset's class count
 in the option their record names (``classes_option``), and the T axis uses the registered rescaler
-that declares a ``temperature_option`` (``Registry.logit_rescaler``). ``--attacks NAME,...`` picks
+that declares a ``temperature_option`` (``registry.defenses.logit_rescaler()``). ``--attacks NAME,...`` picks
 attacks by name, each with its ``standard`` (else ``fast``) preset when it has one.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from harness.evaluation_suite import eval_suite, model_key, model_table
 
+EVAL_COMMAND = "harness eval"  # eval_runner's label for the command
 _ONE_AT_A_TIME = threading.Lock()  # eval_model's temporary plugins are seen by every registry built meanwhile
 _CALLS = itertools.count(1)       # numbers eval_model's temporary plugins
 
@@ -40,15 +42,19 @@ _CALLS = itertools.count(1)       # numbers eval_model's temporary plugins
 # -- running -------------------------------------------------------------------------------------
 
 def eval_runner(raw: dict[str, Any], registry: Registry, out: Path, data_root: Path, device,
-                progress=None, label: str = "harness eval"):
+                progress=None, label: str = EVAL_COMMAND):
     """The normal :class:`harness.runner.Runner` for the generated suite, validated like a file
     (errors name ``label``), on the default executor; ``out/suite.toml`` will hold the suite. Call
     its ``preflight()`` to build the model (the checks of harness/modelcheck.py) before anything is
     written: ``run()`` then does not build it again."""
+    from harness.errors import SuiteError
     from harness.suite import suite_from_data
     from harness.tomlwrite import to_toml
 
-    suite = suite_from_data(raw, Path(label), registry)
+    try:
+        suite = suite_from_data(raw, Path(label), registry)
+    except SuiteError as exc:
+        raise _as_option_error(exc, label) from None
     out = Path(out)
     suite.path = out / "suite.toml"
     suite.source = (f"# Written by `{label}`; `harness run THIS_FILE --out {out}` continues the run.\n\n"
@@ -57,13 +63,34 @@ def eval_runner(raw: dict[str, Any], registry: Registry, out: Path, data_root: P
     return _runner_class()(suite, registry, out, data_root, device, progress)
 
 
+# The generated suite's keys and the option of harness eval (and argument of eval_model) that set them
+_OPTIONS = ((re.compile(r"grid\.\d+\.eps$"), "--eps", "eps"), (re.compile(r"data\.test_size$"), "--n", "n"),
+            (re.compile(r"eval\.batch_size$"), "--batch-size", "batch_size"),
+            (re.compile(r"data\.dataset$"), "--dataset", "dataset"), (re.compile(r"attacks\."), "--attacks", "attacks"),
+            (re.compile(r"defenses\."), "--T", "T"), (re.compile(r"models\."), "MODEL", "model"))
+
+
+def _as_option_error(error: Exception, label: str) -> HarnessError:
+    """A generated suite's error, naming the option the user gave instead of a key they never wrote
+    (``grid.0.eps`` is ``--eps``)."""
+    prefix = f"{label}: "
+    text = str(error)
+    if not text.startswith(prefix):
+        return HarnessError(text)
+    key, _, message = text[len(prefix):].partition(": ")
+    for pattern, option, argument in _OPTIONS:
+        if pattern.match(key):
+            return HarnessError(f"{option if label == EVAL_COMMAND else argument}: {message}")
+    return HarnessError(text)
+
+
 def _check_default_executor(registry: Registry, label: str) -> None:
     """``label`` has no ``--executor``: one line when there is not exactly one default executor."""
-    names = [e.obj.name for e in registry.entries("executors") if e.obj.default]
+    names = [e.obj.name for e in registry.executors.entries() if e.obj.default]
     if len(names) == 1:
         return
     found = (f"executors {', '.join(names)} each declare themselves" if names else
-             f"no registered executor ({', '.join(registry.names('executors')) or 'none'}) declares itself")
+             f"no registered executor ({', '.join(registry.executors.names()) or 'none'}) declares itself")
     raise HarnessError(f"{label} runs its cells on the default executor, but {found} the default; leave one "
                        f"with HARNESS_BLOCK_PLUGINS / HARNESS_LOAD_PLUGINS, or run the suite it writes with "
                        f"`harness run SUITE --executor NAME`")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import signal
 import threading
 from dataclasses import asdict
@@ -55,12 +56,12 @@ class RunInterrupted(Exception):
 
 def default_executor(registry: Registry) -> str:
     """The name of the one registered executor that declares itself the ``default``."""
-    names = [e.obj.name for e in registry.entries("executors") if e.obj.default]
+    names = [e.obj.name for e in registry.executors.entries() if e.obj.default]
     if len(names) > 1:
         raise HarnessError(f"executors {', '.join(names)} each declare themselves the default; pass --executor NAME "
                            f"or block one with HARNESS_BLOCK_PLUGINS")
     if not names:
-        known = ", ".join(registry.names("executors")) or "none"
+        known = ", ".join(registry.executors.names()) or "none"
         raise HarnessError(f"no registered executor is the default (registered: {known}); pass --executor NAME, "
                            f"or let HARNESS_LOAD_PLUGINS load the plugin of an executor that declares default=True")
     return names[0]
@@ -69,9 +70,9 @@ def default_executor(registry: Registry) -> str:
 def executor_spec(registry: Registry, name: str | None) -> Executor:
     """The registered executor ``name`` (None: the default one), or one line saying what is registered."""
     name = name or default_executor(registry)
-    if name not in registry.names("executors"):
-        raise HarnessError(f"--executor {name}: unknown executor{did_you_mean(name, registry.names('executors'))}")
-    return registry.get("executors", name)
+    if name not in registry.executors.names():
+        raise HarnessError(f"--executor {name}: unknown executor{did_you_mean(name, registry.executors.names())}")
+    return registry.executors.get(name)
 
 
 def parse_executor_options(registry: Registry, name: str, pairs: tuple[str, ...] = (),
@@ -86,7 +87,7 @@ def parse_executor_options(registry: Registry, name: str, pairs: tuple[str, ...]
         raise HarnessError(exc.message) from None
     if address is not None:
         if "address" not in spec.defaults:
-            takes = [n for n in registry.names("executors") if "address" in registry.get("executors", n).defaults]
+            takes = [n for n in registry.executors.names() if "address" in registry.executors.get(n).defaults]
             raise HarnessError(f"--address: executor '{spec.name}' takes no address; "
                                + (f"use --executor {' or '.join(takes)}" if takes else "no installed executor takes one"))
         given["address"] = address
@@ -102,6 +103,25 @@ def resolve_executor(registry: Registry, name: str, options: dict[str, Any] | No
         return spec, resolve_options(spec, options or {}, f"executor '{spec.name}'", text=text)
     except OptionError as exc:
         raise HarnessError(f"--executor-option {exc}") from None
+
+
+def suite_path(source: Path, out_dir: Path) -> tuple[str, str]:
+    """(path, what it is relative to) of the suite file as ``run.json`` records it, so that the record
+    reads the same on another machine: relative to the run directory when the suite lies in it (what
+    ``harness eval`` writes), else to the directory the run was started in (the project's root, as
+    the command named it: ``suites/quick.toml``) when it lies there, else to the run directory."""
+    resolved, run_dir, cwd = source.resolve(), Path(out_dir).resolve(), Path.cwd().resolve()
+    if run_dir in resolved.parents:
+        return resolved.relative_to(run_dir).as_posix(), "run directory"
+    if cwd in resolved.parents:
+        return resolved.relative_to(cwd).as_posix(), "working directory"
+    return Path(os.path.relpath(resolved, run_dir)).as_posix(), "run directory"
+
+
+def portable_path(path: Path) -> str:
+    """``path`` with the user's home directory written ``~``: a record names no user's home."""
+    path, home = Path(path).absolute(), Path.home().absolute()
+    return f"~/{path.relative_to(home).as_posix()}" if home in path.parents else str(path)
 
 
 class Runner:
@@ -125,13 +145,13 @@ class Runner:
 
     # -- checks before any work --------------------------------------------------------------
     def info(self, dataset: str):
-        return self.registry.get("datasets", dataset).info
+        return self.registry.datasets.get(dataset).info
 
     def preflight(self) -> None:
         """Build every model once per dataset (cheap) to check each stage's parameter patterns."""
         for dataset, key in dict.fromkeys((c.dataset, c.model) for c in self.suite.cells):
             component = self.suite.models[key]
-            module = self.registry.get("models", component.plugin).build(component.options, self.info(dataset))
+            module = self.registry.models.get(component.plugin).build(component.options, self.info(dataset))
             for i, stage in enumerate(component.stages):
                 select_params(module, stage.params, f"{self.suite.path}: models.{key}.stages.{i}.params")
 
@@ -237,10 +257,12 @@ class Runner:
                 self.progress.log(f"[yellow]{path}: unreadable ({exc}); starting a new history[/yellow]")
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         history.append({"started": now, "suite_sha256": digest, "device": str(self.device),
-                        "executor": self.executor.name, "model_cache": str(self.cache.root) if self.cache else None,
+                        "executor": self.executor.name,
+                        "model_cache": portable_path(self.cache.root) if self.cache else None,
                         "cells_todo": len(todo), "todo": [hashes[c] for c in todo],
                         "overrides": list(self.suite.overrides)})
-        record = {"format": 1, "suite": {"name": self.suite.name, "path": str(source.resolve()),
+        path_text, base = suite_path(source, self.out_dir)
+        record = {"format": 1, "suite": {"name": self.suite.name, "path": path_text, "relative_to": base,
                                          "sha256": digest, "copy": SUITE_COPY if text is not None else None,
                                          "overrides": list(self.suite.overrides)},
                   "data": {"train_size": self.suite.train_size, "test_size": self.suite.test_size,

@@ -45,7 +45,7 @@ def mnist_root() -> Path:
     root = Path(os.environ.get("HARNESS_DATA") or default_data_root())
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HARNESS_LOAD_PLUGINS", ",".join(OWN_PLUGINS))
-    load_registry().get("datasets", "mnist").fetch(root)
+    load_registry().datasets.get("mnist").fetch(root)
     return root
 
 
@@ -55,7 +55,7 @@ def mnist_small(mnist_root):
     import torch
 
     torch.set_num_threads(2)
-    dataset = load_registry().get("datasets", "mnist")
+    dataset = load_registry().datasets.get("mnist")
     x_train, y_train = dataset.load(mnist_root, True)
     x_test, y_test = dataset.load(mnist_root, False)
     return x_train[:10000], y_train[:10000], x_test[:1000], y_test[:1000]
@@ -237,3 +237,28 @@ def small_run(mnist_root, tmp_path_factory):
     suite = load_suite(path, registry)
     frame = Runner(suite, registry, directory / "out", mnist_root, torch.device("cpu")).run()
     return suite, frame, directory / "out"
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(directory)`` makes ``directory`` read-only as the kernel sees it, for this test's
+    process: root ignores a chmod and a test cannot mount a read-only file system, so both ways of
+    asking are answered as a read-only file system answers them (os.access says no; mkdir under it
+    fails with EROFS)."""
+    import errno
+
+    def make(directory: Path) -> None:
+        real_access, real_mkdir = os.access, Path.mkdir
+
+        def access(path, mode, *args, **kwargs):
+            if Path(path).absolute() == directory and mode & os.W_OK:
+                return False
+            return real_access(path, mode, *args, **kwargs)
+
+        def mkdir(self, *args, **kwargs):
+            if directory in Path(self).absolute().parents:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+            return real_mkdir(self, *args, **kwargs)
+        monkeypatch.setattr(os, "access", access)
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    return make
