@@ -102,15 +102,20 @@ def _resampled_means(outcomes: np.ndarray, resamples: int, rng: np.random.Genera
     replacement. Seeds and images are crossed (every seed saw the same images), so one draw of images
     serves every drawn seed: the mean over the drawn images of the drawn seeds' average outcome."""
     count, width = outcomes.shape
-    if seeds:
-        drawn = rng.integers(0, count, size=(resamples, count))
-        weights = (drawn[:, :, None] == np.arange(count)).sum(axis=1) / count   # [resamples, seeds]
-        per_image = weights @ outcomes                                            # [resamples, images]
-    else:
-        per_image = np.broadcast_to(outcomes.mean(axis=0), (resamples, width))
-    if not images:
-        return per_image.mean(axis=1)
-    return np.take_along_axis(per_image, rng.integers(0, width, size=(resamples, width)), axis=1).mean(axis=1)
+    batch = max(1, PERMUTATION_CELLS // width)  # resamples x images held in memory at once
+    means = []
+    for start in range(0, resamples, batch):
+        size = min(batch, resamples - start)
+        if seeds:
+            drawn = rng.integers(0, count, size=(size, count))
+            weights = (drawn[:, :, None] == np.arange(count)).sum(axis=1) / count   # [size, seeds]
+            per_image = weights @ outcomes                                            # [size, images]
+        else:
+            per_image = np.broadcast_to(outcomes.mean(axis=0), (size, width))
+        if images:
+            per_image = np.take_along_axis(per_image, rng.integers(0, width, size=(size, width)), axis=1)
+        means.append(per_image.mean(axis=1))
+    return np.concatenate(means)
 
 
 def two_level(outcomes: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> TwoLevel:
