@@ -17,14 +17,14 @@ from pathlib import Path
 from harness import diagnostics
 from harness.errors import HarnessError
 from harness.results import read_results, write_csv
-from harness.rundir import RunDir, rescaler_defenses
+from harness.rundir import RunDir
 
 
-def regrade(directory: Path, registry) -> int:
+def regrade(directory: Path) -> int:
     """Regrade one run directory in place; returns the number of rows whose grade text changed."""
     before = read_results(directory)
     rows = before[before["attack"] != diagnostics.WORST]
-    after = diagnostics.annotate(rows, RunDir(directory), rescaler_defenses(registry))
+    after = diagnostics.annotate(rows, RunDir(directory))
     write_csv(after, directory / "results.csv")
     after = read_results(directory)
     key = ["config_hash"]
@@ -35,16 +35,13 @@ def regrade(directory: Path, registry) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.plugins import load_registry
-
     directories = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
     if not directories:
         print("usage: python -m harness.regrade RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 2
-    registry = load_registry()
     try:
         for directory in directories:
-            changed = regrade(directory, registry)
+            changed = regrade(directory)
             print(f"{directory}: regraded, {changed} row(s) changed")
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
