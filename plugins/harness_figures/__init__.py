@@ -118,6 +118,32 @@ def diagnose_gradients(model_file: Path, t_min: float, t_max: float, data_dir: s
         click.echo(result.csv)
 
 
+@diagnose_group.command("integrity")
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--T", "temperature", type=float, default=1.0, show_default=True,
+              help="Logit temperature the loss sees (logits / T), as an attack through that view.")
+@data_dir_option
+@click.option("--n", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Number of test images (the first n).")
+@device_option
+def diagnose_integrity(model_file: Path, temperature: float, data_dir: str | None, n: int, device: str) -> None:
+    """Whether the model's backward pass computes the gradient of its forward function: autograd's
+    directional derivatives of the attack loss against finite differences, in float64 (a learner that
+    replaces the backward, e.g. feedback alignment, misleads every gradient attack). Exit code 1 when
+    flagged."""
+    from harness.device import resolve_device
+    from harness_figures.gallery import load
+    from harness_figures.integrity import gradient_integrity
+
+    if not temperature > 0:
+        raise click.BadParameter("expected a positive number", param_hint="--T")
+    loaded = load(model_file, data_root(data_dir), n, resolve_device(device))
+    result = gradient_integrity(loaded.module, loaded.x, loaded.y, temperature)
+    click.echo(result.summary())
+    if result.flagged:
+        raise SystemExit(1)
+
+
 @hookimpl
 def harness_register_commands(register):
     register(show_group)  # not named `show`: importing the submodule show would replace it
