@@ -11,10 +11,10 @@ import click
 from harness import __version__
 from harness.cli_cache import cache
 from harness.errors import HarnessError
-from harness.options import data_dir_option, data_root, device_option
+from harness.options import Group, data_dir_option, data_root, device_option
 
 
-class HarnessGroup(click.Group):
+class HarnessGroup(Group):
     """Turns every :class:`HarnessError` into one line on stderr and exit code 2, and adds the
     commands plugins register (``harness_register_commands``). Those are loaded only when a name is
     not a built-in command or when commands are listed (``--help``), so built-in commands never wait
@@ -63,8 +63,9 @@ def cli() -> None:
 @data_dir_option
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--executor", default=None,
-              help="Where cells run: ray, or another registered executor (default: the one registered as the "
-                   "default, local: this process).")
+              help="Where cells run: the name of a registered executor (`harness plugins` lists them), e.g. ray "
+                   "for a Ray cluster. Default: the executor that declares itself the default; with the "
+                   "built-in plugins, local (this process).")
 @click.option("--address", default=None, help="Ray cluster address (--executor ray; default: a local instance).")
 @click.option("--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
               help="Executor option (repeatable), e.g. num_gpus=0.5; see docs/running.md.")
@@ -269,7 +270,7 @@ def plugins(as_json: bool) -> None:
     Console(width=max(120, Console().width)).print(table)
 
 
-@cli.group()
+@cli.group(cls=Group)
 def data() -> None:
     """Fetch and verify datasets."""
 

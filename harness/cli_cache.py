@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from harness.errors import HarnessError
+from harness.options import Group
 
 cache_dir_option = click.option(
     "--cache-dir", envvar="HARNESS_CACHE", default=None, type=click.Path(file_okay=False),
@@ -18,7 +19,7 @@ def _open(cache_dir: str | None):
     return ModelCache(resolve(cache_dir))
 
 
-@click.group()
+@click.group(cls=Group)
 def cache() -> None:
     """List or remove trained models in the cache shared by every run."""
 

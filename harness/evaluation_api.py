@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from harness.evaluation_suite import eval_suite, model_key, model_table
 
+EVAL_COMMAND = "harness eval"  # eval_runner's label for the command
 _ONE_AT_A_TIME = threading.Lock()  # eval_model's temporary plugins are seen by every registry built meanwhile
 _CALLS = itertools.count(1)       # numbers eval_model's temporary plugins
 
@@ -40,21 +42,46 @@ _CALLS = itertools.count(1)       # numbers eval_model's temporary plugins
 # -- running -------------------------------------------------------------------------------------
 
 def eval_runner(raw: dict[str, Any], registry: Registry, out: Path, data_root: Path, device,
-                progress=None, label: str = "harness eval"):
+                progress=None, label: str = EVAL_COMMAND):
     """The normal :class:`harness.runner.Runner` for the generated suite, validated like a file
     (errors name ``label``), on the default executor; ``out/suite.toml`` will hold the suite. Call
     its ``preflight()`` to build the model (the checks of harness/modelcheck.py) before anything is
     written: ``run()`` then does not build it again."""
+    from harness.errors import SuiteError
     from harness.suite import suite_from_data
     from harness.tomlwrite import to_toml
 
-    suite = suite_from_data(raw, Path(label), registry)
+    try:
+        suite = suite_from_data(raw, Path(label), registry)
+    except SuiteError as exc:
+        raise _as_option_error(exc, label) from None
     out = Path(out)
     suite.path = out / "suite.toml"
     suite.source = (f"# Written by `{label}`; `harness run THIS_FILE --out {out}` continues the run.\n\n"
                     + to_toml(raw))
     _check_default_executor(registry, label)
     return _runner_class()(suite, registry, out, data_root, device, progress)
+
+
+# The generated suite's keys and the option of harness eval (and argument of eval_model) that set them
+_OPTIONS = ((re.compile(r"grid\.\d+\.eps$"), "--eps", "eps"), (re.compile(r"data\.test_size$"), "--n", "n"),
+            (re.compile(r"eval\.batch_size$"), "--batch-size", "batch_size"),
+            (re.compile(r"data\.dataset$"), "--dataset", "dataset"), (re.compile(r"attacks\."), "--attacks", "attacks"),
+            (re.compile(r"defenses\."), "--T", "T"), (re.compile(r"models\."), "MODEL", "model"))
+
+
+def _as_option_error(error: Exception, label: str) -> HarnessError:
+    """A generated suite's error, naming the option the user gave instead of a key they never wrote
+    (``grid.0.eps`` is ``--eps``)."""
+    prefix = f"{label}: "
+    text = str(error)
+    if not text.startswith(prefix):
+        return HarnessError(text)
+    key, _, message = text[len(prefix):].partition(": ")
+    for pattern, option, argument in _OPTIONS:
+        if pattern.match(key):
+            return HarnessError(f"{option if label == EVAL_COMMAND else argument}: {message}")
+    return HarnessError(text)
 
 
 def _check_default_executor(registry: Registry, label: str) -> None:

@@ -44,3 +44,18 @@ data_dir_option = click.option(
          "~/.cache/robustness-harness/data when XDG_CACHE_HOME is unset).")
 
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+
+
+class Group(click.Group):
+    """A command group whose ``--help`` lists each command with its whole first sentence, wrapped,
+    where click would cut it at the screen's width with "..."."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)

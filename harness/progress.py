@@ -46,7 +46,8 @@ class RichProgress(SilentProgress):
         return advance
 
     def log(self, message: str) -> None:
-        self._progress.console.print(message, highlight=False)
+        # a terminal wraps long lines itself; a file or a pipe gets each message on one line, as written
+        self._progress.console.print(message, highlight=False, soft_wrap=not self.console.is_terminal)
 
     def __enter__(self) -> "RichProgress":
         self._progress.start()

@@ -111,7 +111,7 @@ def run_lock(run_dir: RunDir) -> Iterator[Path]:
     text is written and held until the block ends; the kernel drops it when the process dies, so a
     lock file left by a killed run (whatever it holds) never blocks the next. The file is removed
     at the end of the block."""
-    run_dir.root.mkdir(parents=True, exist_ok=True)
+    make_root(run_dir)
     path = run_dir.lock
     while True:
         handle = _open(path, os.O_RDWR | os.O_CREAT)
@@ -135,8 +135,10 @@ def run_lock(run_dir: RunDir) -> Iterator[Path]:
 
 
 def check_unlocked(run_dir: RunDir) -> None:
-    """A one-line error when another run holds the run directory's lock (see :func:`run_lock`);
-    creates nothing."""
+    """A one-line error when another run holds the run directory's lock (see :func:`run_lock`), or
+    when the directory cannot be written or created (a read-only parent): the checks a command makes
+    before it prints anything, so that the error is its only line. Creates nothing."""
+    _check_writable(run_dir)
     try:
         handle = _open(run_dir.lock, os.O_RDONLY)
     except FileNotFoundError:
@@ -145,6 +147,30 @@ def check_unlocked(run_dir: RunDir) -> None:
         _lock(handle, run_dir)
     finally:
         os.close(handle)  # closing drops a lock taken only to look
+
+
+def _check_writable(run_dir: RunDir) -> None:
+    """The one-line error of :func:`make_root`, foreseen: the run directory, or the closest of its
+    parents that exists, is not a directory this process can write in."""
+    path = run_dir.root.absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        reason = f"{existing} is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is read-only"
+    else:
+        return
+    raise HarnessError(f"--out {run_dir.root}: cannot write the run directory ({reason}); pass an --out where "
+                       f"you can write")
+
+
+def make_root(run_dir: RunDir) -> None:
+    """Create the run directory (and its parents), or a one-line error saying why it cannot be."""
+    try:
+        run_dir.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"--out {run_dir.root}: cannot create the run directory ({exc.strerror or exc}); "
+                           f"pass an --out where you can write") from None
 
 
 def _open(path: Path, flags: int) -> int:

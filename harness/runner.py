@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import signal
 import threading
 from dataclasses import asdict
@@ -102,6 +103,25 @@ def resolve_executor(registry: Registry, name: str, options: dict[str, Any] | No
         return spec, resolve_options(spec, options or {}, f"executor '{spec.name}'", text=text)
     except OptionError as exc:
         raise HarnessError(f"--executor-option {exc}") from None
+
+
+def suite_path(source: Path, out_dir: Path) -> tuple[str, str]:
+    """(path, what it is relative to) of the suite file as ``run.json`` records it, so that the record
+    reads the same on another machine: relative to the run directory when the suite lies in it (what
+    ``harness eval`` writes), else to the directory the run was started in (the project's root, as
+    the command named it: ``suites/quick.toml``) when it lies there, else to the run directory."""
+    resolved, run_dir, cwd = source.resolve(), Path(out_dir).resolve(), Path.cwd().resolve()
+    if run_dir in resolved.parents:
+        return resolved.relative_to(run_dir).as_posix(), "run directory"
+    if cwd in resolved.parents:
+        return resolved.relative_to(cwd).as_posix(), "working directory"
+    return Path(os.path.relpath(resolved, run_dir)).as_posix(), "run directory"
+
+
+def portable_path(path: Path) -> str:
+    """``path`` with the user's home directory written ``~``: a record names no user's home."""
+    path, home = Path(path).absolute(), Path.home().absolute()
+    return f"~/{path.relative_to(home).as_posix()}" if home in path.parents else str(path)
 
 
 class Runner:
@@ -237,10 +257,12 @@ class Runner:
                 self.progress.log(f"[yellow]{path}: unreadable ({exc}); starting a new history[/yellow]")
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         history.append({"started": now, "suite_sha256": digest, "device": str(self.device),
-                        "executor": self.executor.name, "model_cache": str(self.cache.root) if self.cache else None,
+                        "executor": self.executor.name,
+                        "model_cache": portable_path(self.cache.root) if self.cache else None,
                         "cells_todo": len(todo), "todo": [hashes[c] for c in todo],
                         "overrides": list(self.suite.overrides)})
-        record = {"format": 1, "suite": {"name": self.suite.name, "path": str(source.resolve()),
+        path_text, base = suite_path(source, self.out_dir)
+        record = {"format": 1, "suite": {"name": self.suite.name, "path": path_text, "relative_to": base,
                                          "sha256": digest, "copy": SUITE_COPY if text is not None else None,
                                          "overrides": list(self.suite.overrides)},
                   "cells": [{**asdict(c), "config_hash": hashes[c]} for c in self.suite.cells],

@@ -237,3 +237,28 @@ def small_run(mnist_root, tmp_path_factory):
     suite = load_suite(path, registry)
     frame = Runner(suite, registry, directory / "out", mnist_root, torch.device("cpu")).run()
     return suite, frame, directory / "out"
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(directory)`` makes ``directory`` read-only as the kernel sees it, for this test's
+    process: root ignores a chmod and a test cannot mount a read-only file system, so both ways of
+    asking are answered as a read-only file system answers them (os.access says no; mkdir under it
+    fails with EROFS)."""
+    import errno
+
+    def make(directory: Path) -> None:
+        real_access, real_mkdir = os.access, Path.mkdir
+
+        def access(path, mode, *args, **kwargs):
+            if Path(path).absolute() == directory and mode & os.W_OK:
+                return False
+            return real_access(path, mode, *args, **kwargs)
+
+        def mkdir(self, *args, **kwargs):
+            if directory in Path(self).absolute().parents:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+            return real_mkdir(self, *args, **kwargs)
+        monkeypatch.setattr(os, "access", access)
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    return make

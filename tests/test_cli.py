@@ -134,3 +134,17 @@ def test_results_table_never_cuts_names(tmp_path):
     shown = CliRunner().invoke(cli, ["results", str(tmp_path)])
     assert shown.exit_code == 0, shown.output
     assert "torchattacks" in shown.output and "pgd-long-name" in shown.output and "…" not in shown.output
+
+
+def test_help_texts_say_what_a_newcomer_needs():
+    """Summaries are whole sentences; the defaults and arguments a first run needs are spelled out."""
+    invoke = lambda *args: " ".join(CliRunner().invoke(cli, [*args, "--help"]).output.split())  # noqa: E731
+    top = invoke()
+    commands = top.split("Commands:")[1]
+    assert "..." not in commands and "…" not in commands
+    assert "List or remove trained models in the cache shared by every run." in commands
+    assert "..." not in invoke("cache").split("Commands:")[1]
+    run = invoke("run")
+    assert "the one registered as the default" not in run
+    assert "Default: the executor that declares itself the default; with the built-in plugins, local" in run
+    assert "MODEL_A and MODEL_B are model keys of the run's suite" in invoke("compare")

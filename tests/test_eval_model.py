@@ -130,6 +130,7 @@ def test_harness_eval_of_a_factory_model_gives_its_own_clean_accuracy_and_autoat
     assert "autoattack" in done.stdout and "worst-case" in done.stdout and "tinynet / Tauto:" in done.stdout
     record = json.loads((out / "run.json").read_text())
     assert record["suite"]["copy"] == "suite.toml" and "factory" in (out / "suite.toml").read_text()
+    assert (record["suite"]["path"], record["suite"]["relative_to"]) == ("suite.toml", "run directory")
 
     # the run directory is an ordinary one: its suite.toml continues it, nothing left to do
     again = runner.invoke(cli, ["run", str(out / "suite.toml"), "--out", str(out), "--device", "cpu", "--quiet"])
@@ -300,6 +301,26 @@ def test_an_interrupted_eval_prints_how_to_resume_it(model_dir, runner, tmp_path
     assert result.exit_code == 130 and "Traceback" not in result.output, result.output
     assert "interrupted: 1 of 4 cells done" in result.output
     assert f"to resume, run: harness run {out / 'suite.toml'} --out {out} --device cpu --quiet" in result.output
+
+
+def test_a_bad_budget_names_the_option_the_user_gave_not_a_suite_key(model_dir, runner, tmp_path):
+    result = runner.invoke(cli, ["eval", "tinynet:build", "--weights", str(model_dir / "tinynet.safetensors"),
+                                 "--eps", "2", "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet"])
+    line = assert_one_line_error(result, "--eps: eps 2 is above the L∞ limit 1")
+    assert "grid" not in line
+    with pytest.raises(HarnessError, match=r"^eps: eps 2 is above") as info:
+        harness.eval_model("tinynet:build", weights=model_dir / "tinynet.safetensors", eps=2, out=tmp_path / "api")
+    assert "grid" not in str(info.value)
+
+
+def test_eval_into_a_read_only_out_is_one_line_and_exit_2(model_dir, runner, tmp_path, read_only):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    read_only(parent)
+    result = runner.invoke(cli, ["eval", "tinynet:build", "--weights", str(model_dir / "tinynet.safetensors"),
+                                 "--attacks", "fgsm", "--eps", "0.1", "--n", "5", "--out", str(parent / "out"),
+                                 "--device", "cpu", "--quiet"])
+    assert_one_line_error(result, f"--out {parent / 'out'}", "read-only")
 
 
 def test_eval_checks_the_run_lock_and_builds_the_model_once(model_dir, runner, tmp_path, monkeypatch):

@@ -167,8 +167,26 @@ def test_bad_findings_files_are_one_line_errors(tmp_path, change, fragments):
     assert not (tmp_path / "page").exists()  # nothing written
 
 
-def test_a_missing_findings_file_is_a_one_line_error(tmp_path):
+def test_a_missing_findings_file_is_a_one_line_error(tmp_path, monkeypatch):
     assert_one_line_error(invoke(tmp_path / "none.toml"), "findings file not found")
+    monkeypatch.chdir(tmp_path)  # outside the project: the default file is not there
+    assert_one_line_error(invoke(), "results/findings.toml: findings file not found", "pass FINDINGS_FILE",
+                          "project's root")
+
+
+def test_out_puts_the_page_elsewhere_with_its_figures_next_to_it(tmp_path):
+    run, sweep = write_run(tmp_path / "run", CELLS), write_run(tmp_path / "sweep", SWEEP)
+    spec = write_spec(tmp_path, spec_text(run, sweep))
+    result = invoke(spec, "--resamples", "300", "--out", tmp_path / "elsewhere" / "page.md")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "elsewhere" / "page.md").read_text()
+    assert "](img/findings-sweep.png)" in page and (tmp_path / "elsewhere" / "img" / "findings-sweep.png").is_file()
+    assert not (tmp_path / "page").exists()  # not where the findings file says
+
+
+def test_findings_help_says_where_the_page_goes():
+    text = " ".join(CliRunner().invoke(cli, ["findings", "--help"]).output.split())
+    assert "--out" in text and "docs/findings.md" in text and "project's root" in text
 
 
 def test_the_thesis_figure_table_names_each_models_own_strongest_view(tmp_path):

@@ -89,6 +89,11 @@ def test_environment_and_accuracy_come_from_the_run(report, small_run):
     for package, version in record["versions"].items():
         assert f"{package} {version}" in visible
     assert record["runs"][-1]["started"][:10] in visible
+    # the record travels: the suite relative to the run directory, no absolute path of this machine
+    assert record["suite"]["path"] == "../small.toml" and record["suite"]["relative_to"] == "run directory"
+    assert str(directory.parent) not in (directory / "run.json").read_text()
+    table_row(page, "suite file", f"../small.toml (relative to the run directory) (sha256 {record['suite']['sha256'][:12]})")
+    table_row(page, "seed", "0")  # one seed: "seed 0", not "seeds 0"
     for config_hash in frame["config_hash"]:
         assert config_hash in page
     for path in sorted((directory / "models").glob("*.json")):

@@ -294,6 +294,30 @@ def test_the_lock_holds_this_pid_and_refuses_a_second_holder(tmp_path):
     assert not path.exists()  # checking creates nothing
 
 
+def test_an_out_under_a_read_only_directory_is_one_line_and_exit_2(tmp_path, data_dir, read_only):
+    suite = write(tmp_path, suite_doc())
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    read_only(parent)
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(parent / "out"), "--data-dir", data_dir,
+                                      "--no-cache"])
+    assert_one_line_error(result, f"--out {parent / 'out'}", f"{parent} is read-only", "pass an --out where")
+    with pytest.raises(HarnessError, match=r"cannot create the run directory \(Read-only file system\)"):
+        with run_lock(RunDir(parent / "out")):  # what the check foresees, should it be skipped
+            pass
+
+
+def test_an_out_under_a_file_is_one_line_and_exit_2(tmp_path, data_dir):
+    suite = write(tmp_path, suite_doc())
+    (tmp_path / "file").write_text("not a directory")
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "file" / "out"), "--data-dir",
+                                      data_dir, "--no-cache"])
+    assert_one_line_error(result, f"{tmp_path / 'file'} is not a directory")
+    with pytest.raises(HarnessError, match="cannot create the run directory"):
+        with run_lock(RunDir(tmp_path / "file" / "out")):
+            pass
+
+
 # -- the end of a run --------------------------------------------------------------------------
 def ctrl_c_during_the_last_cell(monkeypatch):
     """Make the runner act as if Ctrl-C came while its last cell ran (it stops once that cell is
@@ -366,3 +390,14 @@ def test_outcome_files_are_built_by_the_run_directory(tmp_path):
         outcomes_file(run_dir, "../../evil")  # a config_hash from an edited results.csv
     with pytest.raises(ValueError, match="examples"):
         outcomes_file(tmp_path / "out" / "models", "0123456789ab")
+
+
+def test_messages_are_not_wrapped_when_output_is_not_a_terminal(tmp_path):
+    """A log, a CI job or a pipe gets each message on one line, however long (a terminal wraps them)."""
+    root = tmp_path / ("a-data-root-long-enough-to-pass-eighty-columns-" * 2)
+    root.mkdir()
+    suite = write(tmp_path, suite_doc())
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "out"), "--data-dir", str(root),
+                                      "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert f"dataset digits: checking files under {root}\n" in result.output

@@ -97,16 +97,22 @@ def _print_leaderboard(frame) -> None:
 @click.command("findings")
 @click.argument("findings_file", type=click.Path(dir_okay=False, path_type=Path), default="results/findings.toml",
                 required=False)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the page here instead, and its figures to an img folder next to it (default: where "
+                   "FINDINGS_FILE's findings.out and findings.images say: docs/findings.md and docs/img for "
+                   "results/findings.toml).")
 @click.option("--resamples", type=click.IntRange(min=100), default=9999, show_default=True,
               help="Bootstrap resamples of the images, and sign patterns of the permutation test.")
-def findings_command(findings_file: Path, resamples: int) -> None:
-    """Write the findings page (default: docs/findings.md, as FINDINGS_FILE says) from the committed runs
-    FINDINGS_FILE names (default: results/findings.toml): the answer in a few sentences, then its
-    tables and figures, every number with its 95 % interval, suite and reproduce command. Nothing is
-    trained or attacked."""
+def findings_command(findings_file: Path, out: Path | None, resamples: int) -> None:
+    """Write the findings page (docs/findings.md, or --out) from the committed runs FINDINGS_FILE names.
+
+    FINDINGS_FILE defaults to results/findings.toml, relative to the directory harness runs in: the
+    project's root. The page gives the answer in a few sentences, then its tables and figures, every
+    number with its 95 % interval, suite and reproduce command. It goes where the file's findings.out
+    says (docs/findings.md for the default file), or to --out. Nothing is trained or attacked."""
     from harness_reporters.findings import write_findings
 
-    page, figures = write_findings(findings_file, resamples)
+    page, figures = write_findings(findings_file, resamples, out)
     click.echo(f"{figures} figure(s)", err=True)
     click.echo(page)
 

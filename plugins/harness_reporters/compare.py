@@ -30,7 +30,10 @@ def compare_command(run_dir: Path, model_a: str, model_b: str, against: Path | N
     """Compare MODEL_A and MODEL_B of RUN_DIR image by image: per eps and attack (worst case included),
     both robust accuracies, A - B with a paired 95 % bootstrap interval over the images (seeds pooled)
     and a p-value with the image as the unit: exact McNemar with one seed, a sign-flip permutation
-    test of each image's mean difference over the seeds with several."""
+    test of each image's mean difference over the seeds with several.
+
+    MODEL_A and MODEL_B are model keys of the run's suite (its [models.KEY] tables: the model column
+    of RUN_DIR/results.csv), e.g. bio and bp."""
     from harness.atomic import replace_atomically
     from harness.compare import compare
 

@@ -349,18 +349,24 @@ def build(spec: Spec, resamples: int = RESAMPLES, command: str = "") -> Document
                     sections)
 
 
-def write_findings(path: Path | str, resamples: int = RESAMPLES) -> tuple[Path, int]:
-    """Write the page and its figures where the findings file says; returns (page, figures)."""
+def write_findings(path: Path | str, resamples: int = RESAMPLES, out: Path | None = None) -> tuple[Path, int]:
+    """Write the page and its figures where the findings file says (``out``: the page there instead,
+    its figures in ``img`` next to it); returns (page, figures)."""
+    import dataclasses
+
     from harness.atomic import replace_atomically
 
     spec = read_spec(path)
+    if out is not None:
+        out = Path(out).absolute()
+        spec = dataclasses.replace(spec, out=out, images=out.parent / "img")
     document = build(spec, resamples)
     try:
         spec.out.parent.mkdir(parents=True, exist_ok=True)
         spec.images.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HarnessError(f"{spec.path}: findings.out / findings.images: cannot create the folder "
-                           f"({exc.strerror or exc})") from None
+        where = "--out" if out is not None else "findings.out / findings.images"
+        raise HarnessError(f"{spec.path}: {where}: cannot create the folder ({exc.strerror or exc})") from None
     link = Path(os.path.relpath(spec.images, spec.out.parent))
     body = to_markdown(document, spec.images, link)
     replace_atomically(spec.out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))

@@ -133,7 +133,8 @@ def read_spec(path: Path | str) -> Spec:
         raw = read_toml(path)
     except HarnessError as exc:  # read_toml speaks of suites; this is a findings file
         raise HarnessError(str(exc).replace("suite file", "findings file").replace(
-            "; check the path (suites live under suites/)", "").replace("a suite is", "a findings file is")) from None
+            "; check the path (suites live under suites/)", "; pass FINDINGS_FILE, or run in the project's root "
+            "(where results/findings.toml is)").replace("a suite is", "a findings file is")) from None
     _known({"findings", "headline", "thesis", "sweep"}, raw, reader, "")
     top = reader.table(raw, "findings")
     _known({"out", "images", "a", "b", "eps"}, top, reader, "findings")

@@ -21,17 +21,20 @@ def environment_section(run: Run) -> Section:
     tests = ", ".join(f"{d}: {int(g['n'].max())} test images" for d, g in ok.groupby("dataset")) or "–"
     devices = sorted(set(frame["device"]) | ({str(record["device"])} if record.get("device") else set()))
     attacks = run.attacks
+    seeds = sorted({int(s) for s in frame["seed"]})
+    where = suite_file.get("relative_to")
     facts = [
         ("suite", run.name),
         ("description", run.description or "– (no description in the suite)"),
-        ("suite file", f"{suite_file.get('path', '–')} (sha256 {str(suite_file.get('sha256') or '–')[:12]})"),
+        ("suite file", f"{suite_file.get('path', '–')}{f' (relative to the {where})' if where else ''} "
+                       f"(sha256 {str(suite_file.get('sha256') or '–')[:12]})"),
         ("run directory", str(run.directory)),
         ("invocations", "; ".join(f"{r.get('started', '?')} on {r.get('device', '?')}, {r.get('cells_todo', '?')} "
                                   f"cell(s) to do" for r in invocations) or f"– (no {RUN_FILE})"),
         ("device", ", ".join(d for d in devices if d) or "–"),
         ("packages", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "–"),
         ("datasets", tests),
-        ("seeds", ", ".join(str(int(s)) for s in sorted(set(frame["seed"])))),
+        ("seed" if len(seeds) == 1 else "seeds", ", ".join(map(str, seeds))),
         ("cells", f"{len(frame[frame['attack'] != WORST])} ({int((attacks['status'] == 'ok').sum())} ok, "
                   f"{int((frame['status'] != 'ok').sum())} failed), plus {int((ok['attack'] == WORST).sum())} "
                   f"worst-case rows"),
