@@ -234,12 +234,3 @@ class Executor:
     check: Callable[[dict[str, Any]], None] | None = None
     default: bool = False
 
-
-KINDS: dict[str, type] = {
-    "datasets": Dataset,
-    "learners": Learner,
-    "models": Model,
-    "attacks": Attack,
-    "defenses": Defense,
-    "executors": Executor,
-}

@@ -25,7 +25,7 @@ from harness import __version__
 from harness.atomic import replace_atomically
 from harness.errors import HarnessError
 from harness.paths import user_cache
-from harness.registry import Registry, did_you_mean
+from harness.registry import Entry, Registry, did_you_mean
 from harness.suite import Suite, config_hash
 
 WEIGHTS, SIDECAR = ".safetensors", ".json"
@@ -51,10 +51,11 @@ def model_identity(suite: Suite, registry: Registry, dataset: str, key: str, see
     the versions of torch, the harness and the distributions of the plugins involved. Not the device.
     """
     component = suite.models[key]
-    used = [("datasets", dataset), ("models", component.plugin)] + [("learners", s.learner) for s in component.stages]
+    used = [registry.datasets.entry(dataset), registry.models.entry(component.plugin),
+            *(registry.learners.entry(s.learner) for s in component.stages)]
     config = {**suite.model_config(dataset, key, seed),
-              "info": asdict(registry.get("datasets", dataset).info),
-              "versions": {"harness": __version__, "torch": _version("torch"), **_plugin_versions(registry, used)}}
+              "info": asdict(registry.datasets.get(dataset).info),
+              "versions": {"harness": __version__, "torch": _version("torch"), **_plugin_versions(used)}}
     return config, config_hash(config)
 
 
@@ -67,12 +68,11 @@ def _version(distribution: str) -> str | None:
     return version.split("+", 1)[0]
 
 
-def _plugin_versions(registry: Registry, used: list[tuple[str, str]]) -> dict[str, str | None]:
+def _plugin_versions(used: list[Entry]) -> dict[str, str | None]:
     """``distribution -> version`` of the plugins that registered the records used; a plugin with no
     distribution (registered in code) is named instead, with no version to pin."""
     versions: dict[str, str | None] = {}
-    for kind, name in used:
-        entry = next(e for e in registry.entries(kind) if e.key == name)
+    for entry in used:
         if entry.distribution:
             versions[entry.distribution] = _version(entry.distribution)
         else:

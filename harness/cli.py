@@ -242,27 +242,26 @@ def plugins(as_json: bool) -> None:
     from rich.table import Table
 
     from harness.plugins import load_commands, load_registry
-    from harness.registry import SINGULAR
 
     registry = load_registry()
     commands = load_commands(cli.commands)  # commands plugins add; here a clash is an error, not a warning
     if as_json:
         import json
 
-        records = [{"kind": SINGULAR[kind], "name": e.obj.name, "key": e.key, "plugin": e.plugin,
+        records = [{"kind": table.kind.singular, "name": e.obj.name, "key": e.key, "plugin": e.plugin,
                     "distribution": e.distribution, "description": e.obj.description,
                     "defaults": dict(e.obj.defaults), "presets": {k: dict(v) for k, v in
                                                                  getattr(e.obj, "presets", {}).items()}}
-                   for kind in SINGULAR for e in registry.entries(kind)]
+                   for table in registry.tables() for e in table.entries()]
         records += [{"kind": "command", "name": name, "key": name, "plugin": c.plugin, "distribution": c.distribution,
                      "description": c.command.get_short_help_str(limit=120), "defaults": {}, "presets": {}}
                     for name, c in sorted(commands.items())]
         click.echo(json.dumps(records, indent=2, sort_keys=True))
         return
     table = Table("kind", "name", "plugin", "distribution", "description")
-    for kind in SINGULAR:
-        for entry in registry.entries(kind):
-            table.add_row(SINGULAR[kind], entry.key, entry.plugin, entry.distribution or "-",
+    for kind in registry.tables():
+        for entry in kind.entries():
+            table.add_row(kind.kind.singular, entry.key, entry.plugin, entry.distribution or "-",
                           entry.obj.description)
     for name, command in sorted(commands.items()):
         table.add_row("command", name, command.plugin, command.distribution or "-",
@@ -282,7 +281,7 @@ def data_fetch(name: str, data_dir: str | None) -> None:
     """Download (if missing) and verify dataset NAME."""
     from harness.plugins import load_registry
 
-    dataset = load_registry().get("datasets", name)
+    dataset = load_registry().datasets.get(name)
     root = data_root(data_dir)
     files = dataset.fetch(root)
     click.echo(f"{name}: {len(files)} file(s) verified under {root}")

@@ -59,7 +59,7 @@ class Evaluation:
 
     def base_row(self, cell: Cell, **values) -> Row:
         attack = self.suite.attacks[cell.attack]
-        spec = self.registry.attack(attack.plugin, attack.backend)
+        spec = self.registry.attacks.get(attack.plugin, attack.backend)
         defense = self.suite.defenses.get(cell.defense)
         defaults = dict(n=0, clean_acc=NAN, robust_acc=NAN, robust_acc_cc=NAN, zero_grad_share=NAN,
                         nonfinite_grad_share=NAN, converged_gap=NAN, seconds=0.0, status="ok", error="",
@@ -83,7 +83,7 @@ class Evaluation:
                 defended[cell.defense] = (wrapped, evaluator.clean(wrapped), temperature)
             wrapped, clean, temperature = defended[cell.defense]
             attack = self.suite.attacks[cell.attack]
-            spec = self.registry.attack(attack.plugin, attack.backend)
+            spec = self.registry.attacks.get(attack.plugin, attack.backend)
             start = time.perf_counter()
             robust, gap, longer = clean.correct, NAN, None
             if cell.eps > 0:
@@ -124,7 +124,7 @@ class Evaluation:
         if defense_key == NO_DEFENSE:
             return module, 1.0
         component = self.suite.defenses[defense_key]
-        spec = self.registry.get("defenses", component.plugin)
+        spec = self.registry.defenses.get(component.plugin)
         options = dict(component.options)
         if spec.fit is not None:  # data-dependent options, e.g. T = "auto", on the clean test images
             options = spec.fit(module, options, evaluator.x, evaluator.y)

@@ -12,7 +12,7 @@ The core names no attack or defense: an attack belongs to the set ``standard`` o
 declaring a preset of that name (the built-in sets, docs/attacks.md, are declared by the
 torchattacks and noise plugins), attacks that pick target classes get the dataset's class count
 in the option their record names (``classes_option``), and the T axis uses the registered rescaler
-that declares a ``temperature_option`` (``Registry.logit_rescaler``). ``--attacks NAME,...`` picks
+that declares a ``temperature_option`` (``registry.defenses.logit_rescaler()``). ``--attacks NAME,...`` picks
 attacks by name, each with its ``standard`` (else ``fast``) preset when it has one.
 """
 
@@ -86,11 +86,11 @@ def _as_option_error(error: Exception, label: str) -> HarnessError:
 
 def _check_default_executor(registry: Registry, label: str) -> None:
     """``label`` has no ``--executor``: one line when there is not exactly one default executor."""
-    names = [e.obj.name for e in registry.entries("executors") if e.obj.default]
+    names = [e.obj.name for e in registry.executors.entries() if e.obj.default]
     if len(names) == 1:
         return
     found = (f"executors {', '.join(names)} each declare themselves" if names else
-             f"no registered executor ({', '.join(registry.names('executors')) or 'none'}) declares itself")
+             f"no registered executor ({', '.join(registry.executors.names()) or 'none'}) declares itself")
     raise HarnessError(f"{label} runs its cells on the default executor, but {found} the default; leave one "
                        f"with HARNESS_BLOCK_PLUGINS / HARNESS_LOAD_PLUGINS, or run the suite it writes with "
                        f"`harness run SUITE --executor NAME`")

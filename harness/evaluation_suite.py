@@ -72,7 +72,7 @@ def model_table(model: str, weights: str | None = None, kwargs: Mapping[str, Any
 def set_members(registry: Registry, name: str) -> dict[str, dict[str, Any]]:
     """[attacks] tables of the attacks whose records declare a preset ``name``, run with it; keyed
     by attack name (``name-backend`` where two backends declare the same attack)."""
-    members = [e.obj for e in registry.entries("attacks") if name in e.obj.presets]
+    members = [e.obj for e in registry.attacks.entries() if name in e.obj.presets]
     counts: dict[str, int] = {}
     for spec in members:
         counts[spec.name] = counts.get(spec.name, 0) + 1
@@ -101,7 +101,7 @@ def attack_tables(attacks: str | Sequence[str], registry: Registry, num_classes:
         preset = next((s for s in SETS if s in spec.presets), None)
         tables[safe_key(name)] = {**table, "preset": preset} if preset else table
     for key, table in tables.items():  # attacks that pick target classes: the dataset's count
-        option = registry.attack(table["attack"], table["backend"]).classes_option
+        option = registry.attacks.get(table["attack"], table["backend"]).classes_option
         if option:
             tables[key] = {**table, option: num_classes}
     return tables
@@ -111,29 +111,29 @@ def _named_attack(registry: Registry, name: str):
     """The attack ``name`` or ``name@backend`` of ``--attacks``; without a backend, the one backend
     that has it, else the one backend that puts it in a set."""
     attack, _, backend = name.partition("@")
-    backends = sorted({e.obj.backend for e in registry.entries("attacks") if e.obj.name == attack})
+    backends = sorted({e.obj.backend for e in registry.attacks.entries() if e.obj.name == attack})
     if not backends:
-        choices = list(SETS) + [e.obj.name for e in registry.entries("attacks")]
+        choices = list(SETS) + [e.obj.name for e in registry.attacks.entries()]
         raise HarnessError(f"--attacks {name}: unknown attack or set{did_you_mean(attack, choices)}")
     if backend and backend not in backends:
         raise HarnessError(f"--attacks {name}: attack '{attack}' has no backend '{backend}'"
                            f"{did_you_mean(backend, backends)}")
     if not backend:
-        declaring = sorted({e.obj.backend for e in registry.entries("attacks")
+        declaring = sorted({e.obj.backend for e in registry.attacks.entries()
                             if e.obj.name == attack and any(s in e.obj.presets for s in SETS)})
         if len(backends) > 1 and len(declaring) != 1:
             raise HarnessError(f"--attacks {name}: several backends ({', '.join(backends)}); write "
                                f"{attack}@{backends[0]}")
         backend = declaring[0] if len(backends) > 1 else backends[0]
-    return registry.attack(attack, backend)
+    return registry.attacks.get(attack, backend)
 
 
 def logit_rescaler(registry: Registry):
-    """The rescaler the T axis uses (:meth:`Registry.logit_rescaler`), its error as one ``--T`` line."""
+    """The rescaler the T axis uses (``registry.defenses.logit_rescaler()``), its error as one ``--T`` line."""
     from harness.errors import RegistryError
 
     try:
-        return registry.logit_rescaler()
+        return registry.defenses.logit_rescaler()
     except RegistryError as exc:
         raise HarnessError(f"--T: {exc}") from None
 
@@ -207,7 +207,7 @@ def eval_suite(key: str, model: Mapping[str, Any], registry: Registry, dataset: 
     budget of its norm (harness.diagnostics.LARGE_EPS), what the large-eps masking check reads."""
     from harness.diagnostics import LARGE_EPS
 
-    info = registry.get("datasets", dataset).info
+    info = registry.datasets.get(dataset).info
     budgets = parse_eps(eps)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise HarnessError(f"--n {n}: expected a positive number of test images")
@@ -216,7 +216,7 @@ def eval_suite(key: str, model: Mapping[str, Any], registry: Registry, dataset: 
     grids = [{"model": [key], "defense": list(defenses), "attack": list(tables), "eps": budgets}]
     large: dict[float, list[str]] = {}
     for name, table in tables.items():
-        budget = LARGE_EPS.get(registry.attack(table["attack"], table["backend"]).norm)
+        budget = LARGE_EPS.get(registry.attacks.get(table["attack"], table["backend"]).norm)
         if budget is not None and budget not in budgets:
             large.setdefault(budget, []).append(name)
     for budget, names in sorted(large.items()):

@@ -30,8 +30,8 @@ def eps_limit(norm: str, input_shape) -> float:
 
 def _check_budget(check: SuiteChecker, cell: Cell, key: str, suite: Suite, registry: Registry) -> None:
     component = suite.attacks[cell.attack]
-    spec = registry.attack(component.plugin, component.backend)
-    info = registry.get("datasets", cell.dataset).info
+    spec = registry.attacks.get(component.plugin, component.backend)
+    info = registry.datasets.get(cell.dataset).info
     limit = eps_limit(spec.norm, info.input_shape)
     if cell.eps > limit:
         unit = "L∞" if spec.norm == "linf" else spec.norm.upper()

@@ -42,7 +42,7 @@ def load_model(path: Path, registry: Registry, device="cpu"):
     from safetensors.torch import load_file
 
     sidecar = read_sidecar(path)
-    spec = registry.get("models", sidecar["model"])
+    spec = registry.models.get(sidecar["model"])
     info = DataInfo(**{**sidecar["info"], "input_shape": tuple(sidecar["info"]["input_shape"])})
     module = spec.build(sidecar["options"], info)
     weights = path.with_suffix(".safetensors")

@@ -9,10 +9,10 @@ through the ``harness_plugin`` fixture of :mod:`harness.testing`).
 
 from __future__ import annotations
 
-import contextvars
 import importlib.metadata
 import os
 import sys
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 import pluggy
 
 from harness import PROJECT, hookspecs
-from harness.api import KINDS
 from harness.errors import PluginError
 from harness.registry import Registry, did_you_mean
 
@@ -109,9 +108,9 @@ def make_manager(load_entry_points: bool = True, extra: Iterable[object] = ()) -
         if load_entry_points:
             pm.load_setuptools_entrypoints(PROJECT)
         for name, plugin in list(_temporary.items()):
-            pm.register(plugin, name=name)
+            pm.register(_hashable(plugin), name=name)
         for plugin in extra:
-            pm.register(plugin)
+            pm.register(_hashable(plugin), name=pm.get_canonical_name(plugin))
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin hook not in the contract (see harness/hookspecs.py): {exc}") from None
@@ -124,88 +123,88 @@ def make_manager(load_entry_points: bool = True, extra: Iterable[object] = ()) -
     return pm
 
 
-# The plugin whose hook implementation is running, while pluggy calls it (see _attribute).
-_CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("harness_hook_caller", default=None)
-
-
-def _named(function: Callable, plugin: str, calls: list[str], generator: bool) -> Callable:
-    """``function`` (a hook implementation) run with ``plugin`` as the current caller; a wrapper's
-    generator has it at each of its steps, before and after its ``yield``."""
-    if not generator:
-        def call(*args, **kwargs):
-            calls.append(plugin)
-            token = _CALLER.set(plugin)
-            try:
-                return function(*args, **kwargs)
-            finally:
-                _CALLER.reset(token)
-        return call
-
-    def steps(*args, **kwargs):
-        calls.append(plugin)
-        inner, sent, thrown = function(*args, **kwargs), None, None
-        while True:
-            token = _CALLER.set(plugin)
-            try:
-                out = inner.throw(thrown) if thrown is not None else inner.send(sent)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                _CALLER.reset(token)
-            try:
-                sent, thrown = (yield out), None
-            except BaseException as exc:  # noqa: BLE001 - handed to the wrapper, as pluggy would
-                sent, thrown = None, exc
-    return steps
-
-
-def call_register_hook(pm: pluggy.PluginManager, hook: str,
-                       accept: Callable[[Any, str, str | None], str]) -> None:
-    """Call ``hook`` through pluggy (so ``tryfirst``/``trylast`` order and hook wrappers apply) with
-    one ``register`` callback: ``register(obj)`` calls ``accept(obj, plugin name, distribution or
-    None)`` for the plugin whose implementation is running, which validates and stores the object
-    and returns its name. With ``HARNESS_TRACE_HOOKS`` set, one line per implementation called goes
-    to stderr."""
-    distributions = {pm.get_name(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
-    trace = os.environ.get("HARNESS_TRACE_HOOKS", "") not in ("", "0")
-    calls: list[str] = []
-    registered: dict[str, list[str]] = {}
-
-    def register(obj):
-        plugin = _CALLER.get()
-        if plugin is None:
-            raise PluginError(f"{hook}'s register was called after the hook returned; call it inside the hook")
-        registered.setdefault(plugin, []).append(accept(obj, plugin, distributions.get(plugin)))
-
-    caller = getattr(pm.hook, hook)
-    originals = [(impl, impl.function) for impl in caller.get_hookimpls()]
-    for impl, function in originals:  # restored below: the manager's plugins are left as they were
-        impl.function = _named(function, impl.plugin_name, calls, impl.hookwrapper or impl.wrapper)
+def _hashable(plugin: object) -> object:
+    """``plugin``, or for a namespace (which pluggy cannot keep in its sets of plugins) a module
+    holding the same attributes: the same hook implementation functions, packaged as pluggy expects."""
     try:
-        caller(register=register)
-    finally:
-        for impl, function in originals:
-            impl.function = function
-    if trace:
-        for plugin in calls:
-            print(f"harness hook: {hook} of plugin '{plugin}' ({distributions.get(plugin) or 'no distribution'}) "
-                  f"registered {', '.join(registered.get(plugin, [])) or 'nothing'}", file=sys.stderr)
+        hash(plugin)
+        return plugin
+    except TypeError:
+        module = types.ModuleType(plugin_name(plugin))
+        module.__dict__.update(vars(plugin))
+        return module
 
 
-def build_registry(pm: pluggy.PluginManager) -> Registry:
-    """Call every ``harness_register_<kind>`` implementation with a register bound to its plugin,
+class Plugins:
+    """A loaded plugin manager and, recorded once at load, the distribution each plugin comes from.
+
+    :meth:`call` calls a ``harness_register_*`` hook once per plugin that implements it, in pluggy's
+    order (``tryfirst``, then the last registered first, then ``trylast``), each through pluggy with a
+    ``register`` callback bound to that plugin: what a plugin registers is known by construction,
+    and pluggy's hook implementations are left as they are. A register hook returns nothing, so there
+    is nothing for a wrapper to wrap: a ``wrapper``/``hookwrapper`` implementation is an error.
+    With ``HARNESS_TRACE_HOOKS`` set, pluggy's hook-call monitoring prints one line per plugin called
+    and what it registered to stderr."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self.distributions = {pm.get_name(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
+
+    def call(self, hook: str, accept: Callable[[Any, str, str | None], str]) -> None:
+        """Call ``hook`` with, for each plugin, ``register(obj)`` = ``accept(obj, plugin name,
+        distribution or None)``, which validates and stores the object and returns its key."""
+        implementations = getattr(self.pm.hook, hook).get_hookimpls()
+        for impl in implementations:
+            if impl.wrapper or impl.hookwrapper:
+                raise PluginError(f"plugin '{impl.plugin_name}' implements {hook} as a hook wrapper; register "
+                                  f"hooks return nothing to wrap, so implement it as a plain hook")
+        registered: dict[str, list[str]] = {}
+        undo = self._trace(hook, registered)
+        try:
+            for impl in reversed(implementations):  # pluggy's own calling order
+                self._call_one(hook, impl, accept, registered.setdefault(impl.plugin_name, []))
+        finally:
+            undo()
+
+    def _call_one(self, hook: str, impl, accept, keys: list[str]) -> None:
+        name, distribution, open_ = impl.plugin_name, self.distributions.get(impl.plugin_name), [True]
+
+        def register(obj):
+            if not open_[0]:
+                raise PluginError(f"{hook}'s register was called after the hook returned; call it inside the hook")
+            keys.append(accept(obj, name, distribution))
+        others = [plugin for _, plugin in self.pm.list_name_plugin() if plugin is not None and plugin is not impl.plugin]
+        try:
+            self.pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
+        finally:
+            open_[0] = False
+
+    def _trace(self, hook: str, registered: dict[str, list[str]]) -> Callable[[], None]:
+        """Pluggy's hook-call monitoring, printing each call of ``hook`` (one plugin's) after it ran."""
+        if os.environ.get("HARNESS_TRACE_HOOKS", "") in ("", "0"):
+            return lambda: None
+
+        def after(outcome, hook_name, impls, kwargs):
+            if hook_name == hook:
+                for impl in impls:
+                    plugin = impl.plugin_name
+                    print(f"harness hook: {hook} of plugin '{plugin}' "
+                          f"({self.distributions.get(plugin) or 'no distribution'}) registered "
+                          f"{', '.join(registered.get(plugin, [])) or 'nothing'}", file=sys.stderr)
+        return self.pm.add_hookcall_monitoring(lambda *args: None, after)
+
+
+def build_registry(plugins: Plugins) -> Registry:
+    """Every kind's ``harness_register_<kind>`` hook, called with a register bound to each plugin,
     so each registered object records who registered it."""
     registry = Registry()
-    for kind in KINDS:
-        def accept(obj, plugin, distribution, _kind=kind):
-            registry.register(_kind, obj, plugin, distribution)
-            return getattr(obj, "name", "?")
-        call_register_hook(pm, f"harness_register_{kind}", accept)
+    for table in registry.tables():
+        plugins.call(table.kind.hook, table.add)
     return registry
 
 
 def load_registry(extra: Iterable[object] = (), load_entry_points: bool = True) -> Registry:
-    return build_registry(make_manager(load_entry_points=load_entry_points, extra=extra))
+    return build_registry(Plugins(make_manager(load_entry_points=load_entry_points, extra=extra)))
 
 
 @dataclass(frozen=True)
@@ -217,7 +216,7 @@ class PluginCommand:
     distribution: str | None
 
 
-def collect_commands(pm: pluggy.PluginManager, existing: Iterable[str] = ()) -> dict[str, PluginCommand]:
+def collect_commands(plugins: Plugins, existing: Iterable[str] = ()) -> dict[str, PluginCommand]:
     """The commands of every ``harness_register_commands`` implementation, by name. ``existing``
     names the core's own commands; a plugin command with one of those names, or with the name of
     another plugin's command, is a :class:`PluginError` naming both."""
@@ -241,10 +240,10 @@ def collect_commands(pm: pluggy.PluginManager, existing: Iterable[str] = ()) -> 
                               f"by plugin '{plugin}'; rename one or block a plugin with HARNESS_BLOCK_PLUGINS")
         commands[name] = PluginCommand(obj, plugin, distribution)
         return name
-    call_register_hook(pm, "harness_register_commands", accept)
+    plugins.call("harness_register_commands", accept)
     return commands
 
 
 def load_commands(existing: Iterable[str] = (), extra: Iterable[object] = (),
                   load_entry_points: bool = True) -> dict[str, PluginCommand]:
-    return collect_commands(make_manager(load_entry_points=load_entry_points, extra=extra), existing)
+    return collect_commands(Plugins(make_manager(load_entry_points=load_entry_points, extra=extra)), existing)

@@ -1,16 +1,38 @@
-"""Typed registries filled by the ``harness_register_*`` hooks, with "did you mean" lookups."""
+"""Typed registries filled by the ``harness_register_*`` hooks, with "did you mean" lookups.
+
+One :class:`Table` per kind of record: ``registry.datasets.get("mnist")``,
+``registry.attacks.get("pgd", "torchattacks")``, ``registry.defenses.logit_rescaler()``. The six
+kinds are listed once, in :data:`KINDS`.
+"""
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Generic, Iterator, TypeVar
 
-from harness.api import KINDS, Attack
+from harness.api import Attack, Dataset, Defense, Executor, Learner, Model
 from harness.errors import PluginError, RegistryError
 
-SINGULAR = {"datasets": "dataset", "learners": "learner", "models": "model", "attacks": "attack",
-            "defenses": "defense", "executors": "executor"}
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of record: its hook is ``harness_register_<plural>``, its table ``registry.<plural>``."""
+
+    plural: str
+    singular: str
+    record: type
+
+    @property
+    def hook(self) -> str:
+        return f"harness_register_{self.plural}"
+
+
+KINDS = (Kind("datasets", "dataset", Dataset), Kind("learners", "learner", Learner), Kind("models", "model", Model),
+         Kind("attacks", "attack", Attack), Kind("defenses", "defense", Defense),
+         Kind("executors", "executor", Executor))
 
 
 def did_you_mean(word: str, choices) -> str:
@@ -23,69 +45,78 @@ def did_you_mean(word: str, choices) -> str:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One registered object and who registered it."""
+class Entry(Generic[R]):
+    """One registered record and who registered it."""
 
     kind: str
     key: str
-    obj: Any
+    obj: R
     plugin: str
     distribution: str | None
 
 
-class Registry:
-    """All registered objects, one table per kind. Attacks are keyed ``name@backend``."""
+class Table(Generic[R]):
+    """The records of one kind, by key (the name; ``name@backend`` for attacks)."""
 
-    def __init__(self) -> None:
-        self._tables: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[R]] = {}
 
-    def register(self, kind: str, obj: Any, plugin: str, distribution: str | None = None) -> None:
-        expected = KINDS[kind]
-        if not isinstance(obj, expected):
-            raise PluginError(
-                f"plugin '{plugin}' handed {type(obj).__name__} to register in harness_register_{kind}; "
-                f"expected harness.api.{expected.__name__}")
+    def key(self, obj: R) -> str:
+        return obj.name  # type: ignore[attr-defined]
+
+    def add(self, obj: Any, plugin: str, distribution: str | None = None) -> str:
+        """Check and store ``obj`` for ``plugin``; returns its key. A second record under the same key
+        is an error naming both plugins."""
+        kind = self.kind
+        if not isinstance(obj, kind.record):
+            raise PluginError(f"plugin '{plugin}' handed {type(obj).__name__} to register in {kind.hook}; "
+                              f"expected harness.api.{kind.record.__name__}")
         if not isinstance(obj.name, str) or not obj.name:
-            raise PluginError(f"plugin '{plugin}' registered a {SINGULAR[kind]} without a name")
-        key = f"{obj.name}@{obj.backend}" if isinstance(obj, Attack) else obj.name
-        table = self._tables[kind]
-        if key in table:
+            raise PluginError(f"plugin '{plugin}' registered a {kind.singular} without a name")
+        key = self.key(obj)
+        if key in self._entries:
             raise PluginError(
-                f"{SINGULAR[kind]} '{key}' registered twice: by plugin '{table[key].plugin}' and by "
+                f"{kind.singular} '{key}' registered twice: by plugin '{self._entries[key].plugin}' and by "
                 f"plugin '{plugin}'; rename one or block a plugin with HARNESS_BLOCK_PLUGINS")
-        table[key] = Entry(kind, key, obj, plugin, distribution)
+        self._entries[key] = Entry(kind.plural, key, obj, plugin, distribution)
+        return key
 
-    def entries(self, kind: str) -> Iterator[Entry]:
-        return iter(sorted(self._tables[kind].values(), key=lambda e: e.key))
+    def entries(self) -> Iterator[Entry[R]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.key))
 
-    def names(self, kind: str) -> list[str]:
-        return sorted(self._tables[kind])
+    def __iter__(self) -> Iterator[R]:
+        """The records, by key."""
+        return (e.obj for e in self.entries())
 
-    def get(self, kind: str, name: str) -> Any:
-        """The registered object, or a RegistryError with a suggestion."""
-        table = self._tables[kind]
-        if name in table:
-            return table[name].obj
-        raise RegistryError(f"unknown {SINGULAR[kind]} '{name}'{did_you_mean(name, table)}")
+    def names(self) -> list[str]:
+        return sorted(self._entries)
 
-    def logit_rescaler(self) -> Any:
-        """The first registered defense (by name) that is a rescaler reporting a logit temperature
-        (``rescaler`` and ``temperature_option``), e.g. to evaluate a model at several T; a
-        RegistryError when none is registered."""
-        for entry in self.entries("defenses"):
-            if entry.obj.rescaler and entry.obj.temperature_option:
-                return entry.obj
-        raise RegistryError("no registered defense rescales the logits (a rescaler with a temperature_option); "
-                            "is the plugin that provides one blocked (HARNESS_BLOCK_PLUGINS) or left out "
-                            "(HARNESS_LOAD_PLUGINS)?")
+    def entry(self, key: str) -> Entry[R]:
+        if key in self._entries:
+            return self._entries[key]
+        raise RegistryError(f"unknown {self.kind.singular} '{key}'{did_you_mean(key, self._entries)}")
 
-    def attack(self, name: str, backend: str | None) -> Attack:
+    def get(self, name: str) -> R:
+        """The registered record, or a RegistryError with a suggestion."""
+        return self.entry(name).obj
+
+
+class Attacks(Table[Attack]):
+    """Attacks are keyed ``name@backend``: several libraries may run the same attack."""
+
+    def key(self, obj: Attack) -> str:
+        return f"{obj.name}@{obj.backend}"
+
+    def backends(self, name: str) -> list[str]:
+        """The backends that register attack ``name``."""
+        return sorted(a.backend for a in self if a.name == name)
+
+    def get(self, name: str, backend: str | None = None) -> Attack:  # type: ignore[override]
         """Look an attack up by name and backend; the backend may be omitted when only one has it."""
-        table = self._tables["attacks"]
-        backends = sorted(e.obj.backend for e in table.values() if e.obj.name == name)
+        backends = self.backends(name)
         if not backends:
-            names = {e.obj.name for e in table.values()}
-            raise RegistryError(f"unknown attack '{name}'{did_you_mean(name, names)}")
+            raise RegistryError(f"unknown attack '{name}'{did_you_mean(name, {a.name for a in self})}")
         if backend is None:
             if len(backends) > 1:
                 raise RegistryError(f"attack '{name}' is provided by backends {', '.join(backends)}; "
@@ -93,4 +124,53 @@ class Registry:
             backend = backends[0]
         if backend not in backends:
             raise RegistryError(f"attack '{name}' has no backend '{backend}'{did_you_mean(backend, backends)}")
-        return table[f"{name}@{backend}"].obj
+        return self._entries[f"{name}@{backend}"].obj
+
+
+class Defenses(Table[Defense]):
+    def logit_rescaler(self) -> Defense:
+        """The first registered defense (by name) that is a rescaler reporting a logit temperature
+        (``rescaler`` and ``temperature_option``), e.g. to evaluate a model at several T; a
+        RegistryError when none is registered."""
+        for defense in self:
+            if defense.rescaler and defense.temperature_option:
+                return defense
+        raise RegistryError("no registered defense rescales the logits (a rescaler with a temperature_option); "
+                            "is the plugin that provides one blocked (HARNESS_BLOCK_PLUGINS) or left out "
+                            "(HARNESS_LOAD_PLUGINS)?")
+
+
+class Registry:
+    """Every registered record: one typed table per kind (``registry.attacks``, ...)."""
+
+    datasets: Table[Dataset]
+    learners: Table[Learner]
+    models: Table[Model]
+    attacks: Attacks
+    defenses: Defenses
+    executors: Table[Executor]
+
+    def __init__(self) -> None:
+        special = {"attacks": Attacks, "defenses": Defenses}
+        for kind in KINDS:
+            setattr(self, kind.plural, special.get(kind.plural, Table)(kind))
+
+    def __getitem__(self, kind: str) -> Table:
+        """The table of a kind named by its plural (``registry["models"]``), for code that holds the
+        kind as data, such as a suite's section names."""
+        if kind not in {k.plural for k in KINDS}:
+            raise KeyError(kind)
+        return getattr(self, kind)
+
+    def tables(self) -> Iterator[Table]:
+        return (getattr(self, kind.plural) for kind in KINDS)
+
+    # Shorthands over the tables for code that names the kind as a string (scripts under bench/).
+    def get(self, kind: str, name: str) -> Any:
+        return self[kind].get(name)
+
+    def entries(self, kind: str) -> Iterator[Entry]:
+        return self[kind].entries()
+
+    def names(self, kind: str) -> list[str]:
+        return self[kind].names()

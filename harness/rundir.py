@@ -213,4 +213,4 @@ def _holder(handle: int) -> str:
 def rescaler_defenses(registry: "Registry") -> set[str]:
     """Defense plugin names that never change a prediction (the bare model ``none`` included): their
     rows share the model's clean accuracy and are pooled into one worst case (harness.diagnostics)."""
-    return {NO_DEFENSE} | {e.obj.name for e in registry.entries("defenses") if e.obj.rescaler}
+    return {NO_DEFENSE} | {e.obj.name for e in registry.defenses.entries() if e.obj.rescaler}

@@ -56,12 +56,12 @@ class RunInterrupted(Exception):
 
 def default_executor(registry: Registry) -> str:
     """The name of the one registered executor that declares itself the ``default``."""
-    names = [e.obj.name for e in registry.entries("executors") if e.obj.default]
+    names = [e.obj.name for e in registry.executors.entries() if e.obj.default]
     if len(names) > 1:
         raise HarnessError(f"executors {', '.join(names)} each declare themselves the default; pass --executor NAME "
                            f"or block one with HARNESS_BLOCK_PLUGINS")
     if not names:
-        known = ", ".join(registry.names("executors")) or "none"
+        known = ", ".join(registry.executors.names()) or "none"
         raise HarnessError(f"no registered executor is the default (registered: {known}); pass --executor NAME, "
                            f"or let HARNESS_LOAD_PLUGINS load the plugin of an executor that declares default=True")
     return names[0]
@@ -70,9 +70,9 @@ def default_executor(registry: Registry) -> str:
 def executor_spec(registry: Registry, name: str | None) -> Executor:
     """The registered executor ``name`` (None: the default one), or one line saying what is registered."""
     name = name or default_executor(registry)
-    if name not in registry.names("executors"):
-        raise HarnessError(f"--executor {name}: unknown executor{did_you_mean(name, registry.names('executors'))}")
-    return registry.get("executors", name)
+    if name not in registry.executors.names():
+        raise HarnessError(f"--executor {name}: unknown executor{did_you_mean(name, registry.executors.names())}")
+    return registry.executors.get(name)
 
 
 def parse_executor_options(registry: Registry, name: str, pairs: tuple[str, ...] = (),
@@ -87,7 +87,7 @@ def parse_executor_options(registry: Registry, name: str, pairs: tuple[str, ...]
         raise HarnessError(exc.message) from None
     if address is not None:
         if "address" not in spec.defaults:
-            takes = [n for n in registry.names("executors") if "address" in registry.get("executors", n).defaults]
+            takes = [n for n in registry.executors.names() if "address" in registry.executors.get(n).defaults]
             raise HarnessError(f"--address: executor '{spec.name}' takes no address; "
                                + (f"use --executor {' or '.join(takes)}" if takes else "no installed executor takes one"))
         given["address"] = address
@@ -145,13 +145,13 @@ class Runner:
 
     # -- checks before any work --------------------------------------------------------------
     def info(self, dataset: str):
-        return self.registry.get("datasets", dataset).info
+        return self.registry.datasets.get(dataset).info
 
     def preflight(self) -> None:
         """Build every model once per dataset (cheap) to check each stage's parameter patterns."""
         for dataset, key in dict.fromkeys((c.dataset, c.model) for c in self.suite.cells):
             component = self.suite.models[key]
-            module = self.registry.get("models", component.plugin).build(component.options, self.info(dataset))
+            module = self.registry.models.get(component.plugin).build(component.options, self.info(dataset))
             for i, stage in enumerate(component.stages):
                 select_params(module, stage.params, f"{self.suite.path}: models.{key}.stages.{i}.params")
 

@@ -169,7 +169,7 @@ def _datasets(check: SuiteChecker, registry: Registry, data: Mapping[str, Any]) 
 
 def _lookup(check: SuiteChecker, registry: Registry, kind: str, name: str, key: str) -> Any:
     try:
-        return registry.get(kind, name)
+        return registry[kind].get(name)
     except HarnessError as exc:
         raise check.fail(key, str(exc)) from None
 
@@ -234,9 +234,9 @@ def _components(check: SuiteChecker, registry: Registry, raw: Mapping[str, Any],
             reserved = (field_name, "backend")
             backend = check.string(entry, "backend", where, default=None)
             try:
-                spec = registry.attack(name, backend)
+                spec = registry.attacks.get(name, backend)
             except HarnessError as exc:
-                bad_backend = backend is not None and name in {e.obj.name for e in registry.entries("attacks")}
+                bad_backend = backend is not None and bool(registry.attacks.backends(name))
                 raise check.fail(f"{where}.backend" if bad_backend else f"{where}.{field_name}", str(exc)) from None
             backend = spec.backend
         else:

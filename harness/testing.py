@@ -77,7 +77,7 @@ def harness_dataset(tmp_path_factory) -> TinyData:
     from harness.plugins import builtin_plugins_only, load_registry
 
     with builtin_plugins_only():
-        dataset = load_registry().get("datasets", DATASET)
+        dataset = load_registry().datasets.get(DATASET)
     root = tmp_path_factory.mktemp("harness-data")
     dataset.fetch(root)
     x, y = dataset.load(root, True)
@@ -96,7 +96,7 @@ def _harness_trained_state(harness_dataset):
     with builtin_plugins_only():
         registry = load_registry()
     module = _build_model(registry, harness_dataset.info)
-    learner = registry.get("learners", "backprop")
+    learner = registry.learners.get("backprop")
     data = harness_dataset
     with _fork_torch_rng(MODEL_SEED):
         learner.train(TrainContext(
@@ -183,7 +183,7 @@ def run_suite(tmp_path) -> Callable[..., "pd.DataFrame"]:
 # -- helpers ------------------------------------------------------------------------------------
 
 def _build_model(registry, info):
-    model = registry.get("models", "repu")
+    model = registry.models.get("repu")
     return model.build({**model.defaults, **MODEL_OPTIONS}, info)
 
 

@@ -61,7 +61,7 @@ def versions(registry: Registry | None = None) -> dict[str, str]:
     if registry is not None:  # the libraries the attacks declare, and third-party attack plugins
         from harness.plugins import DISTRIBUTION
 
-        attacks = list(registry.entries("attacks"))
+        attacks = list(registry.attacks.entries())
         names += sorted({e.distribution for e in attacks if e.distribution not in (None, DISTRIBUTION)}
                         | {d for e in attacks for d in e.obj.requires})
     for dist in names:
@@ -115,14 +115,14 @@ class Training:
         module, history, seconds = self.train(dataset, key, seed, data)
         accuracy = Evaluator(data.x_test, data.y_test, self.suite.batch_size).clean_accuracy(module)
         component = self.suite.models[key]
-        info = self.registry.get("datasets", dataset).info
+        info = self.registry.datasets.get(dataset).info
         sidecar = {"format": 1, "model": component.plugin, "model_key": key, "options": component.options,
                    "info": asdict(info), "config": config, "model_hash": model_hash,
                    "stages": history, "train_seconds": seconds, "test_accuracy": accuracy,
                    "test_size": len(data.y_test), "versions": versions(self.registry), "device": str(self.device),
                    "math": math_settings()}
         path = self.run_dir.model(key, seed, model_hash)
-        save_model(module, self.registry.get("models", component.plugin), path, sidecar)
+        save_model(module, self.registry.models.get(component.plugin), path, sidecar)
         if self.cache is not None and component.stages:  # a pretrained model's files are its own cache
             self.cache.store(model_hash, path)
         done = f"trained in {seconds:.1f}s" if component.stages else "loaded (pretrained, no learner stages)"
@@ -135,8 +135,8 @@ class Training:
 
         component = self.suite.models[key]
         torch.manual_seed(seed)
-        info = self.registry.get("datasets", dataset).info
-        module = self.registry.get("models", component.plugin).build(component.options, info)
+        info = self.registry.datasets.get(dataset).info
+        module = self.registry.models.get(component.plugin).build(component.options, info)
         module = module.to(self.device)
         frozen: set[str] = set()
         history = []
@@ -148,7 +148,7 @@ class Training:
                 raise HarnessError(f"{where}: every matching parameter was frozen by an earlier stage")
             for name, param in module.named_parameters():
                 param.requires_grad_(name in params)
-            learner = self.registry.get("learners", stage.learner)
+            learner = self.registry.learners.get(stage.learner)
             torch.manual_seed(seed * 1000 + index)
             module.train()
 

@@ -176,7 +176,7 @@ class Worker:
         if self._data is not None and self._data[0] == name:
             return self._data[1]
         self._data = None  # free the previous dataset first
-        dataset = self.registry.get("datasets", name)
+        dataset = self.registry.datasets.get(name)
         self.progress.log(f"dataset {name}: checking files under {self.data_root}")
         dataset.fetch(self.data_root)
         x_train, y_train = dataset.load(self.data_root, True)

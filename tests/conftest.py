@@ -45,7 +45,7 @@ def mnist_root() -> Path:
     root = Path(os.environ.get("HARNESS_DATA") or default_data_root())
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HARNESS_LOAD_PLUGINS", ",".join(OWN_PLUGINS))
-    load_registry().get("datasets", "mnist").fetch(root)
+    load_registry().datasets.get("mnist").fetch(root)
     return root
 
 
@@ -55,7 +55,7 @@ def mnist_small(mnist_root):
     import torch
 
     torch.set_num_threads(2)
-    dataset = load_registry().get("datasets", "mnist")
+    dataset = load_registry().datasets.get("mnist")
     x_train, y_train = dataset.load(mnist_root, True)
     x_test, y_test = dataset.load(mnist_root, False)
     return x_train[:10000], y_train[:10000], x_test[:1000], y_test[:1000]

@@ -49,8 +49,8 @@ def net(mnist_small):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     x_train, y_train, x_test, y_test = mnist_small
-    spec = load_registry().get("models", "repu")
-    info = load_registry().get("datasets", "mnist").info
+    spec = load_registry().models.get("repu")
+    info = load_registry().datasets.get("mnist").info
     torch.manual_seed(0)
     model = spec.build({**spec.defaults, "hidden": 64, "power": 1.0, "beta": 1.0}, info)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -75,7 +75,7 @@ def run(registry, net, key, n, eps=None, **options):
 
     model, x, y, _ = net
     name, backend = key.split("@")
-    spec = registry.attack(name, backend)
+    spec = registry.attacks.get(name, backend)
     options = {**spec.defaults, **OPTIONS.get(key, {}), **options}
     if spec.check:
         spec.check(options)
@@ -93,12 +93,12 @@ def test_the_net_learned(net):
 
 
 def test_every_attack_is_registered(registry):
-    assert {entry.key for entry in registry.entries("attacks")} >= set(KEYS)
+    assert {entry.key for entry in registry.attacks.entries()} >= set(KEYS)
 
 
 @pytest.mark.parametrize("key", KEYS)
 def test_attack_runs_inside_its_threat_model(registry, net, key):
-    spec = registry.attack(*key.split("@"))
+    spec = registry.attacks.get(*key.split("@"))
     n = 24 if key in FEW else 64
     x, y, adv, pred = run(registry, net, key, n)
     assert adv.shape == x.shape and adv.dtype == x.dtype and adv.device == x.device
@@ -170,7 +170,7 @@ def test_torchattacks_autoattack_uses_the_papers_counts(registry, net):
     import torchattacks
 
     model = net[0]
-    spec = registry.attack("autoattack", "torchattacks")
+    spec = registry.attacks.get("autoattack", "torchattacks")
     attack = spec.build(model, 0.3, dict(spec.defaults)).attack
     apgd, apgdt, fab, square = attack.attacks
     assert [type(a) for a in attack.attacks] == [torchattacks.APGD, torchattacks.APGDT, torchattacks.FAB,
@@ -191,7 +191,7 @@ def test_art_autoattack_keeps_arts_budgets_and_eps(registry, net):
     from harness_art import _estimator
 
     model, x, _, _ = net
-    spec = registry.attack("autoattack", "art")
+    spec = registry.attacks.get("autoattack", "art")
     attack = spec.build(model, 0.3, dict(spec.defaults)).make_attack(_estimator(model, x[:4]), 4)
     assert attack.eps == 0.3 and attack.norm == np.inf and attack.targeted is False
     assert [type(a) for a in attack.attacks] == [AutoProjectedGradientDescent, AutoProjectedGradientDescent,
@@ -206,7 +206,7 @@ def test_reseeding_attacks_leave_the_global_generator_alone(registry, net):
     import torch
 
     model, x, y, _ = net
-    spec = registry.attack("apgd-ce", "torchattacks")
+    spec = registry.attacks.get("apgd-ce", "torchattacks")
     attack = spec.build(model, 0.3, dict(spec.defaults))
     torch.manual_seed(123)
     expected = torch.rand(3)
@@ -236,14 +236,14 @@ def test_options_are_the_libraries_defaults(registry):
         "square@art": evasion.SquareAttack,
     }
     for key, cls in classes.items():
-        declared = dict(registry.attack(*key.split("@")).defaults)
+        declared = dict(registry.attacks.get(*key.split("@")).defaults)
         library = _library_defaults(cls)
         assert set(declared) <= set(library), (key, set(declared) - set(library))
         assert {k: library[k] for k in declared} == declared, key  # cw's c = 1.0 == 1: declared as floats
     art_aa = _library_defaults(evasion.AutoAttack)
-    declared = registry.attack("autoattack", "art").defaults
+    declared = registry.attacks.get("autoattack", "art").defaults
     assert (declared["eps_step"], declared["targeted"]) == (art_aa["eps_step"], art_aa["targeted"])
-    assert dict(registry.attack("autoattack", "torchattacks").defaults) == {
+    assert dict(registry.attacks.get("autoattack", "torchattacks").defaults) == {
         "steps": 100, "n_queries": 5000, "n_classes": 10, "seed": 0}
 
 
@@ -252,7 +252,7 @@ def test_threat_model_fields(registry):
     gradient_free = {"square@torchattacks", "square@art", "hopskipjump@art"}
     l2 = minimal | {"pgd-l2@torchattacks"}
     for key in KEYS:
-        spec = registry.attack(*key.split("@"))
+        spec = registry.attacks.get(*key.split("@"))
         assert spec.norm == ("l2" if key in l2 else "linf"), key
         assert spec.minimal == (key in minimal) and spec.gradient_free == (key in gradient_free), key
         assert spec.description, key
@@ -275,7 +275,7 @@ def test_threat_model_fields(registry):
     ("pgd@art", {"decay": -0.5}, "decay: "),
 ])
 def test_check_rejects_bad_options(registry, key, bad, message):
-    spec = registry.attack(*key.split("@"))
+    spec = registry.attacks.get(*key.split("@"))
     with pytest.raises(ValueError, match=f"^{message}"):
         spec.check({**spec.defaults, **bad})
 

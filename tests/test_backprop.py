@@ -20,14 +20,14 @@ def context(model, params, options, data, seed=0):
 
 def repu(hidden=64, **options):
     registry = load_registry()
-    spec = registry.get("models", "repu")
+    spec = registry.models.get("repu")
     torch.manual_seed(0)
-    info = registry.get("datasets", "mnist").info
+    info = registry.datasets.get("mnist").info
     return spec.build({**spec.defaults, "hidden": hidden, **options}, info)
 
 
 def learner_options(**options):
-    return {**load_registry().get("learners", "backprop").defaults, **options}
+    return {**load_registry().learners.get("backprop").defaults, **options}
 
 
 def test_cached_head_training_equals_full_forward(mnist_small):
@@ -36,7 +36,7 @@ def test_cached_head_training_equals_full_forward(mnist_small):
     for cache in (True, False):
         model = repu()
         model.fc1.weight.requires_grad_(False)  # frozen first layer, as after a Hebbian stage
-        learner = load_registry().get("learners", "backprop")
+        learner = load_registry().learners.get("backprop")
         stats = learner.train(context(model, {"fc2.weight": model.fc2.weight},
                                       learner_options(epochs=2, cache_features=cache), data))
         results.append((model.fc2.weight.detach().clone(), stats))
@@ -48,7 +48,7 @@ def test_cached_head_training_equals_full_forward(mnist_small):
 
 def test_end_to_end_training_does_not_cache(mnist_small):
     model = repu()
-    stats = load_registry().get("learners", "backprop").train(
+    stats = load_registry().learners.get("backprop").train(
         context(model, dict(model.named_parameters()), learner_options(epochs=1), tuple(t[:1000] for t in mnist_small)))
     assert stats["cached_features"] is False
 
@@ -56,7 +56,7 @@ def test_end_to_end_training_does_not_cache(mnist_small):
 def test_schedule_sets_the_rate_of_each_phase(mnist_small):
     model = repu(hidden=32)
     schedule = [[1e-3, 2], [1e-4, 1]]
-    stats = load_registry().get("learners", "backprop").train(
+    stats = load_registry().learners.get("backprop").train(
         context(model, dict(model.named_parameters()), learner_options(schedule=schedule),
                 tuple(t[:1000] for t in mnist_small)))
     assert [h["lr"] for h in stats["history"]] == [1e-3, 1e-3, 1e-4]
@@ -65,7 +65,7 @@ def test_schedule_sets_the_rate_of_each_phase(mnist_small):
 
 def test_krotov_loss_trains_a_head(mnist_small):
     model = repu(hidden=100, power=1.0, beta=0.1)  # tanh must not start saturated
-    stats = load_registry().get("learners", "backprop").train(
+    stats = load_registry().learners.get("backprop").train(
         context(model, dict(model.named_parameters()), learner_options(epochs=2, loss="krotov", m=6.0),
                 tuple(t[:5000] if i < 2 else t[:500] for i, t in enumerate(mnist_small))))
     history = stats["history"]
@@ -96,7 +96,7 @@ def _hand_loop(data, epochs, lr, reset):
 
 def test_optimizer_reset_restarts_adam_every_epoch_like_the_thesis(mnist_small):
     data = tuple(t[:2000] if i < 2 else t[:200] for i, t in enumerate(mnist_small))
-    learner = load_registry().get("learners", "backprop")
+    learner = load_registry().learners.get("backprop")
     trained = {}
     for reset in ("never", "epoch"):
         model = repu(hidden=32, power=1.0)

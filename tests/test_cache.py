@@ -60,7 +60,7 @@ eps = [0.1]
 @pytest.fixture
 def counted():
     """A registry whose learner "counted" is backprop that records the seed of every training."""
-    backprop = load_registry().get("learners", "backprop")
+    backprop = load_registry().learners.get("backprop")
     calls: list[int] = []
 
     def train(ctx):

@@ -49,14 +49,14 @@ def _no_progress(total, description=None):
 
 
 def _build(registry, **options):
-    spec = registry.get("models", "repu")
-    dataset = registry.get("datasets", "mnist")
+    spec = registry.models.get("repu")
+    dataset = registry.datasets.get("mnist")
     return spec.build({**spec.defaults, **options}, dataset.info), dataset.info
 
 
 def _train(registry, learner, model, params, data, seed=0, **options):
     x, y, x_test, y_test = data
-    spec = registry.get("learners", learner)
+    spec = registry.learners.get(learner)
     merged = {**spec.defaults, **options}
     spec.check(merged)
     named = dict(model.named_parameters())
@@ -75,7 +75,7 @@ def _train(registry, learner, model, params, data, seed=0, **options):
     ("adversarial", {"T": 0.0}), ("adversarial", {"clean_weight": 1.2}), ("adversarial", {"alpha": -0.01}),
 ])
 def test_check_rejects_bad_options(registry, learner, bad):
-    spec = registry.get("learners", learner)
+    spec = registry.learners.get(learner)
     spec.check(dict(spec.defaults))  # the defaults pass
     (key, _), = bad.items()
     with pytest.raises(ValueError, match=rf"^{key}: expected"):

@@ -91,7 +91,7 @@ eps = [0.3]
 
 def test_test_plugin_runs_in_a_suite(mnist_root, write_suite, tmp_path):
     registry = load_registry(extra=[NoisePlugin()])
-    entries = {e.key: e for e in registry.entries("attacks")}
+    entries = {e.key: e for e in registry.attacks.entries()}
     assert entries["sign-noise@test"].plugin.startswith("NoisePlugin") or entries["sign-noise@test"].plugin
     suite = load_suite(write_suite(SUITE), registry)
     frame = Runner(suite, registry, tmp_path / "out", mnist_root, torch.device("cpu")).run()

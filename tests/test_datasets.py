@@ -70,14 +70,14 @@ def test_imports_are_heavy_library_free():
 @pytest.mark.parametrize("module, name, shape", PLUGINS, ids=[p[1] for p in PLUGINS])
 def test_registers_typed_dataset(module, name, shape):
     registry = registry_with(module)
-    ds = registry.get("datasets", name)
+    ds = registry.datasets.get(name)
     assert isinstance(ds, Dataset)
     assert ds.fetch is module.fetch and ds.load is module.load
     assert ds.info.input_shape == shape and ds.info.num_classes == 10
     assert 0 < ds.info.mean < 1 and 0 < ds.info.std < 1
     assert ds.fingerprint.startswith(name + ":") and len(ds.fingerprint) == len(name) + 1 + 16
     assert ds.description and "\n" not in ds.description
-    assert "mnist" in registry.names("datasets")  # the built-in is still there, no name clash
+    assert "mnist" in registry.datasets.names()  # the built-in is still there, no name clash
 
 
 # ------------------------------------------------------------------------------------------- digits

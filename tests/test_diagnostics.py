@@ -35,7 +35,7 @@ def nets(small_run, mnist_root):
     bp_path = next(directory.glob("bp-seed0-*.safetensors"))
     bio, _ = load_model(bio_path, registry)
     bp, _ = load_model(bp_path, registry)
-    x, y = registry.get("datasets", "mnist").load(mnist_root, False)
+    x, y = registry.datasets.get("mnist").load(mnist_root, False)
     return bio, bp, bio_path, bp_path, x[:500], y[:500]
 
 
@@ -53,7 +53,7 @@ def relu_net(seed: int = 0, hidden: int = 32):
     from harness.plugins import load_registry
 
     torch.manual_seed(seed)
-    spec = load_registry().get("models", "repu")
+    spec = load_registry().models.get("repu")
     options = {**spec.defaults, "hidden": hidden, "power": 1.0, "beta": 1.0}
     return spec.build(options, DataInfo((1, 28, 28), 10, 0.13, 0.31)).eval()
 
@@ -119,7 +119,7 @@ def test_auto_temperature_of_the_bio_and_bp_nets(auto_T):
 
 def test_logit_scale_fit_resolves_auto(nets, auto_T, registry):
     bio, bp, *_, x, y = nets
-    defense = registry.get("defenses", "logit-scale")
+    defense = registry.defenses.get("logit-scale")
     assert defense.rescaler and defense.keywords == {"T": ("auto",)}
     assert defense.fit(bio, {"T": "auto"}, x, y) == {"T": auto_T[0]}
     assert defense.fit(bp, {"T": "auto"}, x, y) == {"T": 1.0}

@@ -127,7 +127,7 @@ def test_each_example_registers_what_its_section_describes(harness_plugin):
             assert [(n, c.plugin) for n, c in commands.items() if c.distribution is None] == [
                 ("count-rows", module.__name__)]
             continue
-        mine = [e.key for e in registry.entries(kind) if e.plugin == module.__name__]
+        mine = [e.key for e in registry[kind].entries() if e.plugin == module.__name__]
         assert len(mine) == 1, f"the example of {hook} registered {mine}"
 
 

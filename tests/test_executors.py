@@ -196,7 +196,7 @@ def test_ray_needs_the_model_cache(suite_file, tmp_path, mnist_root):
 
 
 def test_executors_are_registered_like_other_plugins(registry):
-    entries = {e.key: e for e in registry.entries("executors")}
+    entries = {e.key: e for e in registry.executors.entries()}
     assert {key: e.plugin for key, e in entries.items()} == {"local": "local", "ray": "ray"}
     assert all(isinstance(e.obj, Executor) and e.obj.description for e in entries.values())
     # registering the ray executor does not import Ray: only running it does

@@ -18,10 +18,10 @@ def context(model, params, options, data):
 
 def build(unit_inputs: bool, hidden: int = 100):
     registry = load_registry()
-    spec = registry.get("models", "repu")
+    spec = registry.models.get("repu")
     torch.manual_seed(0)
     options = {**spec.defaults, **spec.presets["krotov2019"], "hidden": hidden, "unit_inputs": unit_inputs}
-    return spec.build(options, registry.get("datasets", "mnist").info)
+    return spec.build(options, registry.datasets.get("mnist").info)
 
 
 def test_unit_inputs_make_the_model_blind_to_image_scale(mnist_small):
@@ -35,7 +35,7 @@ def test_unit_inputs_make_the_model_blind_to_image_scale(mnist_small):
 def test_krotov2019_presets_train_a_working_head(mnist_small):
     """The same Hebbian layer (learned from raw pixels), two classifiers: unit-length inputs or raw ones."""
     registry = load_registry()
-    hebbian, backprop = registry.get("learners", "hebbian"), registry.get("learners", "backprop")
+    hebbian, backprop = registry.learners.get("hebbian"), registry.learners.get("backprop")
     accuracy = {}
     for unit in (True, False):
         model = build(unit)

@@ -65,7 +65,7 @@ def test_entry_points_are_the_built_in_plugins():
 
 def test_real_registry_lists_every_built_in(registry):
     for kind, expected in BUILT_INS.items():
-        entries = {e.key: e for e in registry.entries(kind)}
+        entries = {e.key: e for e in registry[kind].entries()}
         assert {key: e.plugin for key, e in entries.items()} == expected, kind
         for entry in entries.values():
             assert entry.distribution == DIST
@@ -74,20 +74,20 @@ def test_real_registry_lists_every_built_in(registry):
 
 
 def test_built_in_records_have_their_types(registry):
-    assert registry.get("datasets", "mnist").info.input_shape == (1, 28, 28)
-    assert registry.get("datasets", "mnist").info.num_classes == 10
-    assert isinstance(registry.get("learners", "hebbian"), Learner)
-    assert isinstance(registry.get("models", "repu"), Model)
-    assert isinstance(registry.get("defenses", "logit-scale"), Defense)
+    assert registry.datasets.get("mnist").info.input_shape == (1, 28, 28)
+    assert registry.datasets.get("mnist").info.num_classes == 10
+    assert isinstance(registry.learners.get("hebbian"), Learner)
+    assert isinstance(registry.models.get("repu"), Model)
+    assert isinstance(registry.defenses.get("logit-scale"), Defense)
     for key in BUILT_INS["attacks"]:
         name, backend = key.split("@")
-        assert registry.attack(name, backend).backend == backend
+        assert registry.attacks.get(name, backend).backend == backend
 
 
 def test_built_in_defaults_pass_their_own_checks(registry):
     """A suite that sets nothing must validate: every default satisfies the plugin's check."""
     for kind in ("learners", "models", "attacks", "defenses"):
-        for entry in registry.entries(kind):
+        for entry in registry[kind].entries():
             if entry.obj.check is not None:
                 entry.obj.check(dict(entry.obj.defaults))
 
@@ -95,7 +95,7 @@ def test_built_in_defaults_pass_their_own_checks(registry):
 def test_no_entry_points_gives_an_empty_registry():
     registry = load_registry(load_entry_points=False)
     for kind in BUILT_INS:
-        assert registry.names(kind) == []
+        assert registry[kind].names() == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,21 +140,21 @@ def test_a_plugin_registering_every_kind():
                          harness_register_defenses=defenses)
     registry = load_registry(extra=[plugin])
     assert sorted(calls) == ["attacks", "datasets", "defenses", "learners", "models"]  # each hook once
-    assert registry.get("learners", "toy-rule").defaults == {"lr": 0.1}
-    assert registry.get("learners", "toy-rule").train is _train
-    assert registry.attack("toy-noise", None).build is _build_attack
-    assert registry.get("datasets", "toy").fingerprint == "toy:0"
-    assert registry.get("models", "linear").name == "linear"
-    assert registry.get("defenses", "clip").name == "clip"
-    mine = {e.key: (e.plugin, e.distribution) for kind in BUILT_INS for e in registry.entries(kind)
+    assert registry.learners.get("toy-rule").defaults == {"lr": 0.1}
+    assert registry.learners.get("toy-rule").train is _train
+    assert registry.attacks.get("toy-noise", None).build is _build_attack
+    assert registry.datasets.get("toy").fingerprint == "toy:0"
+    assert registry.models.get("linear").name == "linear"
+    assert registry.defenses.get("clip").name == "clip"
+    mine = {e.key: (e.plugin, e.distribution) for kind in BUILT_INS for e in registry[kind].entries()
             if e.plugin == "harness_toy"}
     assert mine == {"toy": ("harness_toy", None), "toy-rule": ("harness_toy", None), "linear": ("harness_toy", None),
                     "toy-noise@mine": ("harness_toy", None), "pgd@mine": ("harness_toy", None),
                     "clip": ("harness_toy", None)}
     # built-ins are still there, and pgd now has three backends
-    assert registry.names("learners") == sorted([*BUILT_INS["learners"], "toy-rule"])
+    assert registry.learners.names() == sorted([*BUILT_INS["learners"], "toy-rule"])
     with pytest.raises(Exception, match="art, mine, torchattacks"):
-        registry.attack("pgd", None)
+        registry.attacks.get("pgd", None)
 
 
 def test_a_namespace_plugin_without_entry_points():
@@ -162,7 +162,7 @@ def test_a_namespace_plugin_without_entry_points():
         __name__="ns_plugin",
         harness_register_learners=hookimpl(lambda register: register(Learner(name="sgd", train=_train))))
     registry = load_registry(extra=[plugin], load_entry_points=False)
-    (entry,) = registry.entries("learners")
+    (entry,) = registry.learners.entries()
     assert (entry.key, entry.plugin, entry.distribution) == ("sgd", "ns_plugin", None)
 
 
@@ -175,7 +175,7 @@ def test_a_class_plugin():
             register(Attack(name="noise", backend="numpy", build=_build_attack))
 
     registry = load_registry(extra=[Plugin()], load_entry_points=False)
-    (entry,) = registry.entries("attacks")
+    (entry,) = registry.attacks.entries()
     assert (entry.key, entry.plugin) == ("noise@numpy", "class_plugin")
 
 
@@ -205,7 +205,7 @@ def test_a_plugin_colliding_with_a_built_in_attack_backend():
 def test_blocking_the_built_in_resolves_the_collision(monkeypatch):
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "art")
     registry = load_registry(extra=[_fake_art()])
-    assert {e.key: e.plugin for e in registry.entries("attacks")} == {
+    assert {e.key: e.plugin for e in registry.attacks.entries()} == {
         "fgsm@art": "harness_fake_art",
         **{k: v for k, v in BUILT_INS["attacks"].items() if v != "art"}}
 
@@ -254,32 +254,32 @@ def test_a_misspelled_hook_argument_fails_with_plugin_error():
 def test_load_only_some_plugins(monkeypatch):
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "mnist, repu")
     registry = load_registry()
-    assert registry.names("datasets") == ["mnist"]
-    assert registry.names("models") == ["repu"]
-    assert registry.names("learners") == []
-    assert registry.names("attacks") == []
-    assert registry.names("defenses") == []
+    assert registry.datasets.names() == ["mnist"]
+    assert registry.models.names() == ["repu"]
+    assert registry.learners.names() == []
+    assert registry.attacks.names() == []
+    assert registry.defenses.names() == []
 
 
 def test_block_a_plugin(monkeypatch):
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "art")
     registry = load_registry()
-    assert registry.names("attacks") == sorted(k for k, v in BUILT_INS["attacks"].items() if v != "art")
-    assert registry.names("learners") == sorted(BUILT_INS["learners"])
-    assert registry.names("defenses") == ["logit-scale"]
+    assert registry.attacks.names() == sorted(k for k, v in BUILT_INS["attacks"].items() if v != "art")
+    assert registry.learners.names() == sorted(BUILT_INS["learners"])
+    assert registry.defenses.names() == ["logit-scale"]
 
 
 def test_block_wins_over_load(monkeypatch):
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "art,torchattacks")
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "torchattacks")
-    assert load_registry().names("attacks") == sorted(k for k, v in BUILT_INS["attacks"].items() if v == "art")
+    assert load_registry().attacks.names() == sorted(k for k, v in BUILT_INS["attacks"].items() if v == "art")
 
 
 def test_without_env_vars_all_entry_points_load(monkeypatch):
     monkeypatch.delenv("HARNESS_LOAD_PLUGINS")
     registry = load_registry()
     for kind, expected in BUILT_INS.items():
-        assert set(expected) <= set(registry.names(kind))
+        assert set(expected) <= set(registry[kind].names())
 
 
 @pytest.mark.parametrize("var", ["HARNESS_LOAD_PLUGINS", "HARNESS_BLOCK_PLUGINS"])
@@ -363,40 +363,54 @@ def test_importing_the_cli_and_plugins_does_not_import_torch():
 
 
 # ---------------------------------------------------------------------------------------------
-# hooks are called through pluggy: tryfirst / trylast order and hook wrappers apply
+# hooks are called through pluggy, in its order, and pluggy is left as it is
 
 
-def test_register_hooks_follow_pluggys_order_and_wrappers():
+def defense_plugin(name, calls, **order):
+    def harness_register_defenses(register):
+        calls.append(name)
+        register(Defense(name=name, wrap=lambda model, options: model))
+    module = types.ModuleType(name)
+    module.harness_register_defenses = hookimpl(**order)(harness_register_defenses)
+    return module
+
+
+def test_register_hooks_follow_pluggys_order():
     calls = []
+    # registered in this order; pluggy calls the last registered first, tryfirst before and trylast after
+    plugins = [defense_plugin("late", calls, trylast=True), defense_plugin("early", calls, tryfirst=True),
+               defense_plugin("plain1", calls), defense_plugin("plain2", calls)]
+    registry = load_registry(extra=plugins, load_entry_points=False)
+    assert calls == ["early", "plain2", "plain1", "late"]
+    assert {e.key: e.plugin for e in registry.defenses.entries()} == {
+        "early": "early", "plain1": "plain1", "plain2": "plain2", "late": "late"}
 
-    def defense_plugin(name, **order):
-        def harness_register_defenses(register):
-            calls.append(name)
-            register(Defense(name=name, wrap=lambda model, options: model))
-        module = types.ModuleType(name)
-        module.harness_register_defenses = hookimpl(**order)(harness_register_defenses)
-        return module
 
+def test_a_register_hook_wrapper_is_an_error_naming_its_plugin():
     class Wrapper:
         __name__ = "wrapper"
 
         @hookimpl(wrapper=True)
         def harness_register_defenses(self, register):
-            calls.append("wrapper: before")
-            register(Defense(name="before", wrap=lambda model, options: model))
-            result = yield
-            calls.append("wrapper: after")
-            register(Defense(name="after", wrap=lambda model, options: model))
-            return result
+            return (yield)
 
-    # registered in this order; pluggy calls the last registered first, tryfirst before and trylast after
-    plugins = [defense_plugin("late", trylast=True), defense_plugin("early", tryfirst=True),
-               defense_plugin("plain1"), defense_plugin("plain2"), Wrapper()]
-    registry = load_registry(extra=plugins, load_entry_points=False)
-    assert calls == ["wrapper: before", "early", "plain2", "plain1", "late", "wrapper: after"]
-    assert {e.key: e.plugin for e in registry.entries("defenses")} == {
-        "before": "wrapper", "after": "wrapper", "early": "early", "plain1": "plain1", "plain2": "plain2",
-        "late": "late"}
+    with pytest.raises(PluginError, match="plugin 'wrapper' implements harness_register_defenses as a hook "
+                                          "wrapper; register hooks return nothing to wrap"):
+        load_registry(extra=[defense_plugin("plain", []), Wrapper()], load_entry_points=False)
+
+
+def test_loading_leaves_pluggys_hook_implementations_as_they_are():
+    from harness.plugins import Plugins, build_registry, make_manager
+
+    pm = make_manager()
+    before = {(name, id(impl)): impl.function for name in pm.hook.__dict__ if name.startswith("harness_")
+              for impl in getattr(pm.hook, name).get_hookimpls()}
+    build_registry(Plugins(pm))
+    after = {(name, id(impl)): impl.function for name in pm.hook.__dict__ if name.startswith("harness_")
+             for impl in getattr(pm.hook, name).get_hookimpls()}
+    assert before and after == before
+    assigning = [p for p in sorted((ROOT / "harness").rglob("*.py")) if re.search(r"\.function\s*=[^=]", p.read_text())]
+    assert not assigning, f"the core assigns to a hook implementation's function in {assigning}"
 
 
 def test_register_outside_the_hook_is_an_error():
@@ -437,8 +451,8 @@ def test_the_core_names_no_built_in_defense_executor_or_attack_library():
     """Records say what they are (Defense.rescaler and temperature_option, Executor.default,
     Attack.requires); the core asks them instead of naming them."""
     registry = load_registry()
-    names = {e.key for kind in ("defenses", "executors") for e in registry.entries(kind)}
-    names |= {d for e in registry.entries("attacks") for d in e.obj.requires}
+    names = {e.key for kind in ("defenses", "executors") for e in registry[kind].entries()}
+    names |= {d for e in registry.attacks.entries() for d in e.obj.requires}
     assert {"logit-scale", "local", "torchattacks"} <= names
     for source in sorted((ROOT / "harness").glob("*.py")):
         text = source.read_text()

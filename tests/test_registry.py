@@ -68,63 +68,63 @@ def test_did_you_mean_accepts_any_iterable():
 def test_register_rejects_the_wrong_record_type(kind, obj, expected):
     registry = Registry()
     with pytest.raises(PluginError) as info:
-        registry.register(kind, obj, "my-plugin")
+        registry[kind].add(obj, "my-plugin")
     message = str(info.value)
     assert "'my-plugin'" in message
     assert f"harness.api.{expected}" in message
     assert f"harness_register_{kind}" in message
     assert type(obj).__name__ in message
-    assert registry.names(kind) == []
+    assert registry[kind].names() == []
 
 
 @pytest.mark.parametrize("name", ["", None, 3])
 def test_register_rejects_a_record_without_a_name(name):
     with pytest.raises(PluginError) as info:
-        Registry().register("learners", _learner(name=name), "my-plugin")
+        Registry().learners.add(_learner(name=name), "my-plugin")
     assert "'my-plugin'" in str(info.value) and "learner" in str(info.value)
 
 
 def test_register_duplicate_names_both_plugins():
     registry = Registry()
-    registry.register("learners", _learner("hebb"), "first-plugin", "dist-a")
+    registry.learners.add(_learner("hebb"), "first-plugin", "dist-a")
     with pytest.raises(PluginError) as info:
-        registry.register("learners", _learner("hebb"), "second-plugin")
+        registry.learners.add(_learner("hebb"), "second-plugin")
     message = str(info.value)
     assert "learner 'hebb'" in message
     assert "'first-plugin'" in message and "'second-plugin'" in message
     assert "HARNESS_BLOCK_PLUGINS" in message
     # the first registration stays
-    assert [e.plugin for e in registry.entries("learners")] == ["first-plugin"]
+    assert [e.plugin for e in registry.learners.entries()] == ["first-plugin"]
 
 
 def test_same_attack_name_with_two_backends_is_not_a_duplicate():
     registry = Registry()
-    registry.register("attacks", _attack("pgd", "a"), "plug-a")
-    registry.register("attacks", _attack("pgd", "b"), "plug-b")
-    assert registry.names("attacks") == ["pgd@a", "pgd@b"]
+    registry.attacks.add(_attack("pgd", "a"), "plug-a")
+    registry.attacks.add(_attack("pgd", "b"), "plug-b")
+    assert registry.attacks.names() == ["pgd@a", "pgd@b"]
     with pytest.raises(PluginError) as info:
-        registry.register("attacks", _attack("pgd", "b"), "plug-c")
+        registry.attacks.add(_attack("pgd", "b"), "plug-c")
     assert "'pgd@b'" in str(info.value) and "'plug-b'" in str(info.value) and "'plug-c'" in str(info.value)
 
 
 def test_same_name_in_different_kinds_is_fine():
     registry = Registry()
-    registry.register("learners", _learner("x"), "p")
-    registry.register("models", _model("x"), "p")
-    registry.register("defenses", _defense("x"), "p")
-    registry.register("datasets", _dataset("x"), "p")
-    assert registry.get("models", "x").build is not None
-    assert isinstance(registry.get("learners", "x"), Learner)
+    registry.learners.add(_learner("x"), "p")
+    registry.models.add(_model("x"), "p")
+    registry.defenses.add(_defense("x"), "p")
+    registry.datasets.add(_dataset("x"), "p")
+    assert registry.models.get("x").build is not None
+    assert isinstance(registry.learners.get("x"), Learner)
 
 
 def test_entries_record_plugin_and_distribution_sorted_by_key():
     registry = Registry()
-    registry.register("learners", _learner("zeta"), "pz", "dist-z")
-    registry.register("learners", _learner("alpha"), "pa")
-    entries = list(registry.entries("learners"))
+    registry.learners.add(_learner("zeta"), "pz", "dist-z")
+    registry.learners.add(_learner("alpha"), "pa")
+    entries = list(registry.learners.entries())
     assert [(e.key, e.plugin, e.distribution, e.kind) for e in entries] == [
         ("alpha", "pa", None, "learners"), ("zeta", "pz", "dist-z", "learners")]
-    assert registry.names("learners") == ["alpha", "zeta"]
+    assert registry.learners.names() == ["alpha", "zeta"]
     assert entries[1].obj.name == "zeta"
 
 
@@ -135,23 +135,23 @@ def test_entries_record_plugin_and_distribution_sorted_by_key():
 def test_get_returns_the_registered_object():
     registry = Registry()
     learner = _learner("hebb")
-    registry.register("learners", learner, "p")
-    assert registry.get("learners", "hebb") is learner
+    registry.learners.add(learner, "p")
+    assert registry.learners.get("hebb") is learner
 
 
 def test_get_unknown_name_suggests():
     registry = Registry()
-    registry.register("learners", _learner("hebbian"), "p")
-    registry.register("learners", _learner("backprop"), "p")
+    registry.learners.add(_learner("hebbian"), "p")
+    registry.learners.add(_learner("backprop"), "p")
     with pytest.raises(RegistryError, match=r"^unknown learner 'hebbain'; did you mean 'hebbian'\?$"):
-        registry.get("learners", "hebbain")
+        registry.learners.get("hebbain")
     with pytest.raises(RegistryError, match=r"^unknown learner 'zzz'; expected one of: backprop, hebbian$"):
-        registry.get("learners", "zzz")
+        registry.learners.get("zzz")
 
 
 def test_get_in_an_empty_registry():
     with pytest.raises(RegistryError, match=r"unknown dataset 'mnist'; expected one of: \(none registered\)"):
-        Registry().get("datasets", "mnist")
+        Registry().datasets.get("mnist")
 
 
 def test_registry_errors_are_harness_errors():
@@ -160,15 +160,15 @@ def test_registry_errors_are_harness_errors():
 
 def test_attack_unknown_name_suggests(registry):
     with pytest.raises(RegistryError) as info:
-        registry.attack("pgdd", None)
+        registry.attacks.get("pgdd", None)
     assert str(info.value) == "unknown attack 'pgdd'; did you mean 'pgd'?"
     with pytest.raises(RegistryError, match=r"^unknown attack 'pgdd'; did you mean 'pgd'\?$"):
-        registry.attack("pgdd", "torchattacks")  # the name is checked before the backend
+        registry.attacks.get("pgdd", "torchattacks")  # the name is checked before the backend
 
 
 def test_attack_ambiguous_without_backend(registry):
     with pytest.raises(RegistryError) as info:
-        registry.attack("pgd", None)
+        registry.attacks.get("pgd", None)
     message = str(info.value)
     assert "attack 'pgd' is provided by backends art, torchattacks" in message
     assert 'backend = "art"' in message
@@ -177,31 +177,31 @@ def test_attack_ambiguous_without_backend(registry):
 @pytest.mark.parametrize("name", ["fgsm", "pgd"])
 @pytest.mark.parametrize("backend", ["art", "torchattacks"])
 def test_attack_with_backend(registry, name, backend):
-    attack = registry.attack(name, backend)
+    attack = registry.attacks.get(name, backend)
     assert isinstance(attack, Attack)
     assert (attack.name, attack.backend) == (name, backend)
 
 
 def test_attack_unknown_backend(registry):
     with pytest.raises(RegistryError) as info:
-        registry.attack("pgd", "torchatacks")
+        registry.attacks.get("pgd", "torchatacks")
     assert str(info.value) == "attack 'pgd' has no backend 'torchatacks'; did you mean 'torchattacks'?"
     with pytest.raises(RegistryError, match=r"has no backend 'foolbox'; expected one of: art, torchattacks"):
-        registry.attack("fgsm", "foolbox")
+        registry.attacks.get("fgsm", "foolbox")
 
 
 def test_attack_without_backend_when_only_one_provides_it():
     registry = Registry()
     only = _attack("cw", "lib-a")
-    registry.register("attacks", only, "p")
-    registry.register("attacks", _attack("pgd", "lib-a"), "p")
-    registry.register("attacks", _attack("pgd", "lib-b"), "q")
-    assert registry.attack("cw", None) is only
-    assert registry.attack("cw", "lib-a") is only
+    registry.attacks.add(only, "p")
+    registry.attacks.add(_attack("pgd", "lib-a"), "p")
+    registry.attacks.add(_attack("pgd", "lib-b"), "q")
+    assert registry.attacks.get("cw", None) is only
+    assert registry.attacks.get("cw", "lib-a") is only
     with pytest.raises(RegistryError, match="has no backend 'lib-b'"):
-        registry.attack("cw", "lib-b")
+        registry.attacks.get("cw", "lib-b")
     with pytest.raises(RegistryError, match="lib-a, lib-b"):
-        registry.attack("pgd", None)
+        registry.attacks.get("pgd", None)
 
 
 def test_attack_without_backend_after_blocking_one_backend(monkeypatch):
@@ -209,5 +209,5 @@ def test_attack_without_backend_after_blocking_one_backend(monkeypatch):
 
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "art")
     registry = load_registry()
-    assert registry.attack("pgd", None).backend == "torchattacks"
-    assert registry.attack("fgsm", None).backend == "torchattacks"
+    assert registry.attacks.get("pgd", None).backend == "torchattacks"
+    assert registry.attacks.get("fgsm", None).backend == "torchattacks"

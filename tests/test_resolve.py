@@ -39,7 +39,7 @@ def test_executor_options_and_figure_options_read_words_alike(harness_plugin, wo
     harness_plugin(executor_plugin())
     registry = load_registry()
     assert parse_executor_options(registry, "flags", (f"verbose={word}", "workers=3"))["verbose"] is value
-    pgd = registry.attack("pgd", "torchattacks")
+    pgd = registry.attacks.get("pgd", "torchattacks")
     assert attack_options(pgd, [f"random_start={word}"], "attack 'pgd'")["random_start"] is value
 
 
@@ -49,9 +49,9 @@ def test_the_same_bad_value_gives_the_same_message_everywhere(harness_plugin, wr
     with pytest.raises(HarnessError) as executor:
         parse_executor_options(registry, "flags", ("verbose=maybe",))
     with pytest.raises(HarnessError) as figure:
-        attack_options(registry.attack("pgd", "torchattacks"), ["random_start=maybe"], "attack 'pgd'")
+        attack_options(registry.attacks.get("pgd", "torchattacks"), ["random_start=maybe"], "attack 'pgd'")
     with pytest.raises(OptionError) as direct:
-        resolve_options(registry.attack("pgd", "torchattacks"), {"random_start": "maybe"}, "attack 'pgd'")
+        resolve_options(registry.attacks.get("pgd", "torchattacks"), {"random_start": "maybe"}, "attack 'pgd'")
     expected = "expected true or false, got a string ('maybe')"
     assert str(executor.value) == f"--executor-option verbose: {expected}"
     assert str(figure.value) == f"--option random_start=maybe: {expected}"
@@ -60,7 +60,7 @@ def test_the_same_bad_value_gives_the_same_message_everywhere(harness_plugin, wr
 
 def test_presets_and_unknown_keys_resolve_alike():
     registry = load_registry()
-    hebbian = registry.get("learners", "hebbian")
+    hebbian = registry.learners.get("hebbian")
     preset, options = next(iter(hebbian.presets.items()))
     assert resolve_options(hebbian, {"preset": preset}, "learner 'hebbian'") == {**hebbian.defaults, **options}
     with pytest.raises(OptionError, match=r"^epoch: unknown parameter 'epoch' for learner 'hebbian'; "

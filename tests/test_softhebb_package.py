@@ -82,7 +82,7 @@ def comparison_suite() -> dict:
 
 
 def test_the_installed_package_registers_through_its_entry_point(with_softhebb):
-    entries = {e.key: e for e in load_registry().entries("learners")}
+    entries = {e.key: e for e in load_registry().learners.entries()}
     assert (entries["softhebb"].plugin, entries["softhebb"].distribution) == ("softhebb", DIST)
     assert entries["hebbian"].distribution == "robustness-harness"
     assert entries["softhebb"].obj.defaults["temperature"] == 1.0

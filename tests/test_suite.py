@@ -154,7 +154,7 @@ def test_quick_suite_merges_plugin_defaults(quick):
 
 
 def test_quick_suite_dataset_fingerprint(quick, registry):
-    assert quick.datasets == {"mnist": registry.get("datasets", "mnist").fingerprint}
+    assert quick.datasets == {"mnist": registry.datasets.get("mnist").fingerprint}
     assert quick.datasets["mnist"].startswith("mnist:")
 
 

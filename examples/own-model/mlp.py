@@ -26,7 +26,7 @@ def train(epochs: int = 2, out: str = "mlp.safetensors") -> None:
     from harness.options import data_root
     from harness.plugins import load_registry
 
-    mnist = load_registry().get("datasets", "mnist")
+    mnist = load_registry().datasets.get("mnist")
     root = data_root(None)
     mnist.fetch(root)
     x, y = mnist.load(root, True)

@@ -53,7 +53,7 @@ def load(model_file: Path | str, root: Path, n: int, device="cpu", registry=None
                            f"config.dataset)")
     registry = registry or load_registry()
     module, _ = load_model(path, registry, device)
-    source = registry.get("datasets", dataset)
+    source = registry.datasets.get(dataset)
     source.fetch(root)
     x, y = source.load(root, False)
     x, y = x[:n].to(device), y[:n].to(device)
@@ -250,15 +250,15 @@ def perturbation_gallery(model_file: Path | str, root: Path, attack: str, backen
     text = T if isinstance(T, str) else repr(float(T))
     registry = load_registry()
     try:
-        rescaler = registry.logit_rescaler()
+        rescaler = registry.defenses.logit_rescaler()
     except HarnessError as exc:
         raise HarnessError(f"--T: {exc}") from None
     rescaling = rescaler_options(rescaler, text)
-    backends = sorted(e.obj.backend for e in registry.entries("attacks") if e.obj.name == attack)
+    backends = sorted(e.obj.backend for e in registry.attacks.entries() if e.obj.name == attack)
     if backend is None and len(backends) > 1:
         raise HarnessError(f"attack '{attack}' is provided by backends {', '.join(backends)}; "
                            f"choose one with --backend")
-    spec = registry.attack(attack, backend)  # unknown names fail before any data is read
+    spec = registry.attacks.get(attack, backend)  # unknown names fail before any data is read
     where = f"attack '{spec.name}@{spec.backend}'"
     chosen = attack_options(spec, options, where)
     loaded = load(model_file, root, pool, device, registry)

@@ -79,7 +79,7 @@ def gallery_png(run: Run, row: pd.Series, model: ModelFile, root: Path,
     from harness_figures.gallery import collect_examples, gallery_figure, load
 
     loaded = load(model.path, root, int(row["n"]), device)
-    spec = loaded.registry.attack(row["attack_name"], row["backend"] or None)
+    spec = loaded.registry.attacks.get(row["attack_name"], row["backend"] or None)
     # before the images are cut to the fooled ones: the run fitted the defense on all n test images
     wrapped = wrap_defense(run, row, loaded)
     outcomes = RunDir(run.directory).cell_examples(row["config_hash"])
@@ -139,7 +139,7 @@ def wrap_defense(run: Run, row: pd.Series, loaded):
     name, module = row["defense_name"], loaded.module
     if name == NO_DEFENSE:
         return module
-    spec = loaded.registry.get("defenses", name)
+    spec = loaded.registry.defenses.get(name)
     options = {k: v for k, v in ((run.suite.get("defenses") or {}).get(row["defense"]) or {}).items()
                if k != "defense"}
     options = {**dict(spec.defaults), **options}

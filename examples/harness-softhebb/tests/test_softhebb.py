@@ -164,7 +164,7 @@ def test_the_entry_point_registers_the_plugin(monkeypatch):
     (entry_point,) = [ep for ep in importlib.metadata.entry_points(group="harness") if ep.name == "softhebb"]
     assert entry_point.value == "harness_softhebb" and entry_point.dist.name == "harness-softhebb"
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", ",".join([*builtin_plugin_names(), "softhebb"]))
-    (entry,) = [e for e in load_registry().entries("learners") if e.key == "softhebb"]
+    (entry,) = [e for e in load_registry().learners.entries() if e.key == "softhebb"]
     assert (entry.plugin, entry.distribution) == ("softhebb", "harness-softhebb")
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "softhebb")
-    assert "softhebb" not in load_registry().names("learners")
+    assert "softhebb" not in load_registry().learners.names()
