@@ -248,3 +248,24 @@ def test_the_thesis_claims_are_judged_under_its_attacks_and_the_strongest():
     assert rows["FGSM at T = 1e5: Bio's accuracy falls more slowly with ε than BP's"][-1] == "holds"
     clean = rows["Clean test accuracies are comparable (~98 %), BP ahead by about 0.5 points"]
     assert clean[3] == "**—**: not about attack strength"
+
+
+def test_headline_also_compares_more_models_with_a_seed_inclusive_interval(tmp_path):
+    """[headline] also = ["bp-one-adam"]: a second reference, two seeds each: its own sentence with the
+    two-level interval, the number of seeds said; a model the run lacks is a one-line error."""
+    cells = []
+    for seed in (0, 1):
+        cells += [("bio", "T1", "pgd", 0.0, seed, ()), ("bio", "T1", "pgd", 0.1, seed, range(30 - 2 * seed)),
+                  ("bp", "T1", "pgd", 0.0, seed, ()), ("bp", "T1", "pgd", 0.1, seed, range(10 + seed)),
+                  ("bp-one-adam", "T1", "pgd", 0.0, seed, ()), ("bp-one-adam", "T1", "pgd", 0.1, seed, range(4))]
+    run = write_run(tmp_path / "run", cells)
+    text = spec_text(run).replace('attack = "pgd"', 'attack = "pgd"\nalso = ["bp-one-adam"]')
+    result = invoke(write_spec(tmp_path, text), "--resamples", "500")
+    assert result.exit_code == 0, result.output
+    answer = (tmp_path / "page" / "findings.md").read_text().split('<a id="answer">')[1].split('<a id="headline">')[0]
+    assert "2 seeds (0, 1)" in answer
+    sentence = answer[answer.index("Against bp-one-adam at ε = 0.1"):]
+    assert "bio − bp-one-adam = +" in sentence and "two-level bootstrap" in sentence
+    assert "2 seeds: the interval covers training and image sampling" in sentence
+    bad = invoke(write_spec(tmp_path, spec_text(run).replace('attack = "pgd"', 'attack = "pgd"\nalso = ["bp-two"]')))
+    assert bad.exit_code == 2 and "headline.also" in bad.output and "bp-two" in bad.output

@@ -14,7 +14,7 @@ tables always give the same page.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +53,7 @@ class Headline:
     run: Run
     entries: pd.DataFrame   # leaderboard lines of the run (one per model x eps x pool)
     paired: pd.DataFrame    # compare(run, a, b): one line per eps x attack x defense (worst case included)
+    also: dict[str, pd.DataFrame] = field(default_factory=dict)  # [headline] also: compare(run, a, model)
 
 
 def headline_data(spec: Spec, resamples: int) -> Headline:
@@ -64,7 +65,11 @@ def headline_data(spec: Spec, resamples: int) -> Headline:
         raise HarnessError(f"{spec.path}: headline.attack: '{spec.attack}' is not an attack of "
                            f"{spec.headline.directory} (attacks: {', '.join(sorted(attacks - {WORST}))})")
     paired = compare(run.directory, spec.a, spec.b, None, (), LEVEL, resamples, 0)
-    return Headline(run, entries_of(run), paired)
+    also = {}
+    for model in spec.also:
+        check_model(spec.path, "headline.also", model, run)
+        also[model] = compare(run.directory, spec.a, model, None, (), LEVEL, resamples, 0)
+    return Headline(run, entries_of(run), paired, also)
 
 
 def _worst_entry(entries: pd.DataFrame, model: str, eps: float) -> pd.Series | None:
@@ -97,6 +102,12 @@ def _grades(line) -> str:
     get = line.get if hasattr(line, "get") else (lambda name, default="": getattr(line, name, default))
     return "; ".join(f"{side}: {grade_text(get(f'flag_{key}', ''), get(f'unchecked_{key}', '') or '')}"
                      for side, key in (("A", "a"), ("B", "b")))
+
+
+def _seeds_text(run) -> str:
+    """"1 seed" or "3 seeds (0, 1, 2)": how many trainings of each model the headline rests on."""
+    seeds = sorted(int(s) for s in set(run.ok["seed"]))
+    return "1 seed" if len(seeds) == 1 else f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
 def _weakness(spec: Spec, pgd: dict, strong: dict) -> str:
@@ -208,8 +219,19 @@ def answer_section(spec: Spec, head: Headline, sweep: SweepData | None) -> Secti
             f"(paired, {line['test']} {p_clause(line['p_value'], line['p_floor'])}{_coverage(line)}), so "
             f"{verdict(line, spec.a, spec.b)}.{named}"
             + (f" Masking grades: {_flags(line)}." if _flags(line) else ""))
+    for model, paired in head.also.items():
+        for eps in spec.eps:
+            line, other = _paired(paired, eps, WORST), _worst_entry(head.entries, model, eps)
+            if line is None or other is None:
+                continue
+            sentences.append(
+                f"Against {model} at ε = {eps:g}: {model} keeps "
+                f"{with_interval(other['robust_acc'], other['robust_low'], other['robust_high'])} %, "
+                f"{spec.a} − {model} = {with_interval(line['diff'], line['low'], line['high'], True)} points "
+                f"(paired, {line['test']} {p_clause(line['p_value'], line['p_floor'])}{_coverage(line)}), so "
+                f"{verdict(line, spec.a, model)}.")
     section.add(Text(f"Headline run: `{_rel(run.directory)}` (suite `{spec.headline.suite}`, "
-                     f"{run.ok['seed'].nunique()} seed(s), {n} test images). " + " ".join(sentences)))
+                     f"{_seeds_text(run)}, {n} test images). " + " ".join(sentences)))
     survival = survival_rows(spec, head)
     if survival:
         thesis_line = next((r for r in survival if r["source"] == "thesis text"), None)

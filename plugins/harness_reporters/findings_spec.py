@@ -83,6 +83,7 @@ class Spec:
     attack: str
     thesis: RunRef | None
     sweep: Sweep | None
+    also: tuple[str, ...] = ()   # [headline] also: more models of the headline run compared with a, each
 
 
 class _Reader:
@@ -143,7 +144,10 @@ def read_spec(path: Path | str) -> Spec:
             or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and 0 < e <= 1 for e in eps)):
         raise reader.fail("findings.eps", f"expected a non-empty list of budgets in (0, 1], got {eps!r}")
     headline = reader.table(raw, "headline")
-    _known({"run", "suite", "attack"}, headline, reader, "headline")
+    _known({"run", "suite", "attack", "also"}, headline, reader, "headline")
+    also = headline.get("also", [])
+    if not isinstance(also, list) or not all(isinstance(m, str) and m for m in also):
+        raise reader.fail("headline.also", f"expected a list of model keys of the headline run, got {also!r}")
     thesis = reader.table(raw, "thesis", required=False)
     if thesis is not None:
         _known({"run", "suite"}, thesis, reader, "thesis")
@@ -152,7 +156,7 @@ def read_spec(path: Path | str) -> Spec:
                 a=reader.text(top, "findings.a"), b=reader.text(top, "findings.b"), eps=[float(e) for e in eps],
                 headline=reader.run(raw, "headline"), attack=reader.text(headline, "headline.attack"),
                 thesis=reader.run(raw, "thesis") if thesis is not None else None,
-                sweep=_sweep(raw, reader))
+                sweep=_sweep(raw, reader), also=tuple(also))
 
 
 def _sweep(raw: dict, reader: _Reader) -> Sweep | None:
