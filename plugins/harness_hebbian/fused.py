@@ -13,8 +13,9 @@ the product left in a reused buffer:
   update    R^p sum_b g_ib x_b - (sum_b g_ib I_bi) W_i on the touched rows only, its max |.| found
             on the way, then W_i += eps dW_i / max|dW| and the weighted twin refreshed in the same pass
 
-Written by hand (not torch.compile): the ranking and the touched set have data-dependent shapes, so
-torch.compile breaks the graph at ``unique`` and the step stays a chain of eager kernels. numba compiles
+Written by hand (not torch.compile, which was not measured): the ranking and the touched set have
+data-dependent shapes, where torch.compile breaks the graph (``unique``), so the step would stay a
+chain of kernels. numba compiles
 the loop once per dtype on first use (about a second; cached on disk beside this file where it is
 writable) and needs no compiler at run time. Without numba, ``method = "auto"`` falls back to
 the eager sparse step; bench/hebbian.py measures both.
