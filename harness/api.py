@@ -69,6 +69,13 @@ class Model:
     identifies the content ``build`` reads (a hash of a weights file); it is part of the model's
     hash, so a changed file is a new model, and raises ``ValueError("key: what is wrong")`` when
     that content is missing.
+
+    ``loader(model, weights, kwargs)`` (optional) is what ``harness eval MODEL`` and
+    ``harness.eval_model`` ask for a model named on the command line: it turns the user's ``MODEL``
+    (a path or a factory), ``--weights`` and ``--arg`` keyword arguments into ``(name, options)``, a
+    name for the model and the options of its suite table, or raises
+    :class:`harness.errors.HarnessError` saying what to pass instead. The first model plugin (by
+    name) that declares one is used.
     """
 
     name: str
@@ -81,6 +88,7 @@ class Model:
     keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     pretrained: bool = False
     fingerprint: Callable[[dict[str, Any]], str] | None = None
+    loader: Callable[[str, str | None, Mapping[str, Any]], tuple[str, dict[str, Any]]] | None = None
 
 
 @dataclass

@@ -132,7 +132,7 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
               help="The state dict of a factory MODEL, as a safetensors file (never pickle).")
 @click.option("--arg", "factory_args", multiple=True, metavar="KEY=VALUE",
               help="Keyword argument for a factory MODEL (repeatable), the value as TOML: --arg hidden=100.")
-@click.option("--dataset", default="mnist", show_default=True, help="Dataset whose test split is attacked.")
+@click.option("--dataset", default=None, help="Dataset whose test split is attacked (default: mnist).")
 @click.option("--eps", required=True,
               help="Budgets on [0, 1] pixels in each attack's norm (L-inf for the built-in sets), "
                    "comma-separated, e.g. 0.1,0.15.")
@@ -164,7 +164,7 @@ def eval_command(model: str, weights: str | None, factory_args: tuple[str, ...],
     [N, C, H, W] images in [0, 1] and return [N, classes] logits."""
     from harness.device import resolve_device
     from harness.evaluation_api import eval_runner
-    from harness.evaluation_suite import SUITE_PREFIX, eval_suite, logit_rescaler, model_table
+    from harness.evaluation_suite import DATASET, SUITE_PREFIX, eval_suite, logit_rescaler, model_table
     from harness.overrides import value
     from harness.plugins import load_registry
     from harness.progress import RichProgress, SilentProgress
@@ -177,8 +177,9 @@ def eval_command(model: str, weights: str | None, factory_args: tuple[str, ...],
         if not sep or not key.strip().isidentifier():
             raise HarnessError(f"--arg {pair}: expected NAME=VALUE with a Python argument name, e.g. hidden=100")
         kwargs[key.strip()] = value(text.strip(), pair, "--arg")
-    key, table = model_table(model, weights, kwargs)
     registry = load_registry()
+    key, table = model_table(model, registry, weights, kwargs)
+    dataset = dataset or DATASET
     raw = eval_suite(key, table, registry, dataset, eps, attacks, n, temperature, batch_size)
     root = data_root(data_dir)
     torch_device = resolve_device(device)

@@ -81,21 +81,11 @@ def _load(run: RunDir, digest: str, key: str) -> np.ndarray:
     return load_file(str(path))[key].numpy().astype(bool)
 
 
-def _rescalers() -> set[str]:
-    """The defense plugin names the runner pools into one worst case (harness.rundir.rescaler_defenses)."""
-    from harness.plugins import load_registry
-    from harness.rundir import rescaler_defenses
-
-    return rescaler_defenses(load_registry())
-
-
-def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label: str | None = None,
-              rescalers: set[str] | None = None) -> Side:
+def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label: str | None = None) -> Side:
     """Model ``model``'s per-image outcomes in the run at ``directory``: a clean line per defense (one
     for the rescalings of the model, which never change a prediction), a line per attack x defense x
     eps, and the run's worst-case lines, each pooled over the same rows as the run's worst case
-    (harness.diagnostics.pooled_members; ``rescalers``: the defense plugin names pooled, default the
-    registered ones). ``defenses``: keep only the lines through one of these defense keys (a worst
+    (harness.diagnostics.pooled_members: the rows' ``logit_view`` says which are pooled). ``defenses``: keep only the lines through one of these defense keys (a worst
     case pooling one of them stays; its pool is always the full one)."""
     run = RunDir(Path(directory))
     frame = read_results(Path(directory))
@@ -108,7 +98,6 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
 
     if defenses and not ok["defense"].map(through).any():
         raise HarnessError(f"{directory}: model '{model}' has no rows with defense {', '.join(defenses)}")
-    rescalers = _rescalers() if rescalers is None else set(rescalers)
     side = Side(label or model, {}, {})
 
     def add(key, seed, outcome, defense, row=None):
@@ -121,10 +110,10 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
 
     attacks, worst = ok[ok["attack"] != WORST], ok[ok["attack"] == WORST]
     # logit rescalings of the model never change a prediction: one clean line for all of them
-    rescaled = attacks[attacks["defense_name"].isin(rescalers)]
+    rescaled = attacks[attacks["logit_view"].astype(bool)]
     pooled_text = {dataset: "+".join(sorted(set(rows["defense"]))) for dataset, rows in rescaled.groupby("dataset")}
     for (dataset, defense, seed), rows in attacks.groupby(["dataset", "defense", "seed"]):
-        is_rescaled = rows["defense_name"].iloc[0] in rescalers
+        is_rescaled = bool(rows["logit_view"].iloc[0])
         pool, shown = (POOLED, pooled_text[dataset]) if is_rescaled else (defense, defense)
         add((dataset, "", 0.0, CLEAN, pool), seed, _load(run, rows["config_hash"].iloc[0], "correct"), shown)
     for row in attacks[attacks["eps"] > 0].itertuples(index=False):
@@ -132,7 +121,7 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
             _load(run, row.config_hash, "robust"), row.defense, row)  # every file a pool below reads
     # the worst cases the run wrote, by what identifies their pool: the defenses pooled, "+"-joined
     stored = {(r.dataset, r.seed, float(r.eps), r.norm, r.defense): r for r in worst.itertuples(index=False)}
-    for (dataset, _, seed, eps, norm, _), members in pooled_members(attacks, rescalers):
+    for (dataset, _, seed, eps, norm, _), members in pooled_members(attacks):
         row = stored.get((dataset, seed, float(eps), norm, "+".join(sorted(set(members["defense"])))))
         if row is None:
             continue  # no worst case of the run's own here (interrupted before its end-of-run checks)
@@ -196,9 +185,8 @@ def compare(run: Path, model_a: str, model_b: str, against: Path | None = None, 
     """Model A of ``run`` against model B of ``against`` (default: the same run); see the module doc."""
     other = against if against is not None else run
     label_b = model_b if against is None else f"{Path(other).name}:{model_b}"
-    rescalers = _rescalers()
-    side_a = load_side(Path(run), model_a, defenses, rescalers=rescalers)
-    side_b = load_side(Path(other), model_b, defenses, label=label_b, rescalers=rescalers)
+    side_a = load_side(Path(run), model_a, defenses)
+    side_b = load_side(Path(other), model_b, defenses, label=label_b)
     if against is not None:
         datasets_a = {k[0] for k in side_a.outcomes}
         datasets_b = {k[0] for k in side_b.outcomes}

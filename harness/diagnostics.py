@@ -236,7 +236,7 @@ def evaluate(rows: pd.DataFrame, examples: RunDir | Path | None = None) -> dict[
     return {name: globals()[f"check_{name}"](rows, examples) for name in CHECKS}
 
 
-def annotate(frame: pd.DataFrame, examples: RunDir | Path, rescalers: set[str]) -> pd.DataFrame:
+def annotate(frame: pd.DataFrame, examples: RunDir | Path) -> pd.DataFrame:
     """The table with its check columns filled in and worst-case rows appended (old ones replaced);
     ``examples``: the run directory, or its ``examples`` folder."""
     frame = frame[frame["attack"] != WORST].copy()
@@ -255,7 +255,7 @@ def annotate(frame: pd.DataFrame, examples: RunDir | Path, rescalers: set[str]) 
     for index, checks in found.items():
         for column, value in flag_columns(checks).items():
             frame.at[index, column] = value
-    worst = worst_case_rows(frame[ok], examples, rescalers, found)
+    worst = worst_case_rows(frame[ok], examples, found)
     frame = pd.concat([frame, worst], ignore_index=True) if len(worst) else frame.reset_index(drop=True)
     return frame.astype({f"chk_{name}": bool for name in CHECKS} | {"unreliable": bool})
 
@@ -285,15 +285,19 @@ def pooled_checks(members: list[dict[str, list[str]]]) -> dict[str, list[str]]:
     return flagged
 
 
-def pool_of(defense: str, defense_name: str, rescalers: set[str]) -> str:
-    """Defenses that never change a prediction (rescalers, the bare model) share one pool."""
-    return "rescaled" if defense_name in rescalers else defense
+RESCALED = "rescaled"  # the pool of a model's logit views (rows with ``logit_view``)
 
 
-def pooled_members(ok: pd.DataFrame, rescalers: set[str]) -> Iterable[tuple[tuple, pd.DataFrame]]:
+def pools(rows: pd.DataFrame) -> list[str]:
+    """Each row's worst-case pool: the views of a model's logits (``logit_view``: rescalers, the bare
+    model) share one, every other defense is its own."""
+    return [RESCALED if bool(view) else defense for defense, view in zip(rows["defense"], rows["logit_view"])]
+
+
+def pooled_members(ok: pd.DataFrame) -> Iterable[tuple[tuple, pd.DataFrame]]:
     """Per dataset x model x seed x eps x norm x pool (eps > 0): the attack rows a worst case pools."""
     attacked = ok[(ok["eps"] > 0) & (ok["attack"] != WORST)].copy()
-    attacked["pool"] = [pool_of(d, n, rescalers) for d, n in zip(attacked["defense"], attacked["defense_name"])]
+    attacked["pool"] = pools(attacked)
     yield from attacked.groupby(["dataset", "model", "seed", "eps", "norm", "pool"])
 
 
@@ -312,7 +316,7 @@ def pooled_outcome(members: pd.DataFrame, examples: RunDir | Path, with_correct:
     return (stored[0]["correct"].bool(), robust) if with_correct else robust
 
 
-def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path, rescalers: set[str],
+def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path,
                     found: dict[object, dict[str, list[str]]]) -> pd.DataFrame:
     """Per dataset x model x seed x eps x norm: an image counts as robust only if every attack run
     on it failed (AutoAttack's rule). Defenses that never change a prediction (rescalers, and the
@@ -320,7 +324,7 @@ def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path, rescalers: set[st
     ``found`` holds each row's reasons by check; pooled rows combine them by :func:`pooled_checks`
     (random-noise baselines bound nothing and are left out of that)."""
     rows = []
-    for (_, _, _, _, _, pool), members in pooled_members(ok, rescalers):
+    for (_, _, _, _, _, pool), members in pooled_members(ok):
         pooled = pooled_outcome(members, examples, with_correct=True)
         if pooled is None:
             continue  # cells over different test sets cannot be pooled
@@ -330,7 +334,7 @@ def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path, rescalers: set[st
         attacks = members[members["attack_kind"] != "baseline"]
         flagged = pooled_checks([found.get(index, {}) for index in attacks.index])
         first.update(
-            defense="+".join(defenses), defense_name="pooled" if pool == "rescaled" else first["defense_name"],
+            defense="+".join(defenses), defense_name="pooled" if pool == RESCALED else first["defense_name"],
             T=float("nan"), attack=WORST, attack_name=WORST, backend="", attack_kind=WORST,
             attack_params=json.dumps(sorted(set(members["attack"]))), robust_acc=float(robust.float().mean()),
             robust_acc_cc=robust_among_correct(correct, robust),

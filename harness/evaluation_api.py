@@ -32,7 +32,7 @@ from harness.registry import Registry
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-from harness.evaluation_suite import eval_suite, model_key, model_table
+from harness.evaluation_suite import DATASET, eval_suite, model_key, model_table
 
 EVAL_COMMAND = "harness eval"  # eval_runner's label for the command
 _ONE_AT_A_TIME = threading.Lock()  # eval_model's temporary plugins are seen by every registry built meanwhile
@@ -112,7 +112,7 @@ def _runner_class():
     return EvalRunner
 
 
-def eval_model(model: Any, *, dataset: str = "mnist", eps: float | Sequence[float] = (0.1,),
+def eval_model(model: Any, *, dataset: str = DATASET, eps: float | Sequence[float] = (0.1,),
                attacks: str | Sequence[str] = "standard", n: int = 1000, T: str | float | Sequence = "auto",
                weights: str | Path | None = None, kwargs: Mapping[str, Any] | None = None,
                data: tuple[Any, Any] | None = None, out: str | Path | None = None, device: str = "auto",
@@ -150,11 +150,11 @@ def eval_model(model: Any, *, dataset: str = "mnist", eps: float | Sequence[floa
         if _is_module(model):
             key, table, record = _module_plugin(model, name or "model", f"harness-eval-model-{call}")
             plugins.append(record)
-        else:
-            key, table = model_table(str(model), None if weights is None else str(weights), kwargs)
         for plugin in plugins:
             stack.enter_context(temporary_plugin(plugin))
         registry = load_registry()
+        if not _is_module(model):
+            key, table = model_table(str(model), registry, None if weights is None else str(weights), kwargs)
         raw = eval_suite(model_key(name) if name else key, table, registry, dataset, eps, attacks, n, T, batch_size)
         target = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="harness-eval-"))
         root = Path(data_dir) if data_dir is not None else resolve_data_root(None)

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from harness.errors import HarnessError
 from harness.registry import Registry, did_you_mean
 
+DATASET = "mnist"  # the dataset harness eval and eval_model attack by default
 SETS = ("standard", "fast")  # an attack joins a set by declaring a preset of that name
 CONVERGENCE_IMAGES = 100  # the twice-the-iterations re-run of each attack, on at most this many images
 EVAL_DIR = "runs"
@@ -32,39 +33,19 @@ def model_key(text: str) -> str:
 
 # -- the model -----------------------------------------------------------------------------------
 
-def model_table(model: str, weights: str | None = None, kwargs: Mapping[str, Any] | None = None) -> tuple[str, dict]:
-    """(key, [models.KEY] table) for MODEL as ``harness eval`` takes it: a harness-saved
-    ``NAME.safetensors`` (with ``NAME.json``), a factory ``package.module:build`` or
-    ``file.py:build`` with ``weights``, or a TorchScript file. Paths become absolute."""
-    path = Path(model).expanduser()
-    is_factory = ":" in model and not path.exists()
-    if is_factory:
-        location, _, function = model.rpartition(":")
-        if not weights:
-            raise HarnessError(f"{model}: a factory needs its weights: add --weights FILE.safetensors (the "
-                               f"state dict saved with safetensors.torch.save_file(model.state_dict(), FILE))")
-        if location.endswith(".py") or "/" in location:
-            location = str(Path(location).expanduser().absolute())
-        key = model_key(Path(location).stem if location.endswith(".py") else location.rsplit(".", 1)[-1])
-        table = {"model": "external", "factory": f"{location}:{function}",
-                 "weights": str(Path(weights).expanduser().absolute())}
-        if kwargs:
-            table["kwargs"] = dict(kwargs)
-        return key, table
-    if weights or kwargs:
-        raise HarnessError(f"{model}: --weights and --arg go with a factory (package.module:build); a model file "
-                           f"holds its weights")
-    if not path.is_file():
-        raise HarnessError(f"{model}: no such file, and not a factory 'package.module:function'; pass a model "
-                           f"file the harness saved (NAME.safetensors), a TorchScript file, or a factory with "
-                           f"--weights FILE.safetensors")
-    if path.suffix == ".safetensors":
-        if not path.with_suffix(".json").is_file():
-            raise HarnessError(f"{model}: no {path.with_suffix('.json').name} next to it, so it is not a model the "
-                               f"harness saved; for your own state dict pass the factory that builds the network: "
-                               f"harness eval package.module:build --weights {model}")
-        return model_key(path.stem), {"model": "external", "saved": str(path.absolute())}
-    return model_key(path.stem), {"model": "external", "torchscript": str(path.absolute())}
+def model_table(model: str, registry: Registry, weights: str | None = None,
+                kwargs: Mapping[str, Any] | None = None) -> tuple[str, dict]:
+    """(key, [models.KEY] table) for MODEL as ``harness eval`` takes it, from the loader a model plugin
+    declares (``registry.models.loader()``): with the built-ins, a harness-saved ``NAME.safetensors``,
+    a factory with ``weights``, or a TorchScript file."""
+    from harness.errors import RegistryError
+
+    try:
+        spec = registry.models.loader()
+    except RegistryError as exc:
+        raise HarnessError(f"MODEL {model}: {exc}") from None
+    name, options = spec.loader(model, weights, dict(kwargs or {}))
+    return model_key(name), {"model": spec.name, **options}
 
 
 # -- the suite -----------------------------------------------------------------------------------
@@ -199,7 +180,7 @@ def parse_eps(eps: str | float | Sequence[float]) -> list[float]:
     return result
 
 
-def eval_suite(key: str, model: Mapping[str, Any], registry: Registry, dataset: str = "mnist",
+def eval_suite(key: str, model: Mapping[str, Any], registry: Registry, dataset: str = DATASET,
                eps: str | float | Sequence[float] = (0.1,), attacks: str | Sequence[str] = "standard",
                n: int = 1000, temperatures: str | Sequence[str | float] = "auto",
                batch_size: int = 500) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Typed registries filled by the ``harness_register_*`` hooks, with "did you mean" lookups.
 
 One :class:`Table` per kind of record: ``registry.datasets.get("mnist")``,
-``registry.attacks.get("pgd", "torchattacks")``, ``registry.defenses.logit_rescaler()``. The six
+``registry.attacks.get("pgd", "torchattacks")``, ``registry.defenses.logit_rescaler()``,
+``registry.models.loader()``. The six
 kinds are listed once, in :data:`KINDS`.
 """
 
@@ -127,6 +128,18 @@ class Attacks(Table[Attack]):
         return self._entries[f"{name}@{backend}"].obj
 
 
+class Models(Table[Model]):
+    def loader(self) -> Model:
+        """The first registered model (by name) that declares a ``loader`` for models named on the
+        command line (``harness eval MODEL``); a RegistryError when none does."""
+        for model in self:
+            if model.loader is not None:
+                return model
+        raise RegistryError("no registered model plugin loads a model named on the command line (a Model with a "
+                            "loader); is the plugin that provides one blocked (HARNESS_BLOCK_PLUGINS) or left out "
+                            "(HARNESS_LOAD_PLUGINS)?")
+
+
 class Defenses(Table[Defense]):
     def logit_rescaler(self) -> Defense:
         """The first registered defense (by name) that is a rescaler reporting a logit temperature
@@ -145,13 +158,13 @@ class Registry:
 
     datasets: Table[Dataset]
     learners: Table[Learner]
-    models: Table[Model]
+    models: Models
     attacks: Attacks
     defenses: Defenses
     executors: Table[Executor]
 
     def __init__(self) -> None:
-        special = {"attacks": Attacks, "defenses": Defenses}
+        special = {"models": Models, "attacks": Attacks, "defenses": Defenses}
         for kind in KINDS:
             setattr(self, kind.plural, special.get(kind.plural, Table)(kind))
 

@@ -14,6 +14,7 @@ import pandas as pd
 from harness.atomic import replace_atomically
 from harness.errors import HarnessError
 from harness.rundir import RESULTS_FILE
+from harness.suitecheck import NO_DEFENSE
 from harness.stats import accuracy_interval
 
 NAN = float("nan")
@@ -55,6 +56,11 @@ class Row:
     # robust accuracy among the clean-correct images only (the thesis's denominator; NaN when none is
     # correct or the row predates the column); stored next to robust_acc in the CSV (COLUMNS)
     robust_acc_cc: float = NAN
+    # the defense never changes a prediction (a logit rescaler, or the bare model): the row is one
+    # view of the model's logits, pooled with its other views into one worst case (harness.diagnostics).
+    # Written when the row is made, so a run reads the same whatever is installed later; stored next
+    # to defense_name in the CSV (COLUMNS)
+    logit_view: bool = False
     # 95 % Wilson intervals over the n images (harness/stats.py), filled in by write_csv:
     clean_acc_low: float = NAN
     clean_acc_high: float = NAN
@@ -85,8 +91,11 @@ def robust_among_correct(correct, robust) -> float:
 
 
 def _columns() -> list[str]:
-    names = [f.name for f in fields(Row) if f.name != "robust_acc_cc"]
-    return names[:names.index("robust_acc") + 1] + ["robust_acc_cc"] + names[names.index("robust_acc") + 1:]
+    names = [f.name for f in fields(Row)]
+    for name, after in (("robust_acc_cc", "robust_acc"), ("logit_view", "defense_name")):
+        names.remove(name)
+        names.insert(names.index(after) + 1, name)
+    return names
 
 
 COLUMNS = _columns()
@@ -131,14 +140,26 @@ def read_results(directory: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise HarnessError(f"{path}: not a readable results CSV ({exc})") from None
-    missing = [c for c in COLUMNS if c not in frame.columns and c not in LATER_COLUMNS]
+    missing = [c for c in COLUMNS if c not in frame.columns and c not in LATER_COLUMNS and c != "logit_view"]
     if missing:
         raise HarnessError(f"{path}: not a harness results table; missing columns {', '.join(missing)}")
+    if "logit_view" not in frame.columns:
+        frame = frame.assign(logit_view=derived_logit_views(frame))
     if any(c not in frame.columns for c in LATER_COLUMNS):
         frame = with_intervals(frame.assign(**{c: v for c, v in LATER_COLUMNS.items() if c not in frame.columns}))
-        frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
+    frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
     frame[TEXT_COLUMNS] = frame[TEXT_COLUMNS].fillna("")
     return frame
+
+
+def derived_logit_views(frame: pd.DataFrame) -> list[bool]:
+    """``logit_view`` for a table written before the column existed, derived once when it is read:
+    the bare model, a worst case pooled over a model's views, and the rows of the defenses that the
+    installed plugins declare rescalers (the only place left that knows)."""
+    from harness.plugins import load_registry
+
+    rescalers = {NO_DEFENSE, POOLED} | {d.name for d in load_registry().defenses if d.rescaler}
+    return [name in rescalers for name in frame["defense_name"].fillna("")]
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:

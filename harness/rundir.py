@@ -21,13 +21,10 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from harness.errors import HarnessError
-from harness.suite import NO_DEFENSE
 
-if TYPE_CHECKING:  # pragma: no cover
-    from harness.registry import Registry
 
 RESULTS_FILE = "results.csv"
 RUN_FILE = "run.json"
@@ -209,8 +206,3 @@ def _holder(handle: int) -> str:
         text = ""
     return " ".join(text.split())[:200] or "not yet written"
 
-
-def rescaler_defenses(registry: "Registry") -> set[str]:
-    """Defense plugin names that never change a prediction (the bare model ``none`` included): their
-    rows share the model's clean accuracy and are pooled into one worst case (harness.diagnostics)."""
-    return {NO_DEFENSE} | {e.obj.name for e in registry.defenses.entries() if e.obj.rescaler}

@@ -38,7 +38,7 @@ from harness.evaluation import Outcome
 from harness.progress import SilentProgress
 from harness.registry import Registry, did_you_mean
 from harness.results import Row, read_results, to_frame, write_csv
-from harness.rundir import SUITE_COPY, RunDir, rescaler_defenses, run_lock
+from harness.rundir import SUITE_COPY, RunDir, run_lock
 from harness.resolve import OptionError, resolve_options, split_pairs
 from harness.suite import Cell, Suite, config_hash
 from harness.threads import set_math_environment
@@ -282,7 +282,7 @@ class Runner:
         """Rewrite the table; at the end of a run, with the masking checks and worst-case rows."""
         frame = to_frame([Row(**r) for r in rows])
         if annotate:
-            frame = diagnostics.annotate(frame, self.run_dir, rescaler_defenses(self.registry))
+            frame = diagnostics.annotate(frame, self.run_dir)
         write_csv(frame, self.results_path)
         return read_results(self.out_dir) if annotate else frame  # exactly what is on disk
 

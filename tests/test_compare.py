@@ -25,7 +25,7 @@ def invoke(*args):
 
 def row(model, defense, attack, eps, robust_count, seed=0, n=N, kind="iterative") -> Row:
     return Row(suite="hand", dataset="mnist", model=model, architecture="repu", learners="l", defense=defense,
-               defense_name="logit-scale", T=1.0 if defense == "T1" else 1e5, attack=attack, attack_name=attack,
+               defense_name="logit-scale", logit_view=True, T=1.0 if defense == "T1" else 1e5, attack=attack, attack_name=attack,
                backend="torchattacks", attack_kind=kind, norm="linf", attack_params="{}", eps=eps, seed=seed, n=n,
                clean_acc=min(36, n) / n, robust_acc=robust_count / n, zero_grad_share=0.0, nonfinite_grad_share=0.0,
                converged_gap=float("nan"), seconds=1.0, status="ok", error="",
@@ -48,7 +48,7 @@ def write_run(directory, cells, n=N):
         correct = (torch.arange(n) < clean).to(torch.uint8)
         save_file({"correct": correct, "robust": robust}, str(examples / f"{r.config_hash}.safetensors"))
         rows.append(r)
-    write_csv(annotate(to_frame(rows), examples, {"none", "logit-scale"}), directory / "results.csv")
+    write_csv(annotate(to_frame(rows), examples), directory / "results.csv")
     return directory
 
 

@@ -339,7 +339,7 @@ def test_eval_checks_the_run_lock_and_builds_the_model_once(model_dir, runner, t
     builds = []
     monkeypatch.setattr(Runner, "preflight", lambda self: builds.append(self))
     registry = load_registry()
-    key, table = model_table("tinynet:build", str(model_dir / "tinynet.safetensors"))
+    key, table = model_table("tinynet:build", registry, str(model_dir / "tinynet.safetensors"))
     raw = eval_suite(key, table, registry, attacks="fgsm", n=5)
     evaluation = eval_runner(raw, registry, tmp_path / "once", tmp_path, torch.device("cpu"))
     evaluation.preflight()
@@ -372,13 +372,13 @@ def test_temperature_keys_come_from_the_number_and_repeat_nothing(registry):
             defense_tables(given, registry)
 
 
-def test_model_keys_leave_room_for_the_suite_name(tmp_path):
+def test_model_keys_leave_room_for_the_suite_name(tmp_path, registry):
     from harness.evaluation_suite import SUITE_PREFIX, model_table
     from harness.suite import SAFE_NAME
 
     path = tmp_path / ("m" * 120 + ".pt")
     path.write_bytes(b"")
-    key, _ = model_table(str(path))
+    key, _ = model_table(str(path), registry)
     assert SAFE_NAME.match(key) and SAFE_NAME.match(f"{SUITE_PREFIX}{key}") and key == "m" * 95
 
 
@@ -473,3 +473,33 @@ def test_nan_logits_are_a_one_line_error():
     info = DataInfo(input_shape=(1, 4, 4), num_classes=10, mean=0.5, std=0.25)
     with pytest.raises(HarnessError, match="model Broken: returns NaN or infinite logits"):
         check_output(Broken().eval(), info, "model Broken")
+
+
+def test_harness_eval_asks_the_registry_for_the_loader_a_model_plugin_declares(harness_plugin, monkeypatch):
+    from harness import hookimpl
+    from harness.api import Model
+    from harness.evaluation_suite import model_table
+
+    asked = []
+
+    def load(model, weights, kwargs):
+        asked.append((model, weights, kwargs))
+        return "My Net", {"width": kwargs.get("width", 1)}
+
+    class Toy:
+        __name__ = "toy-plugin"
+
+        @hookimpl
+        def harness_register_models(self, register):
+            register(Model(name="toy", build=lambda options, info: None, defaults={"width": 1}, pretrained=True,
+                           loader=load))
+    harness_plugin(Toy())
+    monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "external")  # else the first by name, external, loads it
+    assert model_table("zoo:net", load_registry(), "w.bin", {"width": 3}) == ("My-Net", {"model": "toy", "width": 3})
+    assert asked == [("zoo:net", "w.bin", {"width": 3})]
+
+    from harness.registry import Registry
+
+    with pytest.raises(HarnessError, match="MODEL zoo:net: no registered model plugin loads a model named on the "
+                                           "command line"):
+        model_table("zoo:net", Registry())

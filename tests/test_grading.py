@@ -37,14 +37,14 @@ def make_run(tmp_path, cells, zero_grad=(0.0, 0.0)):
             gap = (robust - longer) / N
         save_file(tensors, str(examples / f"{digest}.safetensors"))
         row = {c: "" for c in COLUMNS}
-        row.update(dataset="mnist", model="bio", seed=0, defense=defense, defense_name="logit-scale",
+        row.update(dataset="mnist", model="bio", seed=0, defense=defense, defense_name="logit-scale", logit_view=True,
                    T=1.0 if defense == "T1" else 1e5, attack=attack, attack_name=attack, attack_kind=kind,
                    norm="linf", eps=eps, n=N, clean_acc=0.9, robust_acc=(robust if eps > 0 else 180) / N,
                    zero_grad_share=zero_grad[defense != "T1"], nonfinite_grad_share=0.0, converged_gap=gap,
                    seconds=1.0, status="ok", config_hash=digest, unreliable=False)
         rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    return diagnostics.annotate(frame, examples, {"none", "logit-scale"})
+    return diagnostics.annotate(frame, examples)
 
 
 def pick(frame, defense, attack, eps):

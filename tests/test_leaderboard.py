@@ -25,7 +25,7 @@ def invoke(*args):
 def row(model, defense, T, attack, eps, robust, *, clean=1.0, kind="iterative", seed=0, n=4, suite="hand",
         config_hash=None) -> Row:
     return Row(suite=suite, dataset="mnist", model=model, architecture="repu", learners=f"{model}-learner",
-               defense=defense, defense_name="logit-scale", T=T, attack=attack, attack_name=attack,
+               defense=defense, defense_name="logit-scale", logit_view=True, T=T, attack=attack, attack_name=attack,
                backend="torchattacks", attack_kind=kind, norm="linf", attack_params="{}", eps=eps, seed=seed, n=n,
                clean_acc=clean, robust_acc=robust, zero_grad_share=0.0, nonfinite_grad_share=0.0,
                converged_gap=float("nan"), seconds=1.0, status="ok", error="",
@@ -47,7 +47,7 @@ def write_run(directory, rows, outcomes=None, date="2024-05-06T07:08:09+00:00"):
             robust = outcomes[r.config_hash] if r.eps > 0 else [1] * r.n
             tensors = {"correct": torch.ones(r.n, dtype=torch.uint8), "robust": torch.tensor(robust, dtype=torch.uint8)}
             save_file(tensors, str(examples / f"{r.config_hash}.safetensors"))
-        frame = annotate(frame, examples, {"none", "logit-scale"})
+        frame = annotate(frame, examples)
     write_csv(frame, directory / "results.csv")
     record = {"format": 1, "suite": {"name": rows[0].suite}, "versions": {"torch": "9.9", "harness": "0.0"},
               "device": "cpu", "runs": [{"started": "2020-01-01T00:00:00+00:00"}, {"started": date}]}

@@ -401,3 +401,51 @@ def test_messages_are_not_wrapped_when_output_is_not_a_terminal(tmp_path):
                                       "--no-cache"])
     assert result.exit_code == 0, result.output
     assert f"dataset digits: checking files under {root}\n" in result.output
+
+
+# -- rows carry what their readers need ------------------------------------------------------------
+class Blur:
+    """A defense that changes predictions (not a logit view): its rows are pooled on their own."""
+
+    __name__ = "blur-plugin"
+
+    @staticmethod
+    def wrap(model, options):
+        return torch.nn.Sequential(torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), model)
+
+    def __init__(self):
+        from harness import hookimpl
+        from harness.api import Defense
+
+        @hookimpl
+        def harness_register_defenses(register):
+            register(Defense(name="blur", wrap=Blur.wrap, description="a 3x3 mean filter"))
+        self.harness_register_defenses = harness_register_defenses
+
+
+def test_rows_say_whether_their_defense_is_a_view_of_the_logits_whatever_is_installed_later(
+        tmp_path, data_dir, harness_plugin, monkeypatch):
+    from harness_reporters.leaderboard import leaderboard
+
+    harness_plugin(Blur())
+    doc = suite_doc()
+    doc["defenses"]["blurred"] = {"defense": "blur"}
+    doc["grid"]["defense"] = ["none", "T1", "blurred"]
+    out = tmp_path / "out"
+    runner = Runner(load_suite(write(tmp_path, doc), load_registry()), load_registry(), out, Path(data_dir), "cpu")
+    frame = runner.run()
+    views = {(r.defense, r.attack): bool(r.logit_view) for r in frame.itertuples()}
+    assert views == {("none", "fgsm"): True, ("T1", "fgsm"): True, ("blurred", "fgsm"): False,
+                     ("T1+none", WORST): True, ("blurred", WORST): False}
+    assert "logit_view" in (out / "results.csv").read_text().splitlines()[0].split(",")
+    board = leaderboard([out])
+
+    # without the plugin that declares logit-scale a rescaler, the run still reads the same
+    monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "rescale")
+    assert read_results(out)["logit_view"].tolist() == frame["logit_view"].tolist()
+    pd.testing.assert_frame_equal(leaderboard([out]), board)
+
+    # a table written before the column existed gets it once, on reading, from the installed plugins
+    monkeypatch.delenv("HARNESS_BLOCK_PLUGINS")
+    pd.read_csv(out / "results.csv").drop(columns="logit_view").to_csv(out / "results.csv", index=False)
+    assert read_results(out)["logit_view"].tolist() == frame["logit_view"].tolist()

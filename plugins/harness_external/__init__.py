@@ -15,7 +15,8 @@ problem. The model is ``pretrained``: a suite gives it no learner stages (stages
 it), and the sha256 of the files it reads is part of its hash: the weights (or the TorchScript or
 saved file) and a factory's own source file, so changed weights or a changed factory are a new model
 (a change only in a module the factory imports is not seen).
-``harness eval`` writes such a suite for you (harness/evaluation_api.py).
+``harness eval`` writes such a suite for you (harness/evaluation_api.py), through this record's
+``loader``, which turns ``harness eval MODEL [--weights FILE] [--arg K=V]`` into these options.
 """
 
 from __future__ import annotations
@@ -58,6 +59,41 @@ def _fingerprint(options: dict) -> str:
     return content_hash(options)
 
 
+def named(model: str, weights: str | None, kwargs: dict) -> tuple[str, dict]:
+    """(a name for the model, its options) for MODEL as ``harness eval`` takes it: a harness-saved
+    ``NAME.safetensors`` (with ``NAME.json``), a factory ``package.module:build`` or
+    ``file.py:build`` with ``weights``, or a TorchScript file. Paths become absolute."""
+    from pathlib import Path
+
+    from harness.errors import HarnessError
+
+    path = Path(model).expanduser()
+    if ":" in model and not path.exists():  # a factory
+        location, _, function = model.rpartition(":")
+        if not weights:
+            raise HarnessError(f"{model}: a factory needs its weights: add --weights FILE.safetensors (the "
+                               f"state dict saved with safetensors.torch.save_file(model.state_dict(), FILE))")
+        if location.endswith(".py") or "/" in location:
+            location = str(Path(location).expanduser().absolute())
+        name = Path(location).stem if location.endswith(".py") else location.rsplit(".", 1)[-1]
+        options = {"factory": f"{location}:{function}", "weights": str(Path(weights).expanduser().absolute())}
+        return name, {**options, "kwargs": dict(kwargs)} if kwargs else options
+    if weights or kwargs:
+        raise HarnessError(f"{model}: --weights and --arg go with a factory (package.module:build); a model file "
+                           f"holds its weights")
+    if not path.is_file():
+        raise HarnessError(f"{model}: no such file, and not a factory 'package.module:function'; pass a model "
+                           f"file the harness saved (NAME.safetensors), a TorchScript file, or a factory with "
+                           f"--weights FILE.safetensors")
+    if path.suffix == ".safetensors":
+        if not path.with_suffix(".json").is_file():
+            raise HarnessError(f"{model}: no {path.with_suffix('.json').name} next to it, so it is not a model the "
+                               f"harness saved; for your own state dict pass the factory that builds the network: "
+                               f"harness eval package.module:build --weights {model}")
+        return path.stem, {"saved": str(path.absolute())}
+    return path.stem, {"torchscript": str(path.absolute())}
+
+
 def build(options: dict, info):
     from harness_external.load import build_model
 
@@ -67,6 +103,6 @@ def build(options: dict, info):
 @hookimpl
 def harness_register_models(register):
     register(Model(name="external", build=build, defaults=DEFAULTS, check=_check, pretrained=True,
-                   fingerprint=_fingerprint,
+                   fingerprint=_fingerprint, loader=named,
                    description="a model trained elsewhere: factory + safetensors weights, TorchScript, or a "
                                "harness-saved model (no learner stages)"))

@@ -55,9 +55,8 @@ def entries_of(run: Run) -> pd.DataFrame:
     from dataclasses import asdict
 
     from harness_reporters.leaderboard import run_entries
-    from harness_reporters.report_run import rescaler_defenses
 
-    return pd.DataFrame([asdict(e) for e in run_entries(run, rescaler_defenses())])
+    return pd.DataFrame([asdict(e) for e in run_entries(run)])
 
 
 def sweep_data(sweep: Sweep, eps_list: list[float], resamples: int, spec_path: Path) -> SweepData:

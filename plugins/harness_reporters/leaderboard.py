@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.diagnostics import MEANINGLESS, UPPER_BOUND, WORST
+from harness.diagnostics import MEANINGLESS, RESCALED, UPPER_BOUND, WORST, pools
 from harness.errors import HarnessError
 from harness_reporters.report_format import fmt_T, interval
-from harness_reporters.report_run import Run, load_run, rescaler_defenses
-from harness.results import GRADE_COLUMNS, POOLED
+from harness_reporters.report_run import Run, load_run
+from harness.results import GRADE_COLUMNS
 from harness.stats import seed_summary
 from harness.suite import config_hash
 
@@ -62,15 +62,10 @@ class Entry:
 COLUMNS = [f.name for f in fields(Entry)]
 
 
-def _pool(defense: str, defense_name: str, rescalers: set[str]) -> str:
-    """The worst-case pool a row belongs to (harness.diagnostics.worst_case_rows' rule)."""
-    return "rescaled" if defense_name in rescalers or defense_name == POOLED else defense
-
-
 def _label(row, pool: str) -> str:
     """The attack, with the logit temperature it saw when the pool holds rescalings of the model."""
     t = row["T"]
-    rescaled = pool == "rescaled" and row["defense_name"] != "none" and t == t
+    rescaled = pool == RESCALED and row["defense_name"] != "none" and t == t
     return f"{row['attack']} (T={fmt_T(t)})" if rescaled else row["attack"]
 
 
@@ -107,12 +102,11 @@ def _interval(seeds: list[SeedWorst]) -> tuple[float, float, float]:
     return summary.sd, summary.low, summary.high
 
 
-def run_entries(run: Run, rescalers: set[str]) -> list[Entry]:
+def run_entries(run: Run) -> list[Entry]:
     ok = run.ok
     attacks = ok[(ok["attack"] != WORST) & (ok["eps"] > 0)]
     worst = ok[ok["attack"] == WORST]
-    attacks, worst = (rows.assign(pool=[_pool(d, n, rescalers) for d, n in zip(rows["defense"], rows["defense_name"])])
-                      for rows in (attacks, worst))
+    attacks, worst = (rows.assign(pool=pools(rows)) for rows in (attacks, worst))  # the run's own worst-case pools
     versions = ", ".join(f"{k} {v}" for k, v in sorted((run.record.get("versions") or {}).items()))
     keys = ["dataset", "model", "norm", "eps", "pool"]
     worst_by_key = {key: rows for key, rows in worst.groupby(keys + ["seed"])}
@@ -146,13 +140,13 @@ def leaderboard(directories: list[Path | str]) -> pd.DataFrame:
     """The merged table of the runs, sorted and ranked (see the module docstring)."""
     if not directories:
         raise HarnessError("give at least one run directory")
-    seen, entries, rescalers = set(), [], rescaler_defenses()
+    seen, entries = set(), []
     for directory in directories:
         key = Path(directory).resolve()
         if key in seen:
             continue  # the same run named twice counts once
         seen.add(key)
-        entries += run_entries(load_run(Path(directory)), rescalers)
+        entries += run_entries(load_run(Path(directory)))
     frame = pd.DataFrame([asdict(e) for e in entries], columns=COLUMNS)
     if frame.empty:
         return frame

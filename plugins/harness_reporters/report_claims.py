@@ -129,9 +129,7 @@ def zero_grad_falls_faster_bp(rows: pd.DataFrame) -> tuple[str, str]:
 def clean_comparable(rows: pd.DataFrame) -> tuple[str, str]:
     """Clean accuracy of the bare model and its rescaled views only: another defense (one that changes
     predictions) has its own clean accuracy."""
-    from harness_reporters.report_run import rescaler_defenses
-
-    plain = rows[rows["model"].isin(["bio", "bp"]) & rows["defense_name"].isin(rescaler_defenses())]
+    plain = rows[rows["model"].isin(["bio", "bp"]) & rows["logit_view"].astype(bool)]
     clean = plain.groupby("model")["clean_acc"].mean()
     if not {"bio", "bp"} <= set(clean.index):
         return NA, "needs rows of bio and bp without a defense (or only rescaled)"

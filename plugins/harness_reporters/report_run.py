@@ -16,9 +16,8 @@ from harness.errors import HarnessError
 from harness.modelstore import read_sidecar
 from harness.results import read_results
 from harness.rundir import RESULTS_FILE, RUN_FILE, RunDir
-from harness.rundir import rescaler_defenses as registered_rescalers
 
-__all__ = ["RUN_FILE", "ModelFile", "Run", "check_run_dir", "load_run", "rescaler_defenses"]
+__all__ = ["RUN_FILE", "ModelFile", "Run", "check_run_dir", "load_run"]
 
 
 @dataclass
@@ -69,13 +68,6 @@ class Run:
         defenses = self.suite.get("defenses") or {}
         return {k for k, v in defenses.items() if isinstance(v, dict) and str(v.get("T", "")).lower() == "auto"}
 
-
-def rescaler_defenses() -> set[str]:
-    """Defense plugin names that never change a prediction (the bare model ``none`` included): their
-    rows share the model's clean accuracy and are pooled into one worst case (harness.diagnostics)."""
-    from harness.plugins import load_registry
-
-    return registered_rescalers(load_registry())
 
 
 def check_run_dir(directory: Path) -> Path:

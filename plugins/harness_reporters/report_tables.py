@@ -7,7 +7,7 @@ from harness.results import GRADE_COLUMNS, flag_reasons, rows_text
 from harness.rundir import RunDir
 from harness_reporters.document import Section, Table, Text
 from harness_reporters.report_format import fmt_T, last_train_acc, pct, thesis_name
-from harness_reporters.report_run import RUN_FILE, Run, rescaler_defenses
+from harness_reporters.report_run import RUN_FILE, Run
 
 
 def environment_section(run: Run) -> Section:
@@ -66,9 +66,8 @@ def accuracy_section(run: Run) -> Section:
         return section.add(Text("no successful rows, so no clean accuracy", "missing"))
     files = {(m.dataset, m.key, m.seed): m for m in run.models}
     rows = []
-    rescalers = rescaler_defenses()
     for (dataset, key, seed), group in attacks.groupby(["dataset", "model", "seed"]):
-        clean = group[group["defense_name"].isin(rescalers)]  # the model's own predictions
+        clean = group[group["logit_view"].astype(bool)]  # the model's own predictions
         clean = clean if len(clean) else group
         model = files.get((dataset, key, int(seed)))
         sidecar = model.sidecar if model else {}

@@ -14,7 +14,7 @@ from harness_reporters.report_claims import ALL_IMAGES, thesis_accuracy
 from harness_reporters.report_compare import comparison_blocks
 from harness_reporters.report_figures import unmasking_T, zero_grad_points
 from harness_reporters.report_format import fmt_T, last_train_acc, thesis_name
-from harness_reporters.report_run import Run, rescaler_defenses
+from harness_reporters.report_run import Run
 
 
 def thesis_rows(run: Run) -> list[list[str]]:
@@ -84,7 +84,7 @@ def our_value(run: Run, quantity: str, key: str):
             sizes = sorted({str(m.sidecar.get("test_size", "?")) for m in models})
             return sum(recorded) / len(recorded), (f"model sidecar, {'/'.join(sizes)} test images (thesis: 10 000)"
                                                    + _seeds(len(recorded)))
-        plain = attacks[attacks["defense_name"].isin(rescaler_defenses())]
+        plain = attacks[attacks["logit_view"].astype(bool)]
         if plain.empty:
             return None, "no sidecar and no undefended rows"
         return float(plain["clean_acc"].mean()), f"clean_acc of the rows, {int(plain['n'].max())} test images"
