@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from harness import hookimpl
+from harness.errors import HarnessError
 from harness.options import data_dir_option, data_root
 
 
@@ -45,7 +46,9 @@ def report_command(run_dir: Path, out: Path | None, gallery: bool, data_dir: str
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the table as CSV (same runs, same bytes).")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
-def leaderboard_command(run_dirs: tuple[Path, ...], csv_out: Path | None, markdown: bool) -> None:
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the table as a self-contained HTML page.")
+def leaderboard_command(run_dirs: tuple[Path, ...], csv_out: Path | None, markdown: bool, html_out: Path | None) -> None:
     """One line per model x dataset x threat model x eps over RUN_DIRS: worst-case robust accuracy
     over every attack, the strongest attack, and whether the masking checks flagged it."""
     from harness_reporters import leaderboard as board
@@ -56,6 +59,15 @@ def leaderboard_command(run_dirs: tuple[Path, ...], csv_out: Path | None, markdo
     if csv_out is not None:
         board.write_csv(frame, csv_out)
         click.echo(f"{len(frame)} line(s): {csv_out}", err=True)
+    if html_out is not None:
+        from harness.atomic import replace_atomically
+
+        page = board.to_html(frame, list(run_dirs))
+        try:
+            replace_atomically(html_out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+        except OSError as exc:
+            raise HarnessError(f"--html {html_out}: cannot write ({exc.strerror or exc})") from None
+        click.echo(f"{len(frame)} line(s): {html_out}", err=True)
     if markdown:
         click.echo(board.to_markdown(frame), nl=False)
     elif csv_out is None and not frame.empty:

@@ -188,9 +188,33 @@ def display_rows(frame: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
-def to_markdown(frame: pd.DataFrame) -> str:
-    from harness_reporters.document import Table, markdown_table
+def display_table(frame: pd.DataFrame):
+    """The table as a document table (harness_reporters.document), unreliable lines flagged."""
+    from harness_reporters.document import Table
 
     columns = [c if c not in ("clean", "robust") else f"{c} %" for c in DISPLAY]
-    return markdown_table(Table(columns, display_rows(frame), flagged=list(frame["unreliable"]),
-                                numeric={"rank", "eps", "clean %", "robust %", "attacks", "n", "seeds"})) + "\n"
+    return Table(columns, display_rows(frame), flagged=list(frame["unreliable"]),
+                 numeric={"rank", "eps", "clean %", "robust %", "attacks", "n", "seeds"})
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    from harness_reporters.document import markdown_table
+
+    return markdown_table(display_table(frame)) + "\n"
+
+
+def to_html(frame: pd.DataFrame, directories: list[Path | str]) -> str:
+    """The leaderboard as one self-contained HTML page (the report's look), naming its runs."""
+    from harness_reporters import document
+
+    section = document.Section("leaderboard", "Worst-case robust accuracy", short="Leaderboard")
+    if frame.empty:
+        section.add(document.Text("no attacked cells (eps > 0) in these runs", "missing"))
+    else:
+        section.add(display_table(frame), document.Text(
+            "One line per model × dataset × threat model × ε: robust accuracy (%) under the strongest of every "
+            "attack run on it (per image, over the model's logit views), its 95 % interval, and the masking "
+            "checks' flag; flagged lines are highlighted.", "note"))
+    runs = ", ".join(str(Path(d)) for d in dict.fromkeys(directories))
+    return document.to_html(document.Document("Leaderboard", "robustness-harness", [("runs", runs)], [section]),
+                            footer="written by `harness leaderboard --html`")
