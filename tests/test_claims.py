@@ -13,7 +13,8 @@ from harness_reporters.report_claims import AGREE, CHECKS, DISAGREE, NA, check_c
 def row(model, attack, T, eps, acc, clean=0.98, zero=0.0, defense="logit-scale"):
     """A results row; ``acc`` is the robust accuracy among the clean-correct images (robust_acc_cc),
     robust_acc the all-image figure that follows from it."""
-    return {"dataset": "mnist", "model": model, "defense_name": defense, "attack_name": attack, "norm": "linf",
+    return {"dataset": "mnist", "model": model, "defense_name": defense, "logit_view": defense in ("logit-scale", "none"),
+            "attack_name": attack, "norm": "linf",
             "T": T, "eps": eps, "robust_acc": acc * clean, "robust_acc_cc": acc, "clean_acc": clean,
             "zero_grad_share": zero}
 
