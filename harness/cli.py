@@ -226,12 +226,14 @@ def _finish(frame, out: Path, reasons: bool = False) -> None:
 def _print_reasons(frame) -> None:
     """The masking checks' verdict per model and defense (the reasons of flags are printed with the
     table), and which checks the grid could not evaluate."""
+    from harness.diagnostics import skipped_union
+
     ok = frame[frame["status"] == "ok"]
     for (model, defense), rows in ok.groupby(["model", "defense"], sort=False):
         flagged = bool(rows["unreliable"].astype(bool).any())
-        skipped = sorted({s for text in rows["checks_skipped"] for s in str(text).split(", ") if s})
+        skipped = skipped_union(rows["checks_skipped"])
         verdict = "flagged by the masking checks (reasons above)" if flagged else "no masking check fired"
-        click.echo(f"{model} / {defense}: {verdict}" + (f" (not checked: {', '.join(skipped)})" if skipped else ""))
+        click.echo(f"{model} / {defense}: {verdict}" + (f" (not checked: {skipped})" if skipped else ""))
 
 
 @cli.command()

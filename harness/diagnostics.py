@@ -355,7 +355,7 @@ def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path,
             robust_acc_cc=robust_among_correct(correct, robust),
             zero_grad_share=float("nan"), nonfinite_grad_share=float("nan"), converged_gap=float("nan"),
             seconds=float(members["seconds"].sum()), config_hash=config_hash(sorted(members["config_hash"])),
-            checks_skipped=", ".join(sorted({c for s in members["checks_skipped"] for c in s.split(", ") if c})),
+            checks_skipped=skipped_union(members["checks_skipped"]),
             **flag_columns({name: reasons for name, reasons in flagged.items() if reasons}))
         rows.append(first)
     return pd.DataFrame(rows, columns=ok.columns)

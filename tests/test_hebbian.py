@@ -77,17 +77,22 @@ def test_training_matches_published_rule(inputs, case):
     assert np.abs(expected - weight.numpy()).max() < 1e-6
 
 
-@pytest.mark.parametrize("case", CASES[:1] + CASES[4:], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_dense_path_equals_sparse_path(inputs, case):
-    """The GPU path (dense products) and the CPU path (touched rows only) are the same update."""
-    x = inputs[0][:400].double()
+def trained_by(x, case, methods):
+    """{method: 30 units trained on ``x`` (float64) for 3 epochs by that method}, same seed and case."""
     weights = {}
-    for method in ("sparse", "dense"):
+    for method in methods:
         weights[method] = torch.empty(30, 784, dtype=torch.float64)
         train_hebbian(weights[method], x, init_mean=0.0, init_std=1.0, precision=1e-30, delta=0.4, lr=0.05,
                       epochs=3, batch_size=40, seed=5, p=case["p"], k=case["k"], R=case.get("R", 1.0),
                       lr_decay=case.get("decay", "linear"), currents=case.get("currents", "published"),
                       anti_hebbian=case.get("anti", "kth"), method=method)
+    return weights
+
+
+@pytest.mark.parametrize("case", CASES[:1] + CASES[4:], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_dense_path_equals_sparse_path(inputs, case):
+    """The GPU path (dense products) and the CPU path (touched rows only) are the same update."""
+    weights = trained_by(inputs[0][:400].double(), case, ("sparse", "dense"))
     assert (weights["sparse"] - weights["dense"]).abs().max() < 1e-9
 
 
@@ -122,14 +127,7 @@ def test_fused_step_equals_sparse_step(inputs, case, dtype):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_fused_training_equals_sparse_training(inputs, case):
     """Whole trainings in float64 (a short last minibatch included) end at the same weights."""
-    x = inputs[0][:430].double()
-    weights = {}
-    for method in ("sparse", "fused"):
-        weights[method] = torch.empty(30, 784, dtype=torch.float64)
-        train_hebbian(weights[method], x, init_mean=0.0, init_std=1.0, precision=1e-30, delta=0.4, lr=0.05,
-                      epochs=3, batch_size=40, seed=5, p=case["p"], k=case["k"], R=case.get("R", 1.0),
-                      lr_decay=case.get("decay", "linear"), currents=case.get("currents", "published"),
-                      anti_hebbian=case.get("anti", "kth"), method=method)
+    weights = trained_by(inputs[0][:430].double(), case, ("sparse", "fused"))
     assert (weights["sparse"] - weights["fused"]).abs().max() < 1e-9
 
 

@@ -160,13 +160,6 @@ class FusedStep:
         self.slot_of = np.full(hidden, -1, np.int64)
         self.winners = torch.empty(batch_size, dtype=torch.long)
         self.real = self.current.numpy().dtype.type   # the kernel's scalars, in the weights' precision
-        self.views: dict[int, np.ndarray] = {}         # numpy views of the tensors that persist
-
-    def _view(self, tensor: torch.Tensor) -> np.ndarray:
-        view = self.views.get(id(tensor))
-        if view is None or view.ctypes.data != tensor.data_ptr() or view.shape != tuple(tensor.shape):
-            view = self.views[id(tensor)] = tensor.numpy()
-        return view
 
     def __call__(self, weight: torch.Tensor, weighted: torch.Tensor, x: torch.Tensor, *, p: float, k: int,
                  delta: float, lr: float, precision: float, R: float = 1.0, anti_hebbian: str = "kth",
@@ -178,7 +171,7 @@ class FusedStep:
         x = x.contiguous()
         torch.mm(weighted, x.T, out=current)        # [H, B]: the FLOP floor, as in the sparse step
         real = self.real
-        _compiled(self._view(current), x.numpy(), self._view(weight), self._view(weighted), self._view(winners),
+        _compiled(current.numpy(), x.numpy(), weight.numpy(), weighted.numpy(), winners.numpy(),
                   self.slot_of, k, 1 if anti_hebbian == "ranks" else k - 1, real(delta), real(R ** p), real(lr),
                   real(precision), _weighting_mode(p, currents), real(p))
         return winners

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.compare import CLEAN, compare
-from harness.diagnostics import WORST, grade_text
+from harness.diagnostics import WORST, grade_text, skipped_union
 from harness.stats import LEVEL, fmt_p, seed_summary
 from harness_reporters.document import Figure, Section, Table, Text
 from harness_reporters.findings_spec import Sweep, check_model
@@ -130,10 +130,10 @@ def _point(factor: str, label: str, model: str, seeds: list[int], rows: pd.DataF
            paired: pd.DataFrame | None) -> Point:
     clean_rows = rows.drop_duplicates("seed")
     summary = seed_summary(list(clean_rows["clean_acc"]), n=int(rows["n"].max()))
-    worst, lines, unchecked = {}, {}, set()
-    for entry in entries[entries["model"] == model].itertuples(index=False):
+    worst, lines = {}, {}
+    mine = entries[entries["model"] == model]
+    for entry in mine.itertuples(index=False):
         worst[float(entry.eps)] = (entry.robust_acc, entry.robust_low, entry.robust_high, entry.flag)
-        unchecked.update(c for c in entry.not_checked.split(", ") if c)
     if paired is not None:
         for line in paired[paired["attack"] == WORST].itertuples(index=False):
             lines[float(line.eps)] = pd.Series(line._asdict())
@@ -146,7 +146,7 @@ def _point(factor: str, label: str, model: str, seeds: list[int], rows: pd.DataF
         if len(clean):
             lines[0.0] = clean.iloc[0]
     return Point(factor, label, model, seeds, (summary.mean, summary.low, summary.high), worst, lines,
-                 ", ".join(sorted(unchecked)))
+                 skipped_union(mine["not_checked"]))
 
 
 def _exploratory(data: SweepData) -> str:
