@@ -109,12 +109,21 @@ class TrainContext:
     seed: int
     progress: Callable[..., Callable[..., None]]
     info: DataInfo | None = None
+    # A folder where the learner may keep resumable state between trainings (e.g. snapshots of a
+    # long schedule that a later, longer training continues from); None when the model cache is off.
+    # It lives in the model cache, under learner-state/<learner name>/: read back only what you wrote.
+    state_dir: Path | None = None
 
 
 @dataclass(frozen=True)
 class Learner:
     """A learner plugin: ``train(ctx)`` updates ``ctx.params`` in place and returns a JSON-able dict
-    (per-epoch history, statistics) that is stored with the trained model."""
+    (per-epoch history, statistics) that is stored with the trained model.
+
+    ``optional``: options added after models were trained and cached. A suite may set them like
+    ``defaults``, but one that is not set stays out of the stage's options, and so out of the model's
+    hash: every model trained before the option existed keeps its hash and stays in the cache. The
+    core hands ``train`` the value given here when the suite does not set one."""
 
     name: str
     train: Callable[[TrainContext], dict[str, Any]]
@@ -123,6 +132,7 @@ class Learner:
     check: Callable[[dict[str, Any]], None] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     keywords: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    optional: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

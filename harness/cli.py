@@ -253,11 +253,13 @@ def plugins(as_json: bool) -> None:
 
         records = [{"kind": table.kind.singular, "name": e.obj.name, "key": e.key, "plugin": e.plugin,
                     "distribution": e.distribution, "description": e.obj.description,
-                    "defaults": dict(e.obj.defaults), "presets": {k: dict(v) for k, v in
+                    "defaults": dict(e.obj.defaults), "optional": dict(getattr(e.obj, "optional", {})),
+                    "presets": {k: dict(v) for k, v in
                                                                  getattr(e.obj, "presets", {}).items()}}
                    for table in registry.tables() for e in table.entries()]
         records += [{"kind": "command", "name": name, "key": name, "plugin": c.plugin, "distribution": c.distribution,
-                     "description": c.command.get_short_help_str(limit=120), "defaults": {}, "presets": {}}
+                     "description": c.command.get_short_help_str(limit=120), "defaults": {}, "optional": {},
+                     "presets": {}}
                     for name, c in sorted(commands.items())]
         click.echo(json.dumps(records, indent=2, sort_keys=True))
         return

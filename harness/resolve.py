@@ -96,8 +96,8 @@ def resolve_options(spec: Any, given: Mapping[str, Any], what: str, reserved=(),
     """``spec``'s options: defaults, then ``given["preset"]``'s, then ``given``'s other keys (those in
     ``reserved`` are skipped; ``text``: the values are command-line strings), then ``spec.check``.
     ``what`` names the plugin in messages, e.g. "attack 'pgd'"."""
-    defaults = spec.defaults
-    options = dict(defaults)
+    options = dict(spec.defaults)
+    defaults = {**spec.defaults, **getattr(spec, "optional", {})}  # optional ones only when given
     presets = getattr(spec, "presets", {})
     reserved = tuple(reserved) + ("preset",)
     if "preset" in given:

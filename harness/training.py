@@ -155,9 +155,10 @@ class Training:
             def progress(total, description=None, _l=stage.learner):
                 return self.progress.task(description or f"train {key} ({dataset}) seed {seed}: {_l}", total)
 
-            ctx = TrainContext(model=module, params=params, options=dict(stage.options), x=data.x_train,
-                               y=data.y_train, x_test=data.x_test, y_test=data.y_test, device=self.device,
-                               seed=seed, progress=progress, info=info)
+            state_dir = None if self.cache is None else self.cache.root / "learner-state" / stage.learner
+            ctx = TrainContext(model=module, params=params, options={**learner.optional, **stage.options},
+                               x=data.x_train, y=data.y_train, x_test=data.x_test, y_test=data.y_test,
+                               device=self.device, seed=seed, progress=progress, info=info, state_dir=state_dir)
             stats = learner.train(ctx) or {}
             for name, param in params.items():
                 if not torch.isfinite(param).all():

@@ -17,6 +17,10 @@ DEFAULTS = {"p": 3.0, "k": 7, "delta": 0.4, "lr": 0.04, "epochs": 1000, "batch_s
             "anti_hebbian": "kth", "inputs": "layer", "currents": "published", "method": "auto",
             "ranking_dtype": "fp32"}
 
+# Added after models were cached, so unset it stays out of the model hash (harness.api.Learner.optional):
+# stop after this many epochs of the schedule (0: the whole schedule). See harness_hebbian.snapshots.
+OPTIONAL = {"stop_after": 0}
+
 THESIS = {"p": 2.0, "k": 2, "delta": 0.4, "lr": 0.02}
 PRESETS = {
     # inputs = "pixels": the reference notebook learns from raw [0, 1] pixels, whatever the model feeds fc1.
@@ -50,6 +54,10 @@ def _check(options: dict) -> None:
     for key in ("epochs", "batch_size"):
         if options[key] < 1:
             raise ValueError(f"{key}: expected a positive integer")
+    stop_after = options.get("stop_after", OPTIONAL["stop_after"])
+    if not 0 <= stop_after <= options["epochs"]:
+        raise ValueError(f"stop_after: expected an epoch between 1 and epochs = {options['epochs']} "
+                         f"(0: the whole schedule), got {stop_after}")
     for key, allowed in (("lr_decay", LR_DECAY), ("anti_hebbian", ANTI_HEBBIAN), ("currents", CURRENTS),
                          ("inputs", tuple(INPUTS)), ("method", ("auto", *METHODS)),
                          ("ranking_dtype", RANKING_DTYPES)):
@@ -74,6 +82,7 @@ def _inputs(ctx: TrainContext, name: str, weight):
 
 def train(ctx: TrainContext) -> dict:
     from harness.errors import HarnessError
+    from harness_hebbian import snapshots
     from harness_hebbian.rule import resolve_method, train_hebbian
 
     if len(ctx.params) != 1 or next(iter(ctx.params.values())).dim() != 2:
@@ -84,17 +93,32 @@ def train(ctx: TrainContext) -> dict:
     if options["k"] > weight.shape[0]:
         raise HarnessError(f"hebbian: k = {options['k']} exceeds the {weight.shape[0]} units of {name}")
     inputs = _inputs(ctx, name, weight)
-    options.pop("inputs")
+    stop = options.pop("stop_after", 0) or options["epochs"]
     step = resolve_method(options["method"], weight.device, options["ranking_dtype"])
-    advance = ctx.progress(options["epochs"], f"hebbian {name} ({step} step)")
+    key = snapshots.schedule_key(options, step, ctx.seed, weight, inputs)
+    options.pop("inputs")
+    start = snapshots.latest(ctx.state_dir, key, stop)
+    first = 0 if start is None else start["epoch"]
+    advance = ctx.progress(stop - first, f"hebbian {name} ({step} step"
+                                         + (f", from the epoch-{first} snapshot)" if first else ")"))
+    keep = None  # the full schedule's end, or a snapshot already there, needs no new snapshot
+    if first < stop < options["epochs"]:
+        def keep(state):
+            snapshots.save(ctx.state_dir, key, state)
     try:
-        history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), **options)
+        history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), stop=stop,
+                                start=start, on_stop=keep, **options)
     except ValueError as exc:  # an option this device cannot honour (method, ranking_dtype)
         raise HarnessError(f"hebbian: {exc}") from None
-    return {"history": history}
+    stats = {"history": history}
+    if stop < options["epochs"]:
+        stats["stopped_at"] = stop
+    if first:
+        stats["continued_from"] = first  # a snapshot of the same schedule (harness_hebbian.snapshots)
+    return stats
 
 
 @hookimpl
 def harness_register_learners(register):
-    register(Learner(name="hebbian", train=train, defaults=DEFAULTS, check=_check, presets=PRESETS,
+    register(Learner(name="hebbian", train=train, defaults=DEFAULTS, optional=OPTIONAL, check=_check, presets=PRESETS,
                      description="Krotov-Hopfield competing hidden units (unsupervised, one layer)"))

@@ -194,18 +194,26 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
                   epochs: int, batch_size: int, init_mean: float, init_std: float, precision: float,
                   seed: int, R: float = 1.0, lr_decay: str = "linear", anti_hebbian: str = "kth",
                   currents: str = "published", method: str = "auto", ranking_dtype: str = "fp32",
-                  on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+                  on_epoch: Callable[[dict], None] | None = None, stop: int | None = None,
+                  start: dict | None = None, on_stop: Callable[[dict], None] | None = None) -> list[dict]:
     """Initialise ``weight`` ~ N(init_mean, init_std) and train it in place (``method``: "sparse",
     "dense", "graph" (CUDA only), "fused" (CPU, numba) or "auto": see :func:`resolve_method`); returns
     per-epoch stats:
     ``norm_dev`` mean |‖W_i‖_p − R| over units, ``never_won`` units that have not won any input yet,
     ``winner_changes`` share of inputs whose winning unit differs from the previous epoch's.
-    ``ranking_dtype = "bf16"`` ranks the units on bf16 currents (see the module's docstring)."""
+    ``ranking_dtype = "bf16"`` ranks the units on bf16 currents (see the module's docstring).
+
+    Checkpoints: ``stop`` ends the run after that many epochs of the ``epochs``-long schedule (the
+    learning rate still decays over ``epochs``). ``on_stop(state)`` receives the run's whole state at
+    its end (:data:`STATE_TENSORS` and ``epoch``, ``history``); ``start = state`` continues a run from
+    such a state, ending exactly as one uninterrupted run with the same arguments would."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     weight.copy_(torch.normal(init_mean, init_std, weight.shape, generator=generator).to(weight))
     inputs = inputs.to(weight)
-    weighted = weighting(weight, p, currents)
     hidden, n = weight.shape[0], len(inputs)
+    stop = epochs if stop is None else stop
+    if not 0 <= stop <= epochs:
+        raise ValueError(f"stop: expected an epoch between 0 and epochs = {epochs}, got {stop}")
     method = resolve_method(method, weight.device, ranking_dtype)
     if method == "graph" and not weight.is_cuda:
         raise ValueError("method = \"graph\" needs the weights on a CUDA device; use \"sparse\" on the CPU")
@@ -215,6 +223,10 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
         raise ValueError("method = \"fused\" ranks in fp32 only; use method = \"sparse\" with ranking_dtype = \"bf16\"")
     won = torch.zeros(hidden, dtype=torch.bool, device=weight.device)
     winner = torch.full((n,), -1, dtype=torch.long, device=weight.device)
+    history, first = [], 0
+    if start is not None:
+        first, history = _restore(start, stop, weight, generator, winner, won)
+    weighted = weighting(weight, p, currents)
     step_options = dict(p=p, k=k, delta=delta, precision=precision, R=R, anti_hebbian=anti_hebbian,
                         currents=currents)
     if ranking_dtype == "bf16":
@@ -237,8 +249,7 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
         else:
             step = STEPS["dense" if method == "graph" else method]
         run_epoch = _epoch_runner(step, weight, weighted, inputs, winner, batch_size, step_options)
-    history = []
-    for epoch in range(epochs):
+    for epoch in range(first, stop):
         eps = lr * (1 - epoch / epochs) if lr_decay == "linear" else lr
         order = torch.randperm(n, generator=generator).to(weight.device)
         previous = winner.clone()
@@ -254,7 +265,26 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
         history.append(stats)
         if on_epoch is not None:
             on_epoch({key: value for key, value in stats.items() if key != "epoch"})
+    if on_stop is not None:
+        on_stop({"epoch": stop, "history": history, "weight": weight.detach().cpu().clone(),
+                 "generator": generator.get_state(), "winner": winner.cpu().clone(), "won": won.cpu().clone()})
     return history
+
+
+STATE_TENSORS = ("weight", "generator", "winner", "won")
+
+
+def _restore(state: dict, stop: int, weight, generator, winner, won) -> tuple[int, list[dict]]:
+    """Put a saved run state back (see :func:`train_hebbian`); returns (its epoch, its history)."""
+    if not 0 <= state["epoch"] <= stop:
+        raise ValueError(f"start: a state saved at epoch {state['epoch']} cannot continue a run that stops at {stop}")
+    for name, tensor in (("weight", weight), ("winner", winner), ("won", won)):
+        if state[name].shape != tensor.shape:
+            raise ValueError(f"start: the saved {name} has shape {list(state[name].shape)}, "
+                             f"this run's {list(tensor.shape)}")
+        tensor.copy_(state[name])
+    generator.set_state(state["generator"])
+    return state["epoch"], list(state["history"])
 
 
 def hebbian_step_seeds(weight: torch.Tensor, weighted: torch.Tensor, x: torch.Tensor, *, p: float, k: int,
