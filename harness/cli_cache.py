@@ -54,7 +54,8 @@ def cache_ls(cache_dir: str | None, as_json: bool) -> None:
 
 @cache.command("rm")
 @click.argument("hashes", nargs=-1)
-@click.option("--all", "remove_all", is_flag=True, help="Remove every cached model.")
+@click.option("--all", "remove_all", is_flag=True,
+              help="Remove every cached model, and the state learners keep there (snapshots).")
 @click.option("--older-than", "days", type=click.FloatRange(min=0), default=None, metavar="DAYS",
               help="Remove the models no run has used for DAYS days.")
 @cache_dir_option
@@ -74,6 +75,11 @@ def cache_rm(hashes: tuple[str, ...], remove_all: bool, days: float | None, cach
     for model_hash in chosen:
         store.remove(model_hash)
     click.echo(f"removed {len(chosen)} model(s) from {store.root}", err=True)
+    if remove_all and (store.root / "learner-state").is_dir():  # learners' snapshots (TrainContext.state_dir)
+        import shutil
+
+        shutil.rmtree(store.root / "learner-state")
+        click.echo(f"removed the learners' saved state ({store.root / 'learner-state'})", err=True)
 
 
 def _size(count: float) -> str:

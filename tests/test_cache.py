@@ -174,7 +174,10 @@ def test_cache_ls_and_rm(filled_cache, monkeypatch):
     assert [e["hash"] for e in json.loads(invoke("cache", "ls", "--json").output)] == [keep["hash"]]
     assert invoke("cache", "rm", "--older-than", "1").exit_code == 0  # used just now: kept
     assert len(json.loads(invoke("cache", "ls", "--json").output)) == 1
-    assert invoke("cache", "rm", "--all").exit_code == 0
+    snapshot = filled_cache / "learner-state" / "hebbian" / "0123-000002.safetensors"  # a learner's state
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(b"state")
+    assert "learners' saved state" in invoke("cache", "rm", "--all").output
     assert json.loads(invoke("cache", "ls", "--json").output) == []
     assert list(filled_cache.iterdir()) == []
 
