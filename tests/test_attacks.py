@@ -283,3 +283,40 @@ def test_check_rejects_bad_options(registry, key, bad, message):
 def test_too_many_target_classes_fails_clearly(registry, net):
     with pytest.raises(ValueError, match="n_classes: 11 is more than the model's 10 classes"):
         run(registry, net, "apgd-t@torchattacks", 4, n_classes=11)
+
+
+# -- the representation attack (plugins/harness_adaptive) -------------------------------------------
+
+def test_representation_attack_stays_in_the_ball_and_moves_the_code_more_than_noise(registry, net):
+    import torch
+
+    from harness_adaptive import code_of, distance
+
+    model, x, y, pred = net
+    x, y = x[:200], y[:200]
+    spec = registry.attacks.get("representation", "torch")
+    adv = spec.build(model, 0.1, dict(spec.defaults))(x, y)
+    assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    noise = registry.attacks.get("noise", "torch").build(model, 0.1, {"samples": 1})(x, y)
+    code = code_of(model, "fc2")
+    with torch.no_grad():
+        moved, jittered = (distance(code(a), code(x), "cosine").mean() for a in (adv, noise))
+        attacked, noisy, clean = ((model(a).argmax(1) == y).float().mean() for a in (adv, noise, x))
+    assert moved > 5 * jittered
+    assert attacked < clean - 0.1 and attacked < noisy - 0.1  # the head follows the code it reads
+
+
+def test_representation_attack_ignores_the_logit_view_and_names_a_missing_layer(registry, net):
+    import torch
+
+    from harness.errors import HarnessError
+    from harness_rescale.scale import LogitScale
+
+    model, x, y, _ = net
+    spec = registry.attacks.get("representation", "torch")
+    plain = spec.build(model, 0.1, {**spec.defaults, "steps": 5})(x[:50], y[:50])
+    scaled = spec.build(LogitScale(model, 1e5), 0.1, {**spec.defaults, "steps": 5})(x[:50], y[:50])
+    assert torch.equal(plain, scaled)  # the code fc2 reads does not depend on T: the same images
+    with pytest.raises(HarnessError, match="no submodule named 'fc9' in the model \\(its submodules: model, "
+                                           "model.fc1, model.fc2\\); set the attack's layer option"):
+        spec.build(LogitScale(model, 1.0), 0.1, {**spec.defaults, "layer": "fc9"})

@@ -1,0 +1,123 @@
+"""Built-in attack ``representation`` (backend ``torch``): an attack on a hidden layer's code.
+
+Within the eps-ball (L-inf), PGD pushes the code a layer receives (by default ``fc2``'s input: the
+Hebbian layer's RePU output that the head reads) away from the clean image's code; the head's decision
+on the result is what is scored. It asks whether the *representation* is robust, which a logit-space
+attack cannot separate from the head: a Hebbian layer learned without labels could be stable while a
+small head on top is not, or the reverse. Per image the first iterate that changes the decision is
+kept (else the last).
+
+Written here because the libraries' attacks maximise a classification loss on the output;
+torchattacks has no feature-space attack, and ART's ``FeatureAdversaries`` moves an image's features
+*towards a guide image's*, a different objective. The loop itself is the PGD of Madry et al. (2018):
+random start in the ball, signed-gradient steps of ``alpha``, projection back.
+
+``loss = "cosine"`` (default) maximises 1 - cos(code, clean code): scale-free, which matters for
+RePU^4.5, whose codes span many orders of magnitude (a Euclidean distance would follow the one or two
+strongest units). ``loss = "l2"`` maximises the Euclidean distance instead.
+"""
+
+from __future__ import annotations
+
+from harness import hookimpl
+from harness.api import Attack
+
+DEFAULTS = {"layer": "fc2", "steps": 40, "alpha": 2 / 255, "random_start": True, "loss": "cosine", "seed": 0}
+LOSSES = ("cosine", "l2")
+
+
+def _check(options: dict) -> None:
+    from harness.checks import at_least, one_of, positive
+
+    at_least(options, 1, "steps")
+    positive(options, "alpha")
+    one_of(options, "loss", LOSSES)
+    if not options["layer"]:
+        raise ValueError("layer: expected the name of a submodule whose input is the code to attack (e.g. \"fc2\")")
+
+
+def _submodule(model, layer: str):
+    """The one submodule named ``layer`` or ending in ``.layer`` (the model may sit inside a defense)."""
+    from harness.errors import HarnessError
+
+    found = [(name, module) for name, module in model.named_modules() if name == layer or name.endswith("." + layer)]
+    if len(found) != 1:
+        names = ", ".join(name for name, _ in model.named_modules() if name) or "none"
+        what = "no submodule" if not found else f"{len(found)} submodules"
+        raise HarnessError(f"representation attack: {what} named '{layer}' in the model (its submodules: {names}); "
+                           f"set the attack's layer option")
+    return found[0][1]
+
+
+class _Stop(Exception):
+    """Raised by the pre-hook once the layer's input is known: nothing after it needs computing."""
+
+
+def code_of(model, layer: str):
+    """``x -> the input of submodule layer`` when ``model`` sees x, differentiable."""
+    module = _submodule(model, layer)
+
+    def code(x):
+        captured = []
+
+        def hook(_module, args):
+            captured.append(args[0])
+            raise _Stop
+
+        handle = module.register_forward_pre_hook(hook)
+        try:
+            model(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            from harness.errors import HarnessError
+
+            raise HarnessError(f"representation attack: the forward pass never reached '{layer}'")
+        return captured[0].flatten(1)
+    return code
+
+
+def distance(code, clean, loss: str):
+    """Per image: 1 - cos(code, clean) or ||code - clean||_2."""
+    import torch.nn.functional as F
+
+    if loss == "cosine":
+        return 1 - F.cosine_similarity(code, clean, dim=1, eps=1e-12)
+    return (code - clean).norm(dim=1)
+
+
+def build(model, eps: float, options: dict):
+    import torch
+
+    code = code_of(model, options["layer"])
+
+    def attack(x, y):
+        with torch.no_grad():
+            clean = code(x)
+        generator = torch.Generator().manual_seed(options["seed"])
+        adv = x.clone()
+        if options["random_start"]:
+            adv = (x + (torch.rand(x.shape, generator=generator) * 2 - 1).to(x) * eps).clamp(0, 1)
+        best = x.clone()
+        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(options["steps"]):
+            adv.requires_grad_(True)
+            grad, = torch.autograd.grad(distance(code(adv), clean, options["loss"]).sum(), adv)
+            with torch.no_grad():
+                adv = adv + options["alpha"] * grad.sign()
+                adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
+                wrong = model(adv).argmax(1) != y
+            best[wrong & ~fooled] = adv[wrong & ~fooled]
+            fooled |= wrong
+        best[~fooled] = adv[~fooled]
+        return best.detach()
+    return attack
+
+
+@hookimpl
+def harness_register_attacks(register):
+    register(Attack(name="representation", backend="torch", build=build, defaults=DEFAULTS, check=_check,
+                    steps_option="steps",
+                    description="PGD on a hidden layer's code: push it away from the clean image's, score the head"))
