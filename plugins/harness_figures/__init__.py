@@ -144,6 +144,44 @@ def diagnose_integrity(model_file: Path, temperature: float, data_dir: str | Non
         raise SystemExit(1)
 
 
+@diagnose_group.command("geometry")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--T", "temperatures", type=float, multiple=True, default=(1.0, 1e3, 1e4, 1e5), show_default=True,
+              help="Logit views (logits / T) whose input gradients are measured; repeat the option.")
+@click.option("--layer", default="fc2", show_default=True,
+              help="Submodule whose input is the hidden code (its share of active units).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV to write (default: RUN_DIR/geometry.csv).")
+@click.option("--cache-dir", envvar="HARNESS_CACHE", default=None, type=click.Path(file_okay=False),
+              help="Model cache to read weights from when the run keeps sidecars only (default: "
+                   "$HARNESS_CACHE, else the user cache).")
+@data_dir_option
+@device_option
+def diagnose_geometry(run_dir: Path, temperatures: tuple[float, ...], layer: str, out: Path | None,
+                      cache_dir: str | None, data_dir: str | None, device: str) -> None:
+    """What each model of a run looks like near the data, on the run's own test images: median logit
+    margin, logit scale, linearised L-inf distance to the decision boundary, share of active hidden units,
+    and per logit view T the share of zero input gradients and their median L1 norm
+    (plugins/harness_figures/geometry.py). One CSV row per model and T."""
+    from harness.atomic import replace_atomically
+    from harness.cache import cache_dir as resolve_cache_dir
+    from harness.device import resolve_device
+    from harness.errors import HarnessError
+    from harness_figures.geometry import run_geometry
+
+    bad = [T for T in temperatures if not T > 0]
+    if bad:
+        raise click.BadParameter(f"expected positive temperatures, got {bad[0]:g}", param_hint="--T")
+    if not (run_dir / "suite.toml").is_file():
+        raise HarnessError(f"{run_dir}: not a run directory (no suite.toml); give the --out folder of a harness run")
+    table = run_geometry(run_dir, data_root(data_dir), temperatures, resolve_cache_dir(cache_dir),
+                         resolve_device(device), layer, progress=lambda line: click.echo(line, err=True))
+    out = out or run_dir / "geometry.csv"
+    replace_atomically(out, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    click.echo(str(out))
+
+
 @hookimpl
 def harness_register_commands(register):
     register(show_group)  # not named `show`: importing the submodule show would replace it
