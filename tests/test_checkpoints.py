@@ -126,3 +126,20 @@ def test_stop_after_unset_stays_out_of_the_model_hash_and_bad_values_are_one_lin
     result = CliRunner().invoke(cli, ["run", str(write_suite(SUITE.replace("stop_after = 2", "stop_after = 9"),
                                                              "bad.toml")), "--out", str(tmp_path / "out")])
     assert_one_line_error(result, "models.e2.stages.0", "stop_after", "between 1 and epochs = 4", "got 9")
+
+
+def test_the_why_suite_reuses_the_seeds_run_s_models_and_names_its_checkpoints_in_order(registry):
+    from pathlib import Path
+
+    from harness.cache import model_identity
+    from harness.suite import load_suite
+
+    suites = Path(__file__).resolve().parents[1] / "suites"
+    why, seeds = (load_suite(suites / name, registry) for name in ("thesis-why.toml", "thesis-seeds.toml"))
+    for key in ("bio", "bp"):  # trained once, by whichever run gets there first
+        assert model_identity(why, registry, "mnist", key, 0)[1] == model_identity(seeds, registry, "mnist", key, 0)[1]
+    assert why.test_subset == seeds.test_subset
+    order = list(dict.fromkeys(cell.model for cell in why.cells))
+    stops = [why.models[k].stages[0].options.get("stop_after") for k in order if k.startswith("bio-e")]
+    assert stops == sorted(stops) == [20, 50, 100, 200, 500]  # each checkpoint continues from the one before
+    assert order.index("bio") > order.index("bio-e500")  # and the full schedule from the last

@@ -680,3 +680,10 @@ def test_dataset_axis_from_a_list_of_datasets(write_suite, registry):
     assert {c.dataset for c in narrowed.cells} == {"fashion-mnist"}
     with pytest.raises(SuiteError, match=r"grid\.dataset: 'digits' is not declared"):
         load_suite(write_suite(BASE.replace("[grid]\n", '[grid]\ndataset = ["digits"]\n'), "d.toml"), registry)
+
+
+def test_every_committed_suite_loads(registry):
+    suites = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.toml"))
+    assert len(suites) >= 10
+    for path in suites:
+        assert load_suite(path, registry).cells, path.name
