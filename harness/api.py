@@ -152,6 +152,15 @@ class Attack:
     noise of the same size, not an attack: an attack that does worse than it is broken or fooled.
     ``requires`` names the distributions the attack runs on (e.g. ``("torchattacks",)``): their
     versions are recorded with every trained model and run (``run.json``).
+
+    A ``transfer`` attack makes its adversarial examples on another model of the suite and the cell
+    scores them on its own. Its options must include ``source`` (a model key of the suite: the same
+    dataset and seed as the cell, trained first if need be), ``source_defense`` (a defense key, or
+    "none": the view of the source the examples are made through) and ``via`` (an attack key of the
+    suite: the white-box attack run on the source). The core checks the keys when the suite loads, puts
+    the source's configuration into the cell's hash, and calls ``build(model, eps, options)`` with
+    ``options["source"]`` the source module in its view and ``options["via"]`` a function
+    ``(module, eps) -> attack`` that builds the ``via`` attack with its suite options.
     """
 
     name: str
@@ -169,12 +178,15 @@ class Attack:
     baseline: bool = False
     requires: tuple[str, ...] = ()
     classes_option: str | None = None
+    transfer: bool = False
 
     @property
     def kind(self) -> str:
-        """single-step, iterative, minimal, gradient-free or baseline: what the checks compare."""
+        """single-step, iterative, minimal, gradient-free, transfer or baseline: what the checks compare."""
         if self.baseline:
             return "baseline"
+        if self.transfer:
+            return "transfer"
         if self.gradient_free:
             return "gradient-free"
         if self.minimal:

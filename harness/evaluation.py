@@ -48,8 +48,10 @@ def one_line(exc: BaseException) -> str:
 class Evaluation:
     """Turns cells into outcomes for one suite; ``registry`` is called when needed."""
 
-    def __init__(self, suite: Suite, registry: Callable[[], Registry], device, progress) -> None:
+    def __init__(self, suite: Suite, registry: Callable[[], Registry], device, progress,
+                 obtain: Callable[[str, str, int], Any] | None = None) -> None:
         self.suite, self._registry, self.device, self.progress = suite, registry, device, progress
+        self.obtain = obtain  # (dataset, model key, seed) -> trained module: a transfer attack's source
 
     @property
     def registry(self) -> Registry:
@@ -89,7 +91,7 @@ class Evaluation:
             start = time.perf_counter()
             robust, gap, longer = clean.correct, NAN, None
             if cell.eps > 0:
-                options = dict(attack.options)
+                options = self.transfer_options(cell, evaluator) if attack.transfer else dict(attack.options)
                 seed_host_rngs(cell.seed)
                 robust = evaluator.robust(wrapped, spec.build(wrapped, cell.eps, options), spec, cell.eps,
                                           cell.seed, clean.correct)
@@ -119,6 +121,20 @@ class Evaluation:
         seed_host_rngs(cell.seed)
         return evaluator.robust(wrapped, spec.build(wrapped, cell.eps, longer), spec, cell.eps, cell.seed,
                                 clean.correct, limit=images)
+
+    def transfer_options(self, cell: Cell, evaluator: Evaluator) -> dict[str, Any]:
+        """A transfer attack's options with its source model (in its view) and its ``via`` attack resolved
+        (harness.api.Attack.transfer)."""
+        options = dict(self.suite.attacks[cell.attack].options)
+        if self.obtain is None:
+            raise HarnessError(f"attack {cell.attack}: a transfer attack needs the suite's other models; "
+                               f"run it with `harness run`")
+        source, _ = self.wrap(self.obtain(cell.dataset, options["source"], cell.seed), options["source_defense"],
+                              evaluator)
+        via = self.suite.attacks[options["via"]]
+        via_spec = self.registry.attacks.get(via.plugin, via.backend)
+        return {**options, "source": source,
+                "via": lambda module, eps: via_spec.build(module, eps, dict(via.options))}
 
     def wrap(self, module, defense_key: str, evaluator: Evaluator):
         """(the module the attacks see, the logit temperature T it applies: 1.0 unless the defense

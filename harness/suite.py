@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from harness import sample
 from harness.errors import HarnessError, SuiteError
 from harness.grid import expand_grid
-from harness.registry import Registry
+from harness.registry import Registry, did_you_mean
 from harness.resolve import describe as _describe
 from harness.suitecheck import NO_DEFENSE, SAFE_NAME, Cell, SuiteChecker
 
@@ -37,6 +37,7 @@ class Component:
     backend: str | None = None
     stages: tuple["Stage", ...] = ()
     fingerprint: str = ""  # a pretrained model's content identity (Model.fingerprint); "" for others
+    transfer: bool = False  # an attack made on another model of the suite (harness.api.Attack.transfer)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,13 @@ class Suite:
                   "attack": [attack.plugin, attack.backend, attack.options], "eps": cell.eps}
         if self.test_subset is not None:  # only then: every other cell keeps its hash
             config["test_subset"] = self.test_subset.config()
+        if attack.transfer:  # only then, too: what the examples are made on is part of the cell
+            source_defense = self.defenses.get(attack.options["source_defense"])
+            via = self.attacks[attack.options["via"]]
+            config["source"] = {"model": self.model_config(cell.dataset, attack.options["source"], cell.seed),
+                                "defense": None if source_defense is None else [source_defense.plugin,
+                                                                                source_defense.options],
+                                "via": [via.plugin, via.backend, via.options]}
         return config
 
 
@@ -160,6 +168,7 @@ def suite_from_data(raw: dict[str, Any], path: Path, registry: Registry) -> Suit
                     "" if "name" in meta else f" (from the file name '{path.name}'; set [suite] name)")
     if NO_DEFENSE in suite.defenses:
         raise check.fail(f"defenses.{NO_DEFENSE}", f"'{NO_DEFENSE}' is reserved for the bare model; rename it")
+    _check_transfers(check, suite, registry)
     suite.cells = expand_grid(check, raw.get("grid"), suite, registry)
     return suite
 
@@ -249,5 +258,27 @@ def _components(check: SuiteChecker, registry: Registry, raw: Mapping[str, Any],
             spec = _lookup(check, registry, section, name, f"{where}.{field_name}")
         options = check.options(entry, spec, reserved, where, f"{field_name} '{spec.name}'")
         check.plugin_check(spec, options, where)
-        result[key] = Component(key, spec.name, options, backend=backend)
+        result[key] = Component(key, spec.name, options, backend=backend, transfer=getattr(spec, "transfer", False))
     return result
+
+
+def _check_transfers(check: SuiteChecker, suite: "Suite", registry: Registry) -> None:
+    """Each transfer attack names a model, a defense (or "none") and a non-transfer attack of the suite."""
+    for key, attack in suite.attacks.items():
+        if not attack.transfer:
+            continue
+        where = f"attacks.{key}"
+        for option, known, what in (("source", suite.models, "model"),
+                                    ("source_defense", [NO_DEFENSE, *suite.defenses], "defense"),
+                                    ("via", suite.attacks, "attack")):
+            value = attack.options[option]
+            if value not in known:
+                raise check.fail(f"{where}.{option}", f"expected a {what} key of this suite "
+                                 f"({', '.join(known)}), got {value!r}{did_you_mean(str(value), list(known))}")
+        via = suite.attacks[attack.options["via"]]
+        spec = registry.attacks.get(attack.plugin, attack.backend)
+        via_spec = registry.attacks.get(via.plugin, via.backend)
+        if via.transfer or via_spec.minimal or via_spec.norm != spec.norm:
+            raise check.fail(f"{where}.via", f"expected an eps-bounded {spec.norm} attack run on the source (not a "
+                             f"transfer or minimum-norm attack: the examples are scored in the {spec.norm} ball), "
+                             f"got '{attack.options['via']}'")

@@ -202,7 +202,8 @@ class Worker:
 
     @property
     def evaluation(self) -> Evaluation:
-        return Evaluation(self.suite, lambda: self.registry, self.device, self.progress)
+        return Evaluation(self.suite, lambda: self.registry, self.device, self.progress,
+                          obtain=lambda dataset, key, seed: self.model(dataset, key, seed)[0])
 
     def model(self, dataset: str, key: str, seed: int):
         """(module, model_hash): from ``OUT/models``, else the cache, else trained and stored in both."""

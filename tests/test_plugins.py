@@ -31,7 +31,7 @@ BUILT_INS = {
                     "square", "autoattack")},
                 **{f"{name}@art": "art" for name in (
                     "fgsm", "pgd", "cw", "deepfool", "hopskipjump", "square", "autoattack")},
-                "noise@torch": "noise", "representation@torch": "adaptive", "noise-l2@torch": "noise"},
+                "noise@torch": "noise", "representation@torch": "adaptive", "transfer@torch": "adaptive", "noise-l2@torch": "noise"},
     "defenses": {"logit-scale": "rescale"},
     "executors": {"local": "local", "ray": "ray"},
 }

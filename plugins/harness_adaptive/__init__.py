@@ -1,4 +1,8 @@
-"""Built-in attack ``representation`` (backend ``torch``): an attack on a hidden layer's code.
+"""Built-in attacks that adapt to what the Hebbian net is (backend ``torch``): ``representation``, an
+attack on a hidden layer's code, and ``transfer``, adversarial examples made on another model of the
+suite and scored on the cell's (see the end of this docstring).
+
+``representation``:
 
 Within the eps-ball (L-inf), PGD pushes the code a layer receives (by default ``fc2``'s input: the
 Hebbian layer's RePU output that the head reads) away from the clean image's code; the head's decision
@@ -15,6 +19,14 @@ random start in the ball, signed-gradient steps of ``alpha``, projection back.
 ``loss = "cosine"`` (default) maximises 1 - cos(code, clean code): scale-free, which matters for
 RePU^4.5, whose codes span many orders of magnitude (a Euclidean distance would follow the one or two
 strongest units). ``loss = "l2"`` maximises the Euclidean distance instead.
+
+``transfer`` (harness.api.Attack.transfer): ``source`` names a model of the suite (same dataset and
+seed as the cell), ``source_defense`` the view of it the examples are made through ("none" or a defense
+key, e.g. a logit rescaler), ``via`` the suite's attack that makes them (e.g. "autoattack"). The core
+resolves the three when the suite loads and before the cell runs; this attack only runs ``via`` on the
+source. A transfer attack that beats the white-box attacks on the target is a classic sign that the
+target's gradients mislead (Athalye et al. 2018); one whose source is the cell's own model and view
+makes exactly the white-box attack's examples (tests/test_attacks.py).
 """
 
 from __future__ import annotations
@@ -116,8 +128,19 @@ def build(model, eps: float, options: dict):
     return attack
 
 
+TRANSFER_DEFAULTS = {"source": "", "source_defense": "none", "via": ""}  # the core checks the keys
+
+
+def build_transfer(model, eps: float, options: dict):
+    """``via`` run on the source (both resolved by the core); the cell scores the result on ``model``."""
+    return options["via"](options["source"], eps)
+
+
 @hookimpl
 def harness_register_attacks(register):
+    register(Attack(name="transfer", backend="torch", build=build_transfer, defaults=TRANSFER_DEFAULTS,
+                    transfer=True,
+                    description="adversarial examples made on another model of the suite (source, via), scored here"))
     register(Attack(name="representation", backend="torch", build=build, defaults=DEFAULTS, check=_check,
                     steps_option="steps",
                     description="PGD on a hidden layer's code: push it away from the clean image's, score the head"))
