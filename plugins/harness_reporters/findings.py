@@ -29,6 +29,7 @@ from harness_reporters.document import Document, Figure, Section, Table, Text, t
 from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figure
 from harness_reporters.findings_spec import RunRef, Spec, check_model, read_spec
 from harness_reporters.findings_sweep import SweepData, entries_of, sweep_data, sweep_section
+from harness_reporters.findings_why import why_data, why_section
 from harness_reporters.report_format import fmt_T, pct, with_interval
 from harness_reporters.report_run import Run, load_run
 
@@ -450,7 +451,7 @@ def views_section(spec: Spec, head: Headline) -> Section:
 def reproduce_section(spec: Spec, command: str) -> Section:
     section = Section("reproduce", "Reproduce and check", short="Reproduce")
     runs = [("headline", spec.headline)] + ([("thesis protocol", spec.thesis)] if spec.thesis else []) + (
-        [("sweep", spec.sweep.run)] if spec.sweep else [])
+        [("sweep", spec.sweep.run)] if spec.sweep else []) + ([("why", spec.why.sweep.run)] if spec.why else [])
     rows = [[role, f"`{run.suite}`", f"`{_rel(run.directory)}`", f"`{run_command(run)}`"] for role, run in runs]
     section.add(Table(["part", "suite", "committed tables", "command (resumes an interrupted run)"], rows,
                       caption="each part of this page, its suite and the command that reproduces its tables"))
@@ -471,6 +472,11 @@ def build(spec: Spec, resamples: int = RESAMPLES, command: str = "") -> Document
     if sweep is not None:
         figure = sweep_figure(sweep.points, sweep.reference, spec.sweep.reference)
         sections.append(sweep_section(sweep, spec.a, run_command(spec.sweep.run), spec.sweep.run.suite, figure))
+    if spec.why is not None:
+        why = why_data(spec.why, spec.eps, spec.a, resamples, spec.path)
+        run = spec.why.sweep.run
+        figure = sweep_figure(why.sweep.points, why.sweep.reference, spec.why.sweep.reference)
+        sections.append(why_section(why, spec.a, run_command(run), run.suite, figure))
     sections.append(reproduce_section(spec, command or f"harness findings {_rel(spec.path)}"))
     meta = [("findings file", f"`{_rel(spec.path)}`"), ("question", f"is `{spec.a}` more robust than `{spec.b}`?"),
             ("intervals", f"95 %; bootstrap and permutation resamples: {resamples}")]

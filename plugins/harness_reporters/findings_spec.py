@@ -34,6 +34,17 @@ project root (the directory ``harness`` runs in, where the reproduce commands ar
     control = true                # shown, not ranked among the factors that move robustness
     points = [["Hebbian (base)", "bio"], ["frozen random", "random"]]
 
+    [why]                         # optional: the mechanism run (suites/thesis-why.toml), read as a sweep
+    run = "thesis-why"            # (the keys of [sweep]) plus:
+    suite = "suites/thesis-why.toml"
+    seeds = 3
+    reference = "bp"
+    schedule = ["bio-s100", "bio-e100"]   # optional: a pair whose worst cases are compared (two-level)
+    geometry = "geometry.csv"     # optional: `harness diagnose geometry`'s table inside the run
+    [[why.factors]]
+    name = "Hebbian epochs"
+    points = [["20", "bio-e20"], ["1000", "bio"]]
+
 Every problem is one line naming the file and the key (exit code 2 from the command).
 """
 
@@ -72,6 +83,16 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Why:
+    """The mechanism run: factors as a sweep's (checkpoints, schedule, controls) plus what the "Why"
+    section relates robustness to."""
+
+    sweep: Sweep
+    geometry: str = "geometry.csv"        # `harness diagnose geometry` output, inside the run directory
+    schedule: tuple[str, str] | None = None  # [model, the model it is paired with], e.g. the two 100-epoch nets
+
+
+@dataclass(frozen=True)
 class Spec:
     path: Path
     out: Path
@@ -84,6 +105,7 @@ class Spec:
     thesis: RunRef | None
     sweep: Sweep | None
     also: tuple[str, ...] = ()   # [headline] also: more models of the headline run compared with a, each
+    why: Why | None = None       # [why]: the mechanism section
 
 
 class _Reader:
@@ -136,7 +158,7 @@ def read_spec(path: Path | str) -> Spec:
         raise HarnessError(str(exc).replace("suite file", "findings file").replace(
             "; check the path (suites live under suites/)", "; pass FINDINGS_FILE, or run in the project's root "
             "(where results/findings.toml is)").replace("a suite is", "a findings file is")) from None
-    _known({"findings", "headline", "thesis", "sweep"}, raw, reader, "")
+    _known({"findings", "headline", "thesis", "sweep", "why"}, raw, reader, "")
     top = reader.table(raw, "findings")
     _known({"out", "images", "a", "b", "eps"}, top, reader, "findings")
     eps = top.get("eps")
@@ -156,23 +178,37 @@ def read_spec(path: Path | str) -> Spec:
                 a=reader.text(top, "findings.a"), b=reader.text(top, "findings.b"), eps=[float(e) for e in eps],
                 headline=reader.run(raw, "headline"), attack=reader.text(headline, "headline.attack"),
                 thesis=reader.run(raw, "thesis") if thesis is not None else None,
-                sweep=_sweep(raw, reader), also=tuple(also))
+                sweep=_sweep(raw, reader), also=tuple(also), why=_why(raw, reader))
 
 
-def _sweep(raw: dict, reader: _Reader) -> Sweep | None:
-    table = reader.table(raw, "sweep", required=False)
+def _why(raw: dict, reader: _Reader) -> Why | None:
+    sweep = _sweep(raw, reader, "why", ("geometry", "schedule"))
+    if sweep is None:
+        return None
+    table = raw["why"]
+    schedule = table.get("schedule")
+    if schedule is not None and (not isinstance(schedule, list) or len(schedule) != 2
+                                 or not all(isinstance(m, str) and m for m in schedule)):
+        raise reader.fail("why.schedule", f"expected [model, the model it is paired with], got {schedule!r}")
+    return Why(sweep, reader.text(table, "why.geometry") if "geometry" in table else "geometry.csv",
+               tuple(schedule) if schedule else None)
+
+
+def _sweep(raw: dict, reader: _Reader, name: str = "sweep", extra: tuple[str, ...] = ()) -> Sweep | None:
+    table = reader.table(raw, name, required=False)
     if table is None:
         return None
-    _known({"run", "suite", "seeds", "reference", "why_missing", "description", "factors"}, table, reader, "sweep")
+    _known({"run", "suite", "seeds", "reference", "why_missing", "description", "factors", *extra}, table, reader,
+           name)
     seeds = table.get("seeds", 1)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise reader.fail("sweep.seeds", f"expected an integer >= 1, got {seeds!r}")
+        raise reader.fail(f"{name}.seeds", f"expected an integer >= 1, got {seeds!r}")
     factors = table.get("factors")
     if not isinstance(factors, list) or not factors:
-        raise reader.fail("sweep.factors", "expected [[sweep.factors]] tables, each with a name and points")
+        raise reader.fail(f"{name}.factors", f"expected [[{name}.factors]] tables, each with a name and points")
     parsed = []
     for index, factor in enumerate(factors):
-        where = f"sweep.factors[{index}]"
+        where = f"{name}.factors[{index}]"
         if not isinstance(factor, dict):
             raise reader.fail(where, "expected a table with a name and points")
         _known({"name", "points", "control"}, factor, reader, where)
@@ -184,10 +220,10 @@ def _sweep(raw: dict, reader: _Reader) -> Sweep | None:
                 isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and s for s in p) for p in points)):
             raise reader.fail(f"{where}.points", f"expected a list of [label, model key] pairs, got {points!r}")
         parsed.append(Factor(reader.text(factor, f"{where}.name"), [(label, key) for label, key in points], control))
-    return Sweep(run=reader.run(raw, "sweep"), seeds=seeds, reference=reader.text(table, "sweep.reference"),
-                 why_missing=reader.text(table, "sweep.why_missing") if "why_missing" in table else "",
+    return Sweep(run=reader.run(raw, name), seeds=seeds, reference=reader.text(table, f"{name}.reference"),
+                 why_missing=reader.text(table, f"{name}.why_missing") if "why_missing" in table else "",
                  factors=parsed,
-                 description=reader.text(table, "sweep.description") if "description" in table else "")
+                 description=reader.text(table, f"{name}.description") if "description" in table else "")
 
 
 def check_model(spec_path: Path, key: str, model: str, run: Run) -> None:

@@ -158,20 +158,10 @@ def _exploratory(data: SweepData) -> str:
             f"not findings.")
 
 
-def sweep_section(data: SweepData, a: str, command: str, suite: str, figure: bytes) -> Section:
+def points_table(data: SweepData, a: str) -> Table:
+    """One line per point: clean and worst-case accuracy over its seeds, the paired difference to the
+    reference, p, and the masking grade."""
     sweep = data.spec
-    section = Section("sweep", "What makes it robust: one factor at a time", short="Factors")
-    about = sweep.description or data.run.description
-    section.add(Text(f"Suite `{suite}`, committed run `{sweep.run.directory.name}`; reproduce with `{command}` "
-                     f"(it resumes where it stopped). {about}. Each point: clean accuracy and "
-                     f"worst-case robust accuracy (%) as the mean over its seeds with a 95 % interval (t over "
-                     f"seeds, widened to at least Wilson over the images), its paired difference to "
-                     f"`{sweep.reference}` of the same seeds on the same images (two-level bootstrap over seeds and "
-                     f"images, so the interval includes the seed spread; one seed: bootstrap over images and "
-                     f"exact McNemar, the images only), and the "
-                     f"masking grade (what the checks found, and those the grid could not run). With 3 seeds the bootstrap over seeds "
-                     f"understates their spread (it sees 3 values), so read these intervals as the narrowest "
-                     f"plausible. {_exploratory(data)}"))
     budgets = sorted({e for p in data.points for e in p.worst})
     columns = ["factor", "value", "model", "seeds", "clean"]
     for eps in budgets:
@@ -193,10 +183,28 @@ def sweep_section(data: SweepData, a: str, command: str, suite: str, figure: byt
         rows.append(cells)
         flagged.append(bool(grades))
     numeric = {c for c in columns if c not in ("factor", "value", "model", "masking grade")}
-    section.add(Table(columns, rows, flagged, numeric=numeric,
-                      caption=f"{a} variants and controls, each against `{sweep.reference}` (its own worst case, "
-                              f"mean over its seeds: " + ", ".join(f"{pct(data.reference[e])} % at ε = {e:g}" for e in
-                                                                   budgets if e in data.reference) + ")"))
+    means = ", ".join(f"{pct(data.reference[e])} % at ε = {e:g}" for e in budgets if e in data.reference)
+    return Table(columns, rows, flagged, numeric=numeric,
+                 caption=f"{a} variants and controls, each against `{sweep.reference}` (its own worst case, "
+                         f"mean over its seeds: {means})")
+
+
+def sweep_section(data: SweepData, a: str, command: str, suite: str, figure: bytes) -> Section:
+    sweep = data.spec
+    section = Section("sweep", "What makes it robust: one factor at a time", short="Factors")
+    about = sweep.description or data.run.description
+    section.add(Text(f"Suite `{suite}`, committed run `{sweep.run.directory.name}`; reproduce with `{command}` "
+                     f"(it resumes where it stopped). {about}. Each point: clean accuracy and "
+                     f"worst-case robust accuracy (%) as the mean over its seeds with a 95 % interval (t over "
+                     f"seeds, widened to at least Wilson over the images), its paired difference to "
+                     f"`{sweep.reference}` of the same seeds on the same images (two-level bootstrap over seeds and "
+                     f"images, so the interval includes the seed spread; one seed: bootstrap over images and "
+                     f"exact McNemar, the images only), and the "
+                     f"masking grade (what the checks found, and those the grid could not run). With 3 seeds the bootstrap over seeds "
+                     f"understates their spread (it sees 3 values), so read these intervals as the narrowest "
+                     f"plausible. {_exploratory(data)}"))
+    budgets = sorted({e for p in data.points for e in p.worst})
+    section.add(points_table(data, a))
     if data.effects:
         effect_rows = [[f"{eps:g}", e.factor, f"{100 * e.spread:.1f}",
                         f"{e.low_label}: {with_interval(e.low_value, *e.low_interval)}",
