@@ -24,7 +24,8 @@ DIST = "robustness-harness"
 BUILT_INS = {
     "datasets": {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "digits": "digits", "cifar10": "cifar10"},
     "learners": {"hebbian": "hebbian", "backprop": "backprop", "random": "random", "oja": "oja",
-                 "adversarial": "adversarial"},
+                 "adversarial": "adversarial", "pepita": "pepita",
+                 **{mode: "biotorch" for mode in ("fa", "dfa", "usf", "brsf", "frsf")}},
     "models": {"repu": "repu", "external": "external"},
     "attacks": {**{f"{name}@torchattacks": "torchattacks" for name in (
                     "fgsm", "bim", "pgd", "pgd-l2", "cw", "deepfool", "apgd-ce", "apgd-dlr", "apgd-t", "fab",
