@@ -136,7 +136,7 @@ class Attack:
     result as a success only where the perturbation's norm is at most eps. ``gradient_free`` marks
     score- or decision-based attacks (Square, HopSkipJump), which gradient masking cannot fool.
     ``steps_option`` names the option holding the iteration count, so the evaluation can check that
-    more iterations would not have found more (see harness/diagnostics.py). ``classes_option`` names
+    more iterations would not have found more (see harness/results/diagnostics.py). ``classes_option`` names
     the option holding the number of classes the attack picks target classes from (``harness eval``
     sets it to the dataset's class count). A ``baseline`` is random
     noise of the same size, not an attack: an attack that does worse than it is broken or fooled.
@@ -204,20 +204,20 @@ class Executor:
     by ``check``).
 
     ``run(plan, options)`` returns an iterator (write it as a generator) of
-    :class:`harness.worker.Outcome`, one per cell of ``plan``, each yielded as soon as its cell is
+    :class:`harness.run.worker.Outcome`, one per cell of ``plan``, each yielded as soon as its cell is
     done, in any order. The runner stays in charge of the run directory: it only hands over the
     cells that have no ``ok`` row yet, writes each outcome's row to ``results.csv`` atomically as
     it arrives, and writes the end-of-run checks. An executor writes nothing there itself.
 
-    ``plan`` (:class:`harness.worker.Plan`) holds:
+    ``plan`` (:class:`harness.run.worker.Plan`) holds:
 
-    - ``groups``: the cells to run, as :class:`harness.worker.Group` (``dataset``, ``model``,
+    - ``groups``: the cells to run, as :class:`harness.run.worker.Group` (``dataset``, ``model``,
       ``seed``, ``cells``): the cells of a group share one trained model;
-    - ``worker``: a :class:`harness.worker.Worker`. ``worker.run_group(group, stopping)`` runs a
+    - ``worker``: a :class:`harness.run.worker.Worker`. ``worker.run_group(group, stopping)`` runs a
       group in this process (what ``local`` does). The worker pickles to a few kilobytes and works
       in any process that has the harness and the same plugins installed and sees the data root
       and the model cache: ``worker.train(group)`` trains the group's model (or finds it) and
-      stores it in ``OUT/models`` and the shared cache, returning a :class:`harness.worker.Trained`;
+      stores it in ``OUT/models`` and the shared cache, returning a :class:`harness.run.worker.Trained`;
       ``worker.run_cell(cell, model_hash)`` then loads that model from the cache and returns the
       cell's outcome; ``worker.failed(cell, message)`` is the outcome of a cell that could not run;
     - ``stopping()``: true after Ctrl-C. Submit no new cell, yield the outcomes of the cells

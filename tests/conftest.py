@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.threads import set_math_environment
+from harness.kit.threads import set_math_environment
 
 set_math_environment()  # as the CLI does, before anything below imports torch
 
@@ -40,7 +40,7 @@ def _no_user_model_cache():
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The real MNIST files, fetched and verified once (HARNESS_DATA or the user cache dir)."""
-    from harness.options import default_data_root
+    from harness.kit.cli_options import default_data_root
 
     root = Path(os.environ.get("HARNESS_DATA") or default_data_root())
     root.mkdir(parents=True, exist_ok=True)
@@ -226,8 +226,8 @@ def small_run(mnist_root, tmp_path_factory):
     Returns (suite, results DataFrame, output directory)."""
     import torch
 
-    from harness.runner import Runner
-    from harness.suite import load_suite
+    from harness.run.runner import Runner
+    from harness.suite.load import load_suite
 
     torch.set_num_threads(2)
     directory = tmp_path_factory.mktemp("small")

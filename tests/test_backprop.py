@@ -9,7 +9,7 @@ import torch
 from harness.api import TrainContext
 from harness.errors import SuiteError
 from harness.plugins import load_registry
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 
 
 def context(model, params, options, data, seed=0):
@@ -156,10 +156,10 @@ def test_bad_options_are_suite_errors(write_suite, stage, key, hint):
 
 
 def test_adam_is_fused_where_torch_has_it_and_updates_like_the_default():
-    """harness.optim.adam takes torch's fused kernel (CPU since torch 2.4) and steps like for-each Adam."""
+    """harness.kit.optim.adam takes torch's fused kernel (CPU since torch 2.4) and steps like for-each Adam."""
     import torch
 
-    from harness.optim import adam
+    from harness.kit.optim import adam
 
     torch.manual_seed(0)
     start = torch.randn(50, 30)

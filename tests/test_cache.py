@@ -16,12 +16,12 @@ from click.testing import CliRunner
 
 from harness import hookimpl
 from harness.api import Learner
-from harness.cache import ModelCache, model_identity
+from harness.run.cache import ModelCache, model_identity
 from harness.cli import cli
 from harness.plugins import load_registry
-from harness.results import TIMING_COLUMNS, read_results
-from harness.runner import Runner
-from harness.suite import load_suite
+from harness.results.table import TIMING_COLUMNS, read_results
+from harness.run.runner import Runner
+from harness.suite.load import load_suite
 from harness.testing import assert_one_line_error
 
 SUITE = """
@@ -128,10 +128,10 @@ def test_the_key_covers_learner_options_seed_and_versions_not_the_device(counted
     assert config["versions"]["robustness-harness"]  # the distribution of mnist, repu and the core
     assert "plugin counting_plugin" in config["versions"]  # registered in code: named, no version
 
-    import harness.cache
+    import harness.run.cache
 
-    real = harness.cache._version
-    monkeypatch.setattr(harness.cache, "_version", lambda d: "9.9.9" if d == "torch" else real(d))
+    real = harness.run.cache._version
+    monkeypatch.setattr(harness.run.cache, "_version", lambda d: "9.9.9" if d == "torch" else real(d))
     assert model_identity(suite, registry, "mnist", "bp", 0)[1] != base
 
 
@@ -180,7 +180,7 @@ def test_cache_ls_and_rm(filled_cache, monkeypatch):
 
 
 def test_cache_location_options(tmp_path, monkeypatch):
-    from harness.cache import cache_dir, default_cache_dir
+    from harness.run.cache import cache_dir, default_cache_dir
 
     monkeypatch.delenv("HARNESS_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.results import read_results
+from harness.results.table import read_results
 from harness.testing import assert_one_line_error
 
 
@@ -122,7 +122,7 @@ def test_hook_trace_names_each_call_and_what_it_registered(runner, monkeypatch, 
 
 def test_results_table_never_cuts_names(tmp_path):
     """A table with many eps columns still shows the backend whole (it was `torchattac…`)."""
-    from harness.results import Row, to_frame, write_csv
+    from harness.results.table import Row, to_frame, write_csv
 
     rows = [Row(suite="s", dataset="mnist", model="bio", architecture="repu", learners="backprop[*]",
                 defense="none", defense_name="none", T=1.0, attack="pgd-long-name", attack_name="pgd",

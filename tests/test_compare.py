@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.compare import CLEAN, compare
-from harness.diagnostics import WORST, annotate
-from harness.results import Row, to_frame, write_csv
-from harness.stats import MCNEMAR, TWO_LEVEL, mcnemar_exact
+from harness_reporters.paired import CLEAN, compare
+from harness.results.diagnostics import WORST, annotate
+from harness.results.table import Row, to_frame, write_csv
+from harness.results.stats import MCNEMAR, TWO_LEVEL, mcnemar_exact
 from harness.testing import assert_one_line_error
 
 N = 40

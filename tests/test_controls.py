@@ -20,10 +20,10 @@ import harness_oja
 import harness_random
 from harness.api import TrainContext
 from harness.errors import HarnessError
-from harness.layers import layer_inputs
+from harness.kit.layers import layer_inputs
 from harness.plugins import entry_points, load_registry
-from harness.runner import Runner
-from harness.suite import load_suite
+from harness.run.runner import Runner
+from harness.suite.load import load_suite
 from harness_oja.rule import decay_term, train_oja
 
 CONTROLS = [harness_random, harness_oja, harness_adversarial]

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from harness import hookimpl
 from harness.api import Attack, Defense
 from harness.plugins import load_registry
-from harness.runner import Runner
-from harness.suite import load_suite
+from harness.run.runner import Runner
+from harness.suite.load import load_suite
 
 
 class NoisePlugin:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from harness.cli import cli
 from harness.errors import HarnessError, SuiteError
-from harness.gradients import auto_temperature, gradient_stats, zero_share_curve
+from harness.kit.gradients import auto_temperature, gradient_stats, zero_share_curve
 from harness.testing import assert_one_line_error
 
 TEMPERATURES = [10.0 ** k for k in range(6)]  # 1 ... 1e5
@@ -25,7 +25,7 @@ def nets(small_run, mnist_root):
     """(bio module, bp module, bio path, bp path, x_test, y_test): the small run's 500 test images."""
     import torch
 
-    from harness.modelstore import load_model
+    from harness.run.modelstore import load_model
     from harness.plugins import load_registry
 
     torch.set_num_threads(1)
@@ -161,7 +161,7 @@ eps = [0.1]
 
 
 def test_suite_accepts_auto_and_rejects_other_strings(write_suite, registry):
-    from harness.suite import load_suite
+    from harness.suite.load import load_suite
 
     suite = load_suite(write_suite(SUITE.replace("{T}", '"auto"')), registry)
     assert suite.defenses["rescaled"].options == {"T": "auto"}
@@ -308,7 +308,7 @@ def test_pooled_worst_case_is_blind_only_if_every_view_is():
     """Masked gradients at T = 1 do not flag a worst case that T = 1e5 also attacked unmasked; an
     unconverged attack in any one view makes it an upper bound; a single step beating PGD does not
     (the single step is pooled into the worst case too)."""
-    from harness.diagnostics import pooled_checks
+    from harness.results.diagnostics import pooled_checks
 
     masked = {"gradients": ["97.3% of input gradients are exactly zero or not finite"]}
     unconverged = {"converged": ["pgd at linf eps=0.3: ≥ 5.0 points lower with 2× steps"]}

@@ -137,9 +137,9 @@ def test_the_examples_work_together_in_a_suite(harness_plugin, write_suite, tmp_
 
     from harness.cli import cli
     from harness.plugins import load_registry
-    from harness.progress import SilentProgress
-    from harness.runner import Runner
-    from harness.suite import load_suite
+    from harness.run.progress import SilentProgress
+    from harness.run.runner import Runner
+    from harness.suite.load import load_suite
 
     for module in example_modules().values():
         harness_plugin(module)

@@ -21,10 +21,10 @@ import harness
 from harness.cli import cli
 from harness.errors import HarnessError
 from harness.plugins import load_registry
-from harness.results import read_results
-from harness.suite import config_hash, load_suite
+from harness.results.table import read_results
+from harness.suite.load import config_hash, load_suite
 from harness.testing import assert_one_line_error
-from harness.tomlwrite import to_toml
+from harness.suite.tomlwrite import to_toml
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -288,7 +288,7 @@ def test_an_external_model_needs_one_source(write_suite, registry):
 
 
 def test_an_interrupted_eval_prints_how_to_resume_it(model_dir, runner, tmp_path, monkeypatch):
-    from harness.runner import Runner, RunInterrupted
+    from harness.run.runner import Runner, RunInterrupted
 
     def interrupted(self):
         raise RunInterrupted(1, 4, self.results_path)
@@ -324,10 +324,10 @@ def test_eval_into_a_read_only_out_is_one_line_and_exit_2(model_dir, runner, tmp
 
 
 def test_eval_checks_the_run_lock_and_builds_the_model_once(model_dir, runner, tmp_path, monkeypatch):
-    from harness.evaluation_api import eval_runner
-    from harness.evaluation_suite import eval_suite, model_table
-    from harness.rundir import RunDir, run_lock
-    from harness.runner import Runner
+    from harness.own_model import eval_runner
+    from harness.suite.generate import eval_suite, model_table
+    from harness.results.rundir import RunDir, run_lock
+    from harness.run.runner import Runner
 
     out = tmp_path / "locked"
     with run_lock(RunDir(out)):
@@ -359,7 +359,7 @@ def test_eval_without_a_default_executor_says_so_without_naming_an_option_it_lac
 
 
 def test_temperature_keys_come_from_the_number_and_repeat_nothing(registry):
-    from harness.evaluation_suite import defense_tables
+    from harness.suite.generate import defense_tables
 
     tables = defense_tables("auto,1,10,100,1e5,1e+16,0.5,2.5e-7", registry)
     assert list(tables) == ["Tauto", "T1", "T10", "T1e2", "T1e5", "T1e16", "T0p5", "T2p5e-7"]
@@ -373,8 +373,8 @@ def test_temperature_keys_come_from_the_number_and_repeat_nothing(registry):
 
 
 def test_model_keys_leave_room_for_the_suite_name(tmp_path, registry):
-    from harness.evaluation_suite import SUITE_PREFIX, model_table
-    from harness.suite import SAFE_NAME
+    from harness.suite.generate import SUITE_PREFIX, model_table
+    from harness.suite.load import SAFE_NAME
 
     path = tmp_path / ("m" * 120 + ".pt")
     path.write_bytes(b"")
@@ -384,9 +384,9 @@ def test_model_keys_leave_room_for_the_suite_name(tmp_path, registry):
 
 def test_attack_names_sets_classes_and_large_budgets_come_from_the_records(registry):
     from harness.api import Attack
-    from harness.diagnostics import LARGE_EPS
-    from harness.evaluation_api import _plugin
-    from harness.evaluation_suite import attack_tables, eval_suite
+    from harness.results.diagnostics import LARGE_EPS
+    from harness.own_model import _plugin
+    from harness.suite.generate import attack_tables, eval_suite
     from harness.plugins import temporary_plugin
 
     with pytest.raises(HarnessError, match=re.escape("--attacks cw: several backends (art, torchattacks); write "
@@ -415,7 +415,7 @@ def test_an_in_memory_module_is_identified_by_its_code_too(tmp_path, monkeypatch
 
     from torch import nn
 
-    from harness.evaluation_api import module_fingerprint
+    from harness.own_model import module_fingerprint
 
     def load(folder, body):
         (tmp_path / folder).mkdir()
@@ -445,7 +445,7 @@ def test_an_in_memory_module_is_identified_by_its_code_too(tmp_path, monkeypatch
 def test_data_takes_its_class_count_from_the_model_not_the_labels():
     from torch import nn
 
-    from harness.evaluation_api import _data_plugin, _output_width
+    from harness.own_model import _data_plugin, _output_width
 
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
     x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])  # only 3 of the 10 classes present
@@ -464,7 +464,7 @@ def test_nan_logits_are_a_one_line_error():
     from torch import nn
 
     from harness.api import DataInfo
-    from harness.modelcheck import check_output
+    from harness.kit.modelcheck import check_output
 
     class Broken(nn.Module):
         def forward(self, x):
@@ -478,7 +478,7 @@ def test_nan_logits_are_a_one_line_error():
 def test_harness_eval_asks_the_registry_for_the_loader_a_model_plugin_declares(harness_plugin, monkeypatch):
     from harness import hookimpl
     from harness.api import Model
-    from harness.evaluation_suite import model_table
+    from harness.suite.generate import model_table
 
     asked = []
 

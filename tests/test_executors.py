@@ -21,13 +21,13 @@ from click.testing import CliRunner
 
 from harness import hookimpl
 from harness.api import Executor
-from harness.cache import ModelCache
+from harness.run.cache import ModelCache
 from harness.cli import cli
 from harness.errors import HarnessError, PluginError
 from harness.plugins import load_registry
-from harness.results import TIMING_COLUMNS, read_results
-from harness.runner import Runner
-from harness.suite import load_suite
+from harness.results.table import TIMING_COLUMNS, read_results
+from harness.run.runner import Runner
+from harness.suite.load import load_suite
 from harness.testing import assert_one_line_error
 
 SUITE = """
@@ -212,7 +212,7 @@ def test_this_process_never_imported_ray():
 
 def test_the_default_executor_is_the_one_that_says_so(harness_plugin, monkeypatch):
     """The core names no executor: `--executor` defaults to the record with default=True."""
-    from harness.runner import default_executor
+    from harness.run.runner import default_executor
 
     assert default_executor(load_registry()) == "local"
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "local")

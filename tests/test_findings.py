@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from test_compare import CELLS, write_run
 
 from harness.cli import cli
-from harness.stats import mcnemar_exact, p_clause
+from harness.results.stats import mcnemar_exact, p_clause
 from harness.testing import assert_one_line_error
 
 
@@ -192,7 +192,7 @@ def test_findings_help_says_where_the_page_goes():
 
 
 def test_the_thesis_figure_table_names_each_models_own_strongest_view(tmp_path):
-    from harness.results import read_results, write_csv
+    from harness.results.table import read_results, write_csv
 
     # eps 0.15, FGSM: bio is weakest through T1e5 (10 of 40 robust), bp through T1 (4 of 40); the first 36
     # images are clean-correct, so among them: bio 10 / 36, bp 4 / 36

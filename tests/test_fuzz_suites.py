@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from harness.cli import cli
 from harness.errors import SuiteError
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 
 QUICK_TEXT = (Path(__file__).parent.parent / "suites" / "quick.toml").read_bytes()
 QUICK = tomllib.loads(QUICK_TEXT.decode())

@@ -1,4 +1,4 @@
-"""Per-row, graded masking flags (harness/diagnostics.py) on hand-made tables with real per-image
+"""Per-row, graded masking flags (harness/results/diagnostics.py) on hand-made tables with real per-image
 outcome files: which rows each check flags, the paired convergence test, the grades' columns, the
 worst case, and the reasons the terminal lists."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from harness import diagnostics
-from harness.results import COLUMNS, flag_notes, line_flag, summary_table
+from harness.results import diagnostics
+from harness.results.table import COLUMNS, flag_notes, line_flag, summary_table
 
 N = 200
 
@@ -142,7 +142,7 @@ def test_harness_results_prints_the_reasons_under_the_table(tmp_path):
     from click.testing import CliRunner
 
     from harness.cli import cli
-    from harness.results import write_csv
+    from harness.results.table import write_csv
 
     cells = [("T1", "pgd", "iterative", 0.1, 170, None), ("T1e5", "pgd", "iterative", 0.1, 120, 100)]
     write_csv(make_run(tmp_path, cells, zero_grad=(0.9, 0.0)), tmp_path / "results.csv")
@@ -158,8 +158,8 @@ def test_harness_results_prints_the_reasons_under_the_table(tmp_path):
 
 
 def test_leaderboard_lines_carry_only_their_own_flags_and_an_interval(tmp_path):
-    from harness.results import write_csv
-    from harness.stats import proportion_interval
+    from harness.results.table import write_csv
+    from harness.results.stats import proportion_interval
     from harness_reporters.leaderboard import leaderboard
 
     cells = [("T1", "pgd", "iterative", 0.1, 170, None), ("T1", "pgd", "iterative", 0.2, 160, None),
@@ -202,8 +202,8 @@ def test_regrade_rewrites_the_grades_of_a_finished_run_not_its_numbers(tmp_path)
     import shutil
     from pathlib import Path
 
-    from harness.regrade import regrade
-    from harness.results import read_results
+    from harness.results.regrade import regrade
+    from harness.results.table import read_results
 
     source = Path(__file__).resolve().parents[1] / "results" / "thesis-strong"
     copy = tmp_path / "thesis-strong"

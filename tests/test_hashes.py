@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.cache import model_identity
-from harness.diagnostics import WORST
-from harness.suite import config_hash, load_suite
+from harness.run.cache import model_identity
+from harness.results.diagnostics import WORST
+from harness.suite.load import config_hash, load_suite
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 RUNS = sorted(p.parent for p in RESULTS.glob("*/run.json"))

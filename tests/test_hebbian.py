@@ -277,7 +277,7 @@ def test_bad_or_unsupported_ranking_dtype_is_one_line(write_suite, tmp_path, mon
     from click.testing import CliRunner
 
     from harness.cli import cli
-    from harness.results import read_results
+    from harness.results.table import read_results
     from harness.testing import assert_one_line_error
 
     suite = """

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.diagnostics import WORST, annotate
-from harness.results import Row, read_results, to_frame, write_csv
+from harness.results.diagnostics import WORST, annotate
+from harness.results.table import Row, read_results, to_frame, write_csv
 from harness.testing import assert_one_line_error
 
 

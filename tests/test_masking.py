@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import diagnostics, hookimpl
+from harness import hookimpl
+from harness.results import diagnostics
 from harness.api import Defense
 from harness.plugins import load_registry
-from harness.runner import Runner
-from harness.suite import load_suite
+from harness.run.runner import Runner
+from harness.suite.load import load_suite
 
 
 class Amplify:

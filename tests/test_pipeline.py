@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from harness.results import COLUMNS, read_results
+from harness.results.table import COLUMNS, read_results
 
 
 def cell(frame, **where):
@@ -113,7 +113,7 @@ def test_exported_weights_reproduce_the_logits(small_run, mnist_small):
     import torch
     from safetensors.numpy import load_file
 
-    from harness.modelstore import load_model
+    from harness.run.modelstore import load_model
     from harness.plugins import load_registry
 
     _, _, out = small_run

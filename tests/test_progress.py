@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from harness import progress as progress_module
-from harness.progress import RichProgress, _progress_line
+from harness.run import progress as progress_module
+from harness.run.progress import RichProgress, _progress_line
 
 
 def test_lines_replace_bars_when_stderr_is_not_a_terminal(monkeypatch):

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from harness_reporters import reference as ref
 from harness.cli import cli
-from harness.diagnostics import WORST
-from harness.results import read_results, write_csv
+from harness.results.diagnostics import WORST
+from harness.results.table import read_results, write_csv
 from harness.testing import assert_one_line_error
 
 FIGURES = ["fig2.1-features-mnist-bio", "fig2.1-features-mnist-bp", "fig2.2-curve-mnist-bio",
@@ -157,7 +157,7 @@ def test_the_thesis_T_of_bp_is_a_bound():
 def test_masking_flags_are_highlighted_with_their_reasons(report, small_run):
     """Each distinct reason is one highlighted line with its grade and the rows it concerns; each view
     names the checks that flag some of its rows."""
-    from harness.results import flag_reasons, rows_text
+    from harness.results.table import flag_reasons, rows_text
 
     _, frame, _ = small_run
     _, page, markdown = report

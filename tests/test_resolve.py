@@ -1,4 +1,4 @@
-"""One option resolution (harness.resolve) behind suite tables, --executor-option and a figure's
+"""One option resolution (harness.suite.resolve) behind suite tables, --executor-option and a figure's
 --option: the same defaults, presets, types, words for true and false, and errors."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from harness import hookimpl
 from harness.api import Executor
 from harness.errors import HarnessError
 from harness.plugins import load_registry
-from harness.resolve import FALSE, TRUE, OptionError, parse_text, resolve_options
-from harness.runner import parse_executor_options
+from harness.suite.resolve import FALSE, TRUE, OptionError, parse_text, resolve_options
+from harness.run.runner import parse_executor_options
 from harness_figures.gallery import attack_options
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import OWN_PLUGINS
 from harness.errors import HarnessError
-from harness.results import TIMING_COLUMNS, read_results
+from harness.results.table import TIMING_COLUMNS, read_results
 
 SUITE = """
 [suite]
@@ -199,8 +199,8 @@ def test_run_json_records_what_produced_the_directory(workdir, reference, mnist_
     import torch
 
     from harness.plugins import load_registry
-    from harness.runner import Runner
-    from harness.suite import load_suite
+    from harness.run.runner import Runner
+    from harness.suite.load import load_suite
 
     suite_file = workdir / "resume.toml"
     record = json.loads((reference / "run.json").read_text())

@@ -1,4 +1,4 @@
-"""The run directory (harness.rundir): names from a suite cannot point outside it, one `harness run`
+"""The run directory (harness.results.rundir): names from a suite cannot point outside it, one `harness run`
 writes it at a time, and eps is a budget in the norm of the cell's attack. Runs use scikit-learn's
 digits (8x8 images, nothing downloaded) and a tiny model, so each takes seconds."""
 
@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli import cli
-from harness.diagnostics import WORST
+from harness.results.diagnostics import WORST
 from harness.errors import HarnessError, SuiteError
 from harness.plugins import load_registry
-from harness.results import TIMING_COLUMNS, read_results
-from harness.rundir import LOCK_FILE, RunDir, check_unlocked, run_lock
-from harness.runner import Runner, RunInterrupted
-from harness.suite import SAFE_NAME, load_suite
+from harness.results.table import TIMING_COLUMNS, read_results
+from harness.results.rundir import LOCK_FILE, RunDir, check_unlocked, run_lock
+from harness.run.runner import Runner, RunInterrupted
+from harness.suite.load import SAFE_NAME, load_suite
 from harness.testing import assert_one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -144,7 +144,7 @@ def test_an_l2_budget_above_one_runs(tmp_path, data_dir):
     result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out), "--data-dir", data_dir, "--quiet",
                                       "--no-cache"])
     assert result.exit_code == 0, result.output
-    from harness.results import read_results
+    from harness.results.table import read_results
 
     frame = read_results(out)
     attacked = frame[(frame["attack"] == "pgdl2") & (frame["status"] == "ok")]
@@ -172,7 +172,7 @@ def test_excluded_cells_are_not_budget_checked(tmp_path, registry):
 LOCKER = """
 import pathlib, sys, time
 from harness.errors import HarnessError
-from harness.rundir import RunDir, run_lock
+from harness.results.rundir import RunDir, run_lock
 
 out, go, release = map(pathlib.Path, sys.argv[1:4])
 print("ready", flush=True)
@@ -381,7 +381,7 @@ def test_a_second_ctrl_c_during_the_checks_leaves_the_cells_and_a_rerun_adds_the
 
 
 def test_outcome_files_are_built_by_the_run_directory(tmp_path):
-    from harness.diagnostics import outcomes_file
+    from harness.results.diagnostics import outcomes_file
 
     run_dir = RunDir(tmp_path / "out")
     assert outcomes_file(run_dir, "0123456789ab") == outcomes_file(run_dir.examples, "0123456789ab") \

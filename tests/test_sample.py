@@ -12,8 +12,8 @@ import torch
 from conftest import TINY_SUITE
 from harness.errors import SuiteError
 from harness.plugins import load_registry
-from harness.sample import Sample
-from harness.suite import config_hash, load_suite
+from harness.suite.sample import Sample
+from harness.suite.load import config_hash, load_suite
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_a_run_on_a_random_sample_records_it(run_suite, mnist_root):
     record = json.loads((Path(frame.attrs["out_dir"]) / "run.json").read_text())
     assert record["data"]["test_subset"] == {"n": 150, "seed": 7, "stratified": True}
     # the clean accuracy is that of the sampled images, not of the first 150
-    from harness.modelstore import load_model
+    from harness.run.modelstore import load_model
 
     registry = load_registry()
     x, y = registry.get("datasets", "mnist").load(mnist_root, False)

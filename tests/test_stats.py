@@ -1,4 +1,4 @@
-"""harness/stats.py against published and hand-computed values, and the interval columns of results.csv."""
+"""harness/results/stats.py against published and hand-computed values, and the interval columns of results.csv."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import stats
+from harness.results import stats
 
 
 def test_wilson_interval_matches_newcombe_1998():
@@ -168,7 +168,7 @@ def test_paired_bootstrap_resamples_images_not_image_seed_pairs():
 
 
 def test_results_csv_gets_interval_columns(tmp_path):
-    from harness.results import COLUMNS, read_results, write_csv
+    from harness.results.table import COLUMNS, read_results, write_csv
 
     frame = pd.DataFrame([{c: "" for c in COLUMNS}]).assign(
         n=263, clean_acc=81 / 263, robust_acc=0.0, eps=0.1, T=1.0, seed=0, zero_grad_share=0.0,
@@ -192,7 +192,7 @@ def test_seed_table_uses_the_t_interval_over_seeds_and_wilson_for_one(tmp_path):
     from click.testing import CliRunner
 
     from harness.cli import cli
-    from harness.results import COLUMNS, read_results, seed_table, write_csv
+    from harness.results.table import COLUMNS, read_results, seed_table, write_csv
 
     def cell(seed, robust, attack="pgd"):
         return {**{c: "" for c in COLUMNS}, "dataset": "mnist", "model": "bio", "defense": "none", "T": 1.0,

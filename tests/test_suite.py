@@ -13,7 +13,7 @@ import pytest
 import tomli_w
 
 from harness.errors import SuiteError
-from harness.suite import Cell, config_hash, load_suite
+from harness.suite.load import Cell, config_hash, load_suite
 
 QUICK = Path(__file__).parents[1] / "suites" / "quick.toml"
 

@@ -27,7 +27,7 @@ def test_harness_dataset_is_the_digits(harness_dataset):
 
 
 def test_harness_model_is_trained_frozen_and_a_copy(harness_model, harness_dataset):
-    from harness.evaluate import accuracy
+    from harness.kit.measures import accuracy
 
     assert accuracy(harness_model, harness_dataset.x_test, harness_dataset.y_test) > 0.9
     assert not harness_model.training and not any(p.requires_grad for p in harness_model.parameters())

@@ -1,4 +1,4 @@
-"""Math threads (harness/threads.py): how many a process uses, that a bad setting is one line, and
+"""Math threads (harness/kit/threads.py): how many a process uses, that a bad setting is one line, and
 that training does not depend on the number: the same tiny suite trained with 1 and with 2 threads
 gives the same weights, bit for bit, and the same rows."""
 
@@ -18,12 +18,12 @@ from safetensors.torch import load_file
 from harness.cli import cli
 from harness.errors import HarnessError
 from harness.plugins import load_registry
-from harness.results import TIMING_COLUMNS
-from harness.runner import Runner
-from harness.suite import load_suite
+from harness.results.table import TIMING_COLUMNS
+from harness.run.runner import Runner
+from harness.suite.load import load_suite
 from harness.testing import assert_one_line_error
-from harness import threads
-from harness.threads import ENV, MATH_ENV, choose_threads, set_math_environment, usable_cores, use_threads
+from harness.kit import threads
+from harness.kit.threads import ENV, MATH_ENV, choose_threads, set_math_environment, usable_cores, use_threads
 
 
 def test_explicit_then_environment_then_cores(monkeypatch):
@@ -88,13 +88,13 @@ def test_the_harness_program_sets_the_math_environment_before_torch():
     program sets the settings before any command imports torch, and a model's sidecar says so."""
     assert python("""
 import os, sys
-import harness, harness.testing, harness.runner, harness.suite
-from harness.threads import MATH_ENV
+import harness, harness.testing, harness.run.runner, harness.suite.load
+from harness.kit.threads import MATH_ENV
 print(any(name in os.environ for name in MATH_ENV))
 import harness.cli
 print("torch" in sys.modules, {name: os.environ[name] for name in MATH_ENV} == MATH_ENV)
 import torch
-from harness.threads import math_settings
+from harness.kit.threads import math_settings
 print(math_settings()["before_torch"])
 """) == ["False", "False", "True", "True"]
 
@@ -106,7 +106,7 @@ def test_settings_made_after_torch_started_are_recorded_as_such():
     assert python("""
 import os
 import torch
-from harness.threads import math_settings, set_math_environment
+from harness.kit.threads import math_settings, set_math_environment
 print(set_math_environment(), math_settings()["before_torch"], os.environ["MKL_CBWR"], os.environ["OMP_WAIT_POLICY"])
 """, OMP_WAIT_POLICY="ACTIVE") == ["False", "False", "AUTO,STRICT", "ACTIVE"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.modelstore import read_sidecar
+from harness.run.modelstore import read_sidecar
 from harness.registry import did_you_mean
 
 SUFFIX = ".safetensors"

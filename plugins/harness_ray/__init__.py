@@ -4,7 +4,7 @@ Each trained model is made once, by a Ray task that trains it (or finds it) and 
 shared model cache; then each of its cells is a Ray task that loads the model from the cache. On a
 CUDA device every task asks Ray for ``num_gpus`` GPUs. Each task uses as many math threads as the
 CPUs it asked for (``num_cpus``, at least 1) unless ``threads`` or ``$HARNESS_THREADS`` says
-otherwise; results do not depend on the count (``harness.threads``). Ray is optional and imported
+otherwise; results do not depend on the count (``harness.kit.threads``). Ray is optional and imported
 only when this executor runs: ``pip install 'robustness-harness[ray]'``.
 """
 
@@ -16,7 +16,7 @@ import socket
 from harness import hookimpl
 from harness.api import Executor
 from harness.errors import HarnessError
-from harness.threads import threads_from_env
+from harness.kit.threads import threads_from_env
 
 DEFAULTS = {
     "address": "",        # a running cluster ("auto", "host:6379"); "" starts a local one

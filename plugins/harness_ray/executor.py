@@ -7,8 +7,8 @@ import os
 from collections import deque
 
 from harness.errors import HarnessError
-from harness.threads import MATH_ENV, set_math_environment, threads_from_env
-from harness.worker import Group, Plan, one_line
+from harness.kit.threads import MATH_ENV, set_math_environment, threads_from_env
+from harness.run.worker import Group, Plan, one_line
 from harness_ray import tasks
 
 
@@ -30,7 +30,7 @@ def _connect(ray, options: dict) -> bool:
     """Join the cluster at ``address``, or start a local instance; True when this run started one."""
     if ray.is_initialized():  # the caller's own session: use it, and leave it running
         return False
-    # the driver's math settings (harness.threads), so a cluster's workers compute as this process would
+    # the driver's math settings (harness.kit.threads), so a cluster's workers compute as this process would
     set_math_environment()
     settings = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
                     runtime_env={"env_vars": {name: os.environ[name] for name in MATH_ENV}})

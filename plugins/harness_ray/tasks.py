@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.threads import use_threads
-from harness.worker import Outcome, Trained, Worker
+from harness.kit.threads import use_threads
+from harness.run.worker import Outcome, Trained, Worker
 
 # Ray reuses worker processes: the worker unpickled for one task keeps its loaded dataset and model
 # for the next task of the same run, instead of reading MNIST again for every cell.

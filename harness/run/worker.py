@@ -1,6 +1,6 @@
-"""Running cells, wherever an executor runs them: dataset, trained model (:mod:`harness.training`:
+"""Running cells, wherever an executor runs them: dataset, trained model (:mod:`harness.run.training`:
 from ``OUT/models``, the shared cache, or the learner stages), then each cell's outcome
-(:mod:`harness.evaluation`: defense-wrapped model, attack, row).
+(:mod:`harness.run.cell`: defense-wrapped model, attack, row).
 
 A :class:`Worker` writes trained models (to ``OUT/models`` and the cache) and nothing else: each cell's
 :class:`Outcome` goes back to the runner, which alone writes ``results.csv`` and ``OUT/examples``.
@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from harness.cache import ModelCache
-from harness.errors import HarnessError
-from harness.evaluate import Evaluator
-from harness.evaluation import Evaluation, Outcome, one_line
-from harness.progress import SilentProgress
+from harness.run.cache import ModelCache
+from harness.errors import HarnessError, SuiteError
+from harness.run.evaluator import Evaluator
+from harness.run.cell import Evaluation, Outcome, one_line
+from harness.run.progress import SilentProgress
 from harness.registry import Registry
-from harness.rundir import RunDir
-from harness.suite import Cell, Suite
-from harness.threads import set_math_environment
-from harness.training import Data, Training
+from harness.results.rundir import RunDir
+from harness.suite.load import Cell, Suite
+from harness.kit.threads import set_math_environment
+from harness.run.training import Data, Training
 
-# What executors use (harness.api.Executor); Outcome and one_line are harness.evaluation's
+# What executors use (harness.api.Executor); Outcome and one_line are harness.run.cell's
 __all__ = ["Group", "Outcome", "Plan", "Trained", "Worker", "group_cells", "one_line"]
 
 PLUGIN_ENV = ("HARNESS_LOAD_PLUGINS", "HARNESS_BLOCK_PLUGINS")

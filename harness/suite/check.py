@@ -1,4 +1,4 @@
-"""What a suite file's loader (:mod:`harness.suite`) and its grid (:mod:`harness.grid`) share: the
+"""What a suite file's loader (:mod:`harness.suite.load`) and its grid (:mod:`harness.suite.grid`) share: the
 grid's axes and :class:`Cell`, and :class:`SuiteChecker`, which reads one suite file and turns every
 failure into one line naming the file and the key."""
 
@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 from harness.errors import SuiteError
 from harness.registry import did_you_mean
-from harness.resolve import OptionError, check_options, coerce_option, resolve_options
-from harness.resolve import describe as _describe
+from harness.suite.resolve import OptionError, check_options, coerce_option, resolve_options
+from harness.suite.resolve import describe as _describe
 
 AXES = ("dataset", "model", "defense", "attack", "eps", "seed")
 NO_DEFENSE = "none"  # grid value meaning "attack the bare model"
@@ -81,7 +81,7 @@ class SuiteChecker:
         return value
 
     def options(self, table: Mapping[str, Any], spec: Any, reserved, key: str, what: str) -> dict[str, Any]:
-        """Plugin options (harness.resolve): the defaults, then the named preset's, then the suite's
+        """Plugin options (harness.suite.resolve): the defaults, then the named preset's, then the suite's
         own keys, each one of the plugin's defaults and of the same type; the plugin's check is
         :meth:`plugin_check`'s."""
         try:

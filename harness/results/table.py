@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.atomic import replace_atomically
+from harness.kit.atomic import replace_atomically
 from harness.errors import HarnessError
-from harness.rundir import RESULTS_FILE
-from harness.suitecheck import NO_DEFENSE
-from harness.stats import accuracy_interval
+from harness.results.rundir import RESULTS_FILE
+from harness.suite.check import NO_DEFENSE
+from harness.results.stats import accuracy_interval
 
 NAN = float("nan")
-POOLED = "pooled"  # defense_name of a worst-case row pooled over a model's logit rescalings (harness.diagnostics)
+POOLED = "pooled"  # defense_name of a worst-case row pooled over a model's logit rescalings (harness.results.diagnostics)
 
 
 @dataclass
@@ -57,16 +57,16 @@ class Row:
     # correct or the row predates the column); stored next to robust_acc in the CSV (COLUMNS)
     robust_acc_cc: float = NAN
     # the defense never changes a prediction (a logit rescaler, or the bare model): the row is one
-    # view of the model's logits, pooled with its other views into one worst case (harness.diagnostics).
+    # view of the model's logits, pooled with its other views into one worst case (harness.results.diagnostics).
     # Written when the row is made, so a run reads the same whatever is installed later; stored next
     # to defense_name in the CSV (COLUMNS)
     logit_view: bool = False
-    # 95 % Wilson intervals over the n images (harness/stats.py), filled in by write_csv:
+    # 95 % Wilson intervals over the n images (harness/results/stats.py), filled in by write_csv:
     clean_acc_low: float = NAN
     clean_acc_high: float = NAN
     robust_acc_low: float = NAN
     robust_acc_high: float = NAN
-    # Masking checks (harness/diagnostics.py): each flags only the rows its evidence concerns
+    # Masking checks (harness/results/diagnostics.py): each flags only the rows its evidence concerns
     chk_single_step: bool = False    # a single-step attack beat this iterative one at this eps
     chk_gradient_free: bool = False  # a gradient-free attack beat every white-box one at this eps
     chk_large_eps: bool = False      # attacks did not reach ~100 % success at this large eps
@@ -116,7 +116,7 @@ LATER_COLUMNS = {"meaningless": "", "upper_bound": "", "robust_acc_cc": NAN, "te
 
 
 def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table with its interval columns computed from n and the accuracies (see harness/stats.py)."""
+    """The table with its interval columns computed from n and the accuracies (see harness/results/stats.py)."""
     frame = frame.copy()
     for value, (low, high) in INTERVALS.items():
         bounds = [accuracy_interval(acc, n) for acc, n in zip(frame[value], frame["n"])]
@@ -126,7 +126,7 @@ def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write atomically (harness.atomic), so readers only ever see a complete table; the interval
+    """Write atomically (harness.kit.atomic), so readers only ever see a complete table; the interval
     columns are (re)computed here, so every row has them, worst-case rows included."""
     frame = with_intervals(frame)
     replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
@@ -234,9 +234,9 @@ def rows_text(rows: pd.DataFrame) -> str:
 def mean_interval(rows: pd.DataFrame, value: str = "robust_acc") -> tuple[float, float, float, float]:
     """(mean, sd, low, high) of ``value`` over the rows of one cell's seeds: with several seeds the
     t-interval over seeds widened to at least the Wilson interval of the mean over the n images
-    (harness.stats.seed_summary: seeds share the test images), else the row's own Wilson interval
+    (harness.results.stats.seed_summary: seeds share the test images), else the row's own Wilson interval
     (sd nan)."""
-    from harness.stats import seed_summary
+    from harness.results.stats import seed_summary
 
     summary = seed_summary(rows[value], n=int(rows["n"].max()))
     if summary.seeds > 1:
@@ -248,7 +248,7 @@ def seed_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One line per model x defense x attack x eps: clean and robust accuracy (%) with a 95 % interval.
     With one seed the interval is Wilson's over the n images (the row's own); with several, the mean
     over seeds, its standard deviation and the t-interval over seeds widened to at least the Wilson
-    interval over the n images (harness/stats.py)."""
+    interval over the n images (harness/results/stats.py)."""
     ok = frame[frame["status"] == "ok"]
     ok = ok.assign(T=[("" if t != t else f"{t:g}") for t in ok["T"]])
     keys = ["dataset", "model", "defense", "T", "attack", "backend", "eps"]

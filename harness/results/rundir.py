@@ -1,7 +1,7 @@
 """The run directory's layout, in one place: what ``harness run --out OUT`` writes and what the
 reporters read.
 
-    OUT/results.csv                          one row per cell (harness.results)
+    OUT/results.csv                          one row per cell (harness.results.table)
     OUT/run.json                             what produced the directory, one entry per invocation
     OUT/suite.toml                           the suite as it was run
     OUT/models/KEY-seedS-HASH.safetensors    trained models, each with its KEY-seedS-HASH.json sidecar

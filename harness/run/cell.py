@@ -1,5 +1,5 @@
 """One cell of a suite on a trained model: the defense fitted and wrapped, the attack run by
-:class:`harness.evaluate.Evaluator`, and the outcome as a :class:`harness.results.Row` with its
+:class:`harness.run.evaluator.Evaluator`, and the outcome as a :class:`harness.results.table.Row` with its
 per-image results. A failing attack or defense costs its own row, never the run.
 """
 
@@ -13,20 +13,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import sample
+from harness.suite import sample
 from harness.errors import HarnessError
-from harness.evaluate import Evaluator
+from harness.run.evaluator import Evaluator
 from harness.registry import Registry
-from harness.results import Row, robust_among_correct
-from harness.suite import NO_DEFENSE, Cell, Suite, config_hash
-from harness.training import learner_summary
+from harness.results.table import Row, robust_among_correct
+from harness.suite.load import NO_DEFENSE, Cell, Suite, config_hash
+from harness.run.training import learner_summary
 
 NAN = float("nan")
 
 
 @dataclass
 class Outcome:
-    """One cell's row (the :class:`harness.results.Row` fields) and its per-image results, which
+    """One cell's row (the :class:`harness.results.table.Row` fields) and its per-image results, which
     worst-case rows, the convergence test and ``harness compare`` need: ``{"correct": uint8 tensor,
     "robust": uint8 tensor}`` plus ``"robust_2x"`` (the first images, twice the steps) when the
     convergence run ran; None on failure."""
@@ -110,7 +110,7 @@ class Evaluation:
     def convergence_run(self, wrapped, spec, options, cell, evaluator, clean):
         """Per-image robustness under the attack with twice its iterations, on the first
         ``convergence_images`` images (None when the attack has no steps option): the row's
-        ``converged_gap`` and the paired convergence test (harness/diagnostics.py) compare it with
+        ``converged_gap`` and the paired convergence test (harness/results/diagnostics.py) compare it with
         the attack's own outcomes on those images."""
         images = self.suite.convergence_images
         if not spec.steps_option or images == 0 or spec.steps_option not in options:
@@ -139,7 +139,7 @@ def examples(correct, robust, longer=None) -> dict[str, Any]:
     run ran) robust with twice the steps on the first images (``robust_2x``)."""
     import torch
 
-    from harness.diagnostics import LONGER
+    from harness.results.diagnostics import LONGER
 
     tensors = {"correct": correct.to("cpu", torch.uint8), "robust": robust.to("cpu", torch.uint8)}
     if longer is not None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from harness.errors import HarnessError
-from harness.paths import user_cache
-from harness.threads import set_math_environment
+from harness.kit.paths import user_cache
+from harness.kit.threads import set_math_environment
 
-# The `harness` program's math settings (harness/threads.py): harness.cli imports this module before
+# The `harness` program's math settings (harness/kit/threads.py): harness.cli imports this module before
 # any command imports torch, and plugins that add commands import it too.
 set_math_environment()
 

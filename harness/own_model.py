@@ -3,7 +3,7 @@
 Nothing here evaluates: both write an ordinary suite in memory (the model as an ``external`` model,
 or an in-memory module as a temporary plugin; an attack set; one temperature-rescaling defense per
 T; every attack also at the large budget of its norm that the masking checks read,
-``harness.diagnostics.LARGE_EPS``) and hand it to the normal :class:`harness.runner.Runner`. The
+``harness.results.diagnostics.LARGE_EPS``) and hand it to the normal :class:`harness.run.runner.Runner`. The
 run directory is therefore a normal one: ``results.csv`` with the checks and worst-case rows,
 ``run.json``, and ``suite.toml`` holding the generated suite, so ``harness run OUT/suite.toml --out
 OUT`` continues it and ``harness report``, ``leaderboard`` and ``compare`` read it.
@@ -32,7 +32,7 @@ from harness.registry import Registry
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-from harness.evaluation_suite import DATASET, eval_suite, model_key, model_table
+from harness.suite.generate import DATASET, eval_suite, model_key, model_table
 
 EVAL_COMMAND = "harness eval"  # eval_runner's label for the command
 _ONE_AT_A_TIME = threading.Lock()  # eval_model's temporary plugins are seen by every registry built meanwhile
@@ -43,13 +43,13 @@ _CALLS = itertools.count(1)       # numbers eval_model's temporary plugins
 
 def eval_runner(raw: dict[str, Any], registry: Registry, out: Path, data_root: Path, device,
                 progress=None, label: str = EVAL_COMMAND):
-    """The normal :class:`harness.runner.Runner` for the generated suite, validated like a file
+    """The normal :class:`harness.run.runner.Runner` for the generated suite, validated like a file
     (errors name ``label``), on the default executor; ``out/suite.toml`` will hold the suite. Call
-    its ``preflight()`` to build the model (the checks of harness/modelcheck.py) before anything is
+    its ``preflight()`` to build the model (the checks of harness/kit/modelcheck.py) before anything is
     written: ``run()`` then does not build it again."""
     from harness.errors import SuiteError
-    from harness.suite import suite_from_data
-    from harness.tomlwrite import to_toml
+    from harness.suite.load import suite_from_data
+    from harness.suite.tomlwrite import to_toml
 
     try:
         suite = suite_from_data(raw, Path(label), registry)
@@ -97,9 +97,9 @@ def _check_default_executor(registry: Registry, label: str) -> None:
 
 
 def _runner_class():
-    """:class:`harness.runner.Runner` whose ``preflight()`` builds the model once: ``harness eval``
+    """:class:`harness.run.runner.Runner` whose ``preflight()`` builds the model once: ``harness eval``
     calls it before printing anything, and ``run()`` calls it again."""
-    from harness.runner import Runner
+    from harness.run.runner import Runner
 
     class EvalRunner(Runner):
         _checked = False
@@ -134,10 +134,10 @@ def eval_model(model: Any, *, dataset: str = DATASET, eps: float | Sequence[floa
     after the other: the temporary plugins they register are seen by every registry built meanwhile."""
     import contextlib
 
-    from harness.device import resolve_device
-    from harness.options import data_root as resolve_data_root
+    from harness.kit.device import resolve_device
+    from harness.kit.cli_options import data_root as resolve_data_root
     from harness.plugins import load_registry, temporary_plugin
-    from harness.progress import RichProgress, SilentProgress
+    from harness.run.progress import RichProgress, SilentProgress
 
     with _ONE_AT_A_TIME, contextlib.ExitStack() as stack:
         call = next(_CALLS)
@@ -240,7 +240,7 @@ def _output_width(module, data) -> int | None:
         x = data[0][:1].detach().float().cpu()
         with torch.no_grad():
             out = copy.deepcopy(module).cpu().eval()(x)
-    except Exception:  # noqa: BLE001 - user code; harness.modelcheck.check_output reports it properly
+    except Exception:  # noqa: BLE001 - user code; harness.kit.modelcheck.check_output reports it properly
         return None
     return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
 
@@ -251,7 +251,7 @@ def _module_plugin(module, name: str, plugin_name: str):
     import copy
 
     from harness.api import Model
-    from harness.modelcheck import check_output
+    from harness.kit.modelcheck import check_output
 
     fingerprint = module_fingerprint(module)
 
@@ -271,7 +271,7 @@ def _data_plugin(data, num_classes: int | None, plugin_name: str):
     """(name, plugin): ``(x, y)`` as a temporary dataset plugin ``data`` (both splits the same) of
     ``num_classes`` classes (None: the largest label + 1)."""
     from harness.api import DataInfo, Dataset
-    from harness.modelcheck import check_images
+    from harness.kit.modelcheck import check_images
 
     try:
         x, y = data

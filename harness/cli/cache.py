@@ -1,11 +1,11 @@
-"""``harness cache ls|rm``: the shared trained-model cache (:mod:`harness.cache`)."""
+"""``harness cache ls|rm``: the shared trained-model cache (:mod:`harness.run.cache`)."""
 
 from __future__ import annotations
 
 import click
 
 from harness.errors import HarnessError
-from harness.options import Group
+from harness.kit.cli_options import Group
 
 cache_dir_option = click.option(
     "--cache-dir", envvar="HARNESS_CACHE", default=None, type=click.Path(file_okay=False),
@@ -14,7 +14,7 @@ cache_dir_option = click.option(
 
 
 def _open(cache_dir: str | None):
-    from harness.cache import ModelCache, cache_dir as resolve
+    from harness.run.cache import ModelCache, cache_dir as resolve
 
     return ModelCache(resolve(cache_dir))
 

@@ -2,9 +2,9 @@
 shared model cache, or learner stages), defense-wrapped model, attack, row, table.
 
 The runner owns the run directory; an executor (``harness.api.Executor``, e.g. ``local`` or ``ray``)
-runs the cells through a :class:`harness.worker.Worker` and hands back one outcome per cell.
+runs the cells through a :class:`harness.run.worker.Worker` and hands back one outcome per cell.
 Each trained model is saved once per configuration and seed under ``OUT/models`` (and in the shared
-cache, :mod:`harness.cache`) and reused by every cell that needs it; ``OUT/results.csv`` is rewritten
+cache, :mod:`harness.run.cache`) and reused by every cell that needs it; ``OUT/results.csv`` is rewritten
 atomically after every row, and cells whose ``config_hash`` already has an ``ok`` row there are
 skipped, so rerunning a command continues it.
 
@@ -29,21 +29,21 @@ from typing import Any
 
 import pandas as pd
 
-from harness import diagnostics
+from harness.results import diagnostics
 from harness.api import Executor
-from harness.atomic import replace_atomically
-from harness.cache import ModelCache
+from harness.kit.atomic import replace_atomically
+from harness.run.cache import ModelCache
 from harness.errors import HarnessError, PluginError
-from harness.evaluation import Outcome
-from harness.progress import SilentProgress
+from harness.run.cell import Outcome
+from harness.run.progress import SilentProgress
 from harness.registry import Registry, did_you_mean
-from harness.results import Row, read_results, to_frame, write_csv
-from harness.rundir import SUITE_COPY, RunDir, run_lock
-from harness.resolve import OptionError, resolve_options, split_pairs
-from harness.suite import Cell, Suite, config_hash
-from harness.threads import set_math_environment
-from harness.training import select_params, versions
-from harness.worker import Plan, Worker, group_cells
+from harness.results.table import Row, read_results, to_frame, write_csv
+from harness.results.rundir import SUITE_COPY, RunDir, run_lock
+from harness.suite.resolve import OptionError, resolve_options, split_pairs
+from harness.suite.load import Cell, Suite, config_hash
+from harness.kit.threads import set_math_environment
+from harness.run.training import select_params, versions
+from harness.run.worker import Plan, Worker, group_cells
 
 
 class RunInterrupted(Exception):
@@ -78,7 +78,7 @@ def executor_spec(registry: Registry, name: str | None) -> Executor:
 def parse_executor_options(registry: Registry, name: str, pairs: tuple[str, ...] = (),
                            address: str | None = None) -> dict[str, Any]:
     """``--executor-option KEY=VALUE`` strings (and ``--address``) resolved like every plugin's options
-    (harness.resolve: typed like executor ``name``'s defaults, then checked by it; the ``ray``
+    (harness.suite.resolve: typed like executor ``name``'s defaults, then checked by it; the ``ray``
     executor checks that Ray is installed)."""
     spec = executor_spec(registry, name)
     try:
@@ -132,7 +132,7 @@ class Runner:
                  progress=None, cache: ModelCache | None = None, executor: str | None = None,
                  executor_options: dict[str, Any] | None = None) -> None:
         # too late for torch in this process when it is already imported (the sidecars then say so),
-        # but in place for the processes an executor starts (harness.threads)
+        # but in place for the processes an executor starts (harness.kit.threads)
         set_math_environment()
         self.suite, self.registry, self.out_dir = suite, registry, Path(out_dir)
         self.progress = progress or SilentProgress()
@@ -289,7 +289,7 @@ class Runner:
         return read_results(self.out_dir) if annotate else frame  # exactly what is on disk
 
     def _save_examples(self, digest: str, tensors: dict[str, Any]) -> None:
-        """Per-image outcomes, for worst-case accuracy over attacks (harness/diagnostics.py)."""
+        """Per-image outcomes, for worst-case accuracy over attacks (harness/results/diagnostics.py)."""
         from safetensors.torch import save_file
 
         path = self.run_dir.cell_examples(digest)

@@ -8,8 +8,7 @@ from typing import Any
 
 from harness.api import Attack
 from harness.errors import HarnessError
-
-TOLERANCE = {"linf": 1e-5, "l2": 1e-4}  # float32 slack when checking a perturbation's size
+from harness.kit.measures import TOLERANCE, accuracy, perturbation_norm
 
 
 @dataclass
@@ -17,22 +16,6 @@ class CleanStats:
     correct: Any            # bool tensor [n]: clean prediction right
     zero_share: float       # share of images whose loss gradient w.r.t. the input is exactly zero
     nonfinite_share: float  # share of images with a NaN or inf anywhere in that gradient
-
-
-def accuracy(model, x, y, batch_size: int = 1000) -> float:
-    """Clean accuracy in eval mode, without gradients (learners use it for per-epoch curves)."""
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum())
-                      for s in range(0, len(x), batch_size))
-    return correct / max(len(x), 1)
-
-
-def perturbation_norm(delta, norm: str):
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
 class Evaluator:
@@ -54,7 +37,7 @@ class Evaluator:
     def clean(self, model) -> CleanStats:
         """Clean predictions and the input gradient of the cross-entropy, per image, in float32:
         an exactly zero or non-finite gradient is the signature of gradient masking."""
-        from harness.gradients import gradient_stats
+        from harness.kit.gradients import gradient_stats
 
         stats = gradient_stats(model, self.x, self.y, batch_size=self.batch_size)
         return CleanStats(stats["correct"].to(self.y.device), stats["share_zero"], stats["share_nonfinite"])

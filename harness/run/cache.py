@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.atomic import replace_atomically
+from harness.kit.atomic import replace_atomically
 from harness.errors import HarnessError
-from harness.paths import user_cache
+from harness.kit.paths import user_cache
 from harness.registry import Entry, Registry, did_you_mean
-from harness.suite import Suite, config_hash
+from harness.suite.load import Suite, config_hash
 
 WEIGHTS, SIDECAR = ".safetensors", ".json"
 
@@ -95,13 +95,13 @@ class CacheEntry:
 
 
 class ModelCache:
-    """Trained models keyed by ``model_hash``; every write is atomic (harness.atomic)."""
+    """Trained models keyed by ``model_hash``; every write is atomic (harness.kit.atomic)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
 
     def weights(self, model_hash: str) -> Path:
-        from harness.rundir import under
+        from harness.results.rundir import under
 
         return under(self.root, self.root / f"{model_hash}{WEIGHTS}", "model cache entry", self.root)
 

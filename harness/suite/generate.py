@@ -1,6 +1,6 @@
-"""The suite that ``harness eval`` and :func:`harness.evaluation_api.eval_model` write: the model's
+"""The suite that ``harness eval`` and :func:`harness.own_model.eval_model` write: the model's
 table, the attack set, one temperature-rescaling defense per T and the grid (see
-:mod:`harness.evaluation_api` for how they are run)."""
+:mod:`harness.own_model` for how they are run)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ SETS = ("standard", "fast")  # an attack joins a set by declaring a preset of th
 CONVERGENCE_IMAGES = 100  # the twice-the-iterations re-run of each attack, on at most this many images
 EVAL_DIR = "runs"
 SUITE_PREFIX = "eval-"  # the suite (and default run directory) is named eval-<model key>
-NAME_LIMIT = 100        # characters of a suite name or key (harness.suite.SAFE_NAME)
+NAME_LIMIT = 100        # characters of a suite name or key (harness.suite.load.SAFE_NAME)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -185,8 +185,8 @@ def eval_suite(key: str, model: Mapping[str, Any], registry: Registry, dataset: 
                n: int = 1000, temperatures: str | Sequence[str | float] = "auto",
                batch_size: int = 500) -> dict[str, Any]:
     """The suite, as parsed TOML, that evaluates one model. Every attack also runs at the large
-    budget of its norm (harness.diagnostics.LARGE_EPS), what the large-eps masking check reads."""
-    from harness.diagnostics import LARGE_EPS
+    budget of its norm (harness.results.diagnostics.LARGE_EPS), what the large-eps masking check reads."""
+    from harness.results.diagnostics import LARGE_EPS
 
     info = registry.datasets.get(dataset).info
     budgets = parse_eps(eps)

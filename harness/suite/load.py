@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness import sample
+from harness.suite import sample
 from harness.errors import HarnessError, SuiteError
-from harness.grid import expand_grid
+from harness.suite.grid import expand_grid
 from harness.registry import Registry
-from harness.resolve import describe as _describe
-from harness.suitecheck import NO_DEFENSE, SAFE_NAME, Cell, SuiteChecker
+from harness.suite.resolve import describe as _describe
+from harness.suite.check import NO_DEFENSE, SAFE_NAME, Cell, SuiteChecker
 
-# Cell, NO_DEFENSE and SAFE_NAME live in harness.suitecheck (shared with harness.grid) and stay importable from here
+# Cell, NO_DEFENSE and SAFE_NAME live in harness.suite.check (shared with harness.suite.grid) and stay importable from here
 __all__ = ["NO_DEFENSE", "SAFE_NAME", "Cell", "Component", "Stage", "Suite", "config_hash", "load_suite", "read_toml",
            "suite_from_data"]
 
@@ -61,9 +61,9 @@ class Suite:
     defenses: dict[str, Component]
     attacks: dict[str, Component]
     cells: list[Cell] = field(default_factory=list)
-    overrides: tuple[str, ...] = ()   # --set KEY=VALUE pairs applied to the file (harness/overrides.py)
+    overrides: tuple[str, ...] = ()   # --set KEY=VALUE pairs applied to the file (harness/suite/overrides.py)
     source: str | None = None         # the effective suite as TOML when it is not the file's text
-    test_subset: sample.Sample | None = None  # a seeded random sample of the test split (harness/sample.py)
+    test_subset: sample.Sample | None = None  # a seeded random sample of the test split (harness/suite/sample.py)
 
     def model_config(self, dataset: str, key: str, seed: int) -> dict[str, Any]:
         """Everything that determines a trained model: its hash names the saved file."""
@@ -107,12 +107,12 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = ()) -> Suite:
     """Read, validate and expand a suite file against the registered plugins, after applying the
-    ``--set KEY=VALUE`` ``overrides`` (harness/overrides.py) to it."""
+    ``--set KEY=VALUE`` ``overrides`` (harness/suite/overrides.py) to it."""
     path = Path(path)
     raw = read_toml(path)
     if not overrides:
         return suite_from_data(raw, path, registry)
-    from harness import overrides as override
+    from harness.suite import overrides as override
 
     raw = override.apply(raw, overrides, path)
     try:

@@ -16,9 +16,9 @@ torch's OpenMP runtime reads them when torch is imported, MKL at its first call:
 
 Importing ``harness`` changes nothing (its pytest plugin is loaded in other projects' test runs too).
 :func:`set_math_environment` is called where harness's processes begin, before torch is imported:
-the ``harness`` program (harness.options, imported by harness.cli before any command imports
-torch), and processes an executor starts (unpickling a :class:`harness.worker.Worker`; the Ray
-driver also passes the settings to its workers). Every :class:`harness.runner.Runner` calls it too
+the ``harness`` program (harness.kit.cli_options, imported by harness.cli before any command imports
+torch), and processes an executor starts (unpickling a :class:`harness.run.worker.Worker`; the Ray
+driver also passes the settings to its workers). Every :class:`harness.run.runner.Runner` calls it too
 (``harness.eval_model``, the ``run_suite`` fixture): in a process that imported torch first that is
 too late for the process itself, not for the processes its executor starts. :func:`math_settings`
 records which case a trained model was in.

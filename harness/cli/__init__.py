@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from harness import __version__
-from harness.cli_cache import cache
+from harness.cli.cache import cache
 from harness.errors import HarnessError
-from harness.options import Group, data_dir_option, data_root, device_option
+from harness.kit.cli_options import Group, data_dir_option, data_root, device_option
 
 
 class HarnessGroup(Group):
@@ -84,13 +84,13 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
 
     With --set, OUT defaults to runs/<suite name>-set-<6 hex digits of the overrides>, OUT/suite.toml
     holds the effective suite and OUT/run.json the overrides."""
-    from harness.cache import ModelCache, cache_dir as resolve_cache_dir
-    from harness.device import resolve_device
+    from harness.run.cache import ModelCache, cache_dir as resolve_cache_dir
+    from harness.kit.device import resolve_device
     from harness.plugins import load_registry
-    from harness.progress import RichProgress, SilentProgress
-    from harness.runner import Runner, RunInterrupted, default_executor, parse_executor_options
-    from harness.rundir import RunDir, check_unlocked
-    from harness.suite import load_suite
+    from harness.run.progress import RichProgress, SilentProgress
+    from harness.run.runner import Runner, RunInterrupted, default_executor, parse_executor_options
+    from harness.results.rundir import RunDir, check_unlocked
+    from harness.suite.load import load_suite
 
     registry = load_registry()
     suite = load_suite(suite_file, registry, overrides)
@@ -99,7 +99,7 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
     torch_device = resolve_device(device)
     cache_root = resolve_cache_dir(cache_dir, no_cache)
     if out is None and overrides:  # another grid: not the directory of the suite as written
-        from harness.overrides import digest
+        from harness.suite.overrides import digest
 
         out = Path("runs") / f"{suite.name}-set-{digest(overrides)}"
     out = out or Path("runs") / suite.name
@@ -162,14 +162,14 @@ def eval_command(model: str, weights: str | None, factory_args: tuple[str, ...],
     MODEL is a factory package.module:build or path/to/file.py:build with --weights FILE.safetensors,
     a TorchScript file, or a NAME.safetensors the harness saved (next to its NAME.json). It must take
     [N, C, H, W] images in [0, 1] and return [N, classes] logits."""
-    from harness.device import resolve_device
-    from harness.evaluation_api import eval_runner
-    from harness.evaluation_suite import DATASET, SUITE_PREFIX, eval_suite, logit_rescaler, model_table
-    from harness.overrides import value
+    from harness.kit.device import resolve_device
+    from harness.own_model import eval_runner
+    from harness.suite.generate import DATASET, SUITE_PREFIX, eval_suite, logit_rescaler, model_table
+    from harness.suite.overrides import value
     from harness.plugins import load_registry
-    from harness.progress import RichProgress, SilentProgress
-    from harness.rundir import RunDir, check_unlocked
-    from harness.runner import RunInterrupted
+    from harness.run.progress import RichProgress, SilentProgress
+    from harness.results.rundir import RunDir, check_unlocked
+    from harness.run.runner import RunInterrupted
 
     kwargs = {}
     for pair in factory_args:
@@ -226,7 +226,7 @@ def _finish(frame, out: Path, reasons: bool = False) -> None:
 def _print_reasons(frame) -> None:
     """The masking checks' verdict per model and defense (the reasons of flags are printed with the
     table), and which checks the grid could not evaluate."""
-    from harness.diagnostics import skipped_union
+    from harness.results.diagnostics import skipped_union
 
     ok = frame[frame["status"] == "ok"]
     for (model, defense), rows in ok.groupby(["model", "defense"], sort=False):
@@ -298,7 +298,7 @@ def data_fetch(name: str, data_dir: str | None) -> None:
                    "least the Wilson interval of the mean over the images.")
 def results(directory: Path, intervals: bool) -> None:
     """Print the results table stored in DIRECTORY (a run's --out), then the reasons behind every flag."""
-    from harness.results import read_results
+    from harness.results.table import read_results
 
     frame = read_results(directory)
     if intervals:
@@ -312,7 +312,7 @@ def _print_intervals(frame) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from harness.results import flag_notes, seed_table
+    from harness.results.table import flag_notes, seed_table
 
     lines = seed_table(frame)
     console = Console(width=max(160, Console().width))
@@ -355,7 +355,7 @@ def _print_results(frame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.results import flag_notes, summary_table
+    from harness.results.table import flag_notes, summary_table
 
     summary = summary_table(frame)
     if summary.empty:
@@ -382,7 +382,3 @@ cli.add_command(cache)
 
 def main() -> None:
     cli(prog_name="harness")
-
-
-if __name__ == "__main__":
-    main()

@@ -25,10 +25,10 @@ from typing import Iterable
 
 import pandas as pd
 
-from harness.results import robust_among_correct
-from harness.rundir import EXAMPLES, RunDir
-from harness.stats import mcnemar_exact, p_clause
-from harness.suite import config_hash
+from harness.results.table import robust_among_correct
+from harness.results.rundir import EXAMPLES, RunDir
+from harness.results.stats import mcnemar_exact, p_clause
+from harness.suite.load import config_hash
 
 TOLERANCE = 0.01          # accuracy differences below 1 percentage point are noise
 ALPHA = 0.01              # a convergence gap counts when the exact McNemar test gives p < ALPHA
@@ -179,7 +179,7 @@ def check_large_eps(rows, examples=None):
 
 
 def outcomes_file(examples: RunDir | Path, digest: str) -> Path:
-    """One cell's per-image outcomes (:meth:`harness.rundir.RunDir.cell_examples`); ``examples`` is
+    """One cell's per-image outcomes (:meth:`harness.results.rundir.RunDir.cell_examples`); ``examples`` is
     the run directory, or its ``examples`` folder."""
     if not isinstance(examples, RunDir):
         if Path(examples).name != EXAMPLES:
@@ -276,7 +276,7 @@ def annotate(frame: pd.DataFrame, examples: RunDir | Path) -> pd.DataFrame:
 
 
 def flag_columns(checks: dict[str, list[str]]) -> dict[str, object]:
-    """A row's flag columns from its reasons by check (see :class:`harness.results.Row`)."""
+    """A row's flag columns from its reasons by check (see :class:`harness.results.table.Row`)."""
     by_grade = {grade: sorted({r for name, reasons in checks.items() if GRADE[name] == grade for r in reasons})
                 for grade in (MEANINGLESS, UPPER_BOUND)}
     columns: dict[str, object] = {f"chk_{name}": bool(checks.get(name)) for name in CHECKS}

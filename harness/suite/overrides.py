@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from harness.errors import SuiteError
 from harness.registry import did_you_mean
-from harness.tomlwrite import to_toml
+from harness.suite.tomlwrite import to_toml
 
 # The tables whose entries are named by the suite author: a key that names no entry there is most
 # likely a typo, unless the override declares a new entry (it sets the entry's plugin key).

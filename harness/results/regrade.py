@@ -1,8 +1,8 @@
 """Re-run the masking checks of finished runs with the checks of the installed harness:
 
-    python -m harness.regrade RUN_DIR [RUN_DIR ...]
+    python -m harness.results.regrade RUN_DIR [RUN_DIR ...]
 
-The checks (harness/diagnostics.py) read only the results table and the per-image outcomes under
+The checks (harness/results/diagnostics.py) read only the results table and the per-image outcomes under
 ``OUT/examples``, so a run graded by an older harness can be graded again without training or
 attacking anything: every row's numbers stay as they are; the check columns, the grades and the
 worst-case rows are recomputed, and the table is rewritten atomically. Prints, per run, how many
@@ -14,10 +14,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness import diagnostics
+from harness.results import diagnostics
 from harness.errors import HarnessError
-from harness.results import read_results, write_csv
-from harness.rundir import RunDir
+from harness.results.table import read_results, write_csv
+from harness.results.rundir import RunDir
 
 
 def regrade(directory: Path) -> int:
@@ -37,7 +37,7 @@ def regrade(directory: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     directories = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
     if not directories:
-        print("usage: python -m harness.regrade RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        print("usage: python -m harness.results.regrade RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 2
     try:
         for directory in directories:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import DataInfo, Model
-from harness.atomic import replace_atomically
+from harness.kit.atomic import replace_atomically
 from harness.errors import HarnessError
 from harness.registry import Registry
 

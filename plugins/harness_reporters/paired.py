@@ -1,6 +1,6 @@
 """Paired comparisons of two models on the same test images, from the per-image outcomes a run stores
 under ``OUT/examples``: per eps and attack (worst case included), both robust accuracies, their
-difference with a paired interval and test (harness/stats.py): for one seed, a bootstrap over images
+difference with a paired interval and test (harness/results/stats.py): for one seed, a bootstrap over images
 and the exact McNemar test (the image sampling only); for several, a two-level bootstrap over seeds
 and images of each seed's per-image difference, so the interval includes the trainings' spread. The two models may come from two runs that share the dataset and the
 images.
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.diagnostics import WORST, pooled_members, pooled_outcome
+from harness.results.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.errors import HarnessError
-from harness.results import GRADE_COLUMNS, POOLED, read_results
-from harness.rundir import RunDir
-from harness.stats import LEVEL, RESAMPLES, TWO_LEVEL, p_floor, paired_difference
+from harness.results.table import GRADE_COLUMNS, POOLED, read_results
+from harness.results.rundir import RunDir
+from harness.results.stats import LEVEL, RESAMPLES, TWO_LEVEL, p_floor, paired_difference
 
 CLEAN = "clean"       # the attack column of the eps = 0 line: accuracy on the unperturbed images
 
@@ -43,7 +43,7 @@ class Comparison:
     only_a: int        # image x seed pairs A got right and B wrong
     only_b: int
     p_value: float     # the paired test named in ``test``
-    test: str          # "exact McNemar" (one seed) or "two-level bootstrap" (several; harness.stats)
+    test: str          # "exact McNemar" (one seed) or "two-level bootstrap" (several; harness.results.stats)
     flag_a: str        # masking grades of A's rows behind the line ("meaningless", "upper bound"; any seed)
     flag_b: str
     unpaired: str = ""  # seeds of either side left out for want of a partner ("" = none)
@@ -90,7 +90,7 @@ def load_side(directory: Path, model: str, defenses: tuple[str, ...] = (), label
     """Model ``model``'s per-image outcomes in the run at ``directory``: a clean line per defense (one
     for the rescalings of the model, which never change a prediction), a line per attack x defense x
     eps, and the run's worst-case lines, each pooled over the same rows as the run's worst case
-    (harness.diagnostics.pooled_members: the rows' ``logit_view`` says which are pooled). ``defenses``: keep only the lines through one of these defense keys (a worst
+    (harness.results.diagnostics.pooled_members: the rows' ``logit_view`` says which are pooled). ``defenses``: keep only the lines through one of these defense keys (a worst
     case pooling one of them stays; its pool is always the full one)."""
     run = RunDir(Path(directory))
     frame = read_results(Path(directory))
