@@ -48,6 +48,8 @@ def eval_runner(raw: dict[str, Any], registry: Registry, out: Path, data_root: P
     its ``preflight()`` to build the model (the checks of harness/kit/modelcheck.py) before anything is
     written: ``run()`` then does not build it again."""
     from harness.errors import SuiteError
+    from harness.run.executor import pick_executor
+    from harness.run.runner import Runner
     from harness.suite.load import suite_from_data
     from harness.suite.tomlwrite import to_toml
 
@@ -59,8 +61,8 @@ def eval_runner(raw: dict[str, Any], registry: Registry, out: Path, data_root: P
     suite.path = out / "suite.toml"
     suite.source = (f"# Written by `{label}`; `harness run THIS_FILE --out {out}` continues the run.\n\n"
                     + to_toml(raw))
-    _check_default_executor(registry, label)
-    return _runner_class()(suite, registry, out, data_root, device, progress)
+    pick_executor(registry, needed_by=label)  # before anything is written: one line when there is no default
+    return Runner(suite, registry, out, data_root, device, progress)
 
 
 # The generated suite's keys and the option of harness eval (and argument of eval_model) that set them
@@ -82,34 +84,6 @@ def _as_option_error(error: Exception, label: str) -> HarnessError:
         if pattern.match(key):
             return HarnessError(f"{option if label == EVAL_COMMAND else argument}: {message}")
     return HarnessError(text)
-
-
-def _check_default_executor(registry: Registry, label: str) -> None:
-    """``label`` has no ``--executor``: one line when there is not exactly one default executor."""
-    names = [e.obj.name for e in registry.executors.entries() if e.obj.default]
-    if len(names) == 1:
-        return
-    found = (f"executors {', '.join(names)} each declare themselves" if names else
-             f"no registered executor ({', '.join(registry.executors.names()) or 'none'}) declares itself")
-    raise HarnessError(f"{label} runs its cells on the default executor, but {found} the default; leave one "
-                       f"with HARNESS_BLOCK_PLUGINS / HARNESS_LOAD_PLUGINS, or run the suite it writes with "
-                       f"`harness run SUITE --executor NAME`")
-
-
-def _runner_class():
-    """:class:`harness.run.runner.Runner` whose ``preflight()`` builds the model once: ``harness eval``
-    calls it before printing anything, and ``run()`` calls it again."""
-    from harness.run.runner import Runner
-
-    class EvalRunner(Runner):
-        _checked = False
-
-        def preflight(self) -> None:
-            if not self._checked:
-                super().preflight()
-                self._checked = True
-
-    return EvalRunner
 
 
 def eval_model(model: Any, *, dataset: str = DATASET, eps: float | Sequence[float] = (0.1,),

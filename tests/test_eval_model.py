@@ -327,7 +327,6 @@ def test_eval_checks_the_run_lock_and_builds_the_model_once(model_dir, runner, t
     from harness.own_model import eval_runner
     from harness.suite.generate import eval_suite, model_table
     from harness.results.rundir import RunDir, run_lock
-    from harness.run.runner import Runner
 
     out = tmp_path / "locked"
     with run_lock(RunDir(out)):
@@ -337,7 +336,7 @@ def test_eval_checks_the_run_lock_and_builds_the_model_once(model_dir, runner, t
     assert_one_line_error(result, "another `harness run`")
 
     builds = []
-    monkeypatch.setattr(Runner, "preflight", lambda self: builds.append(self))
+    monkeypatch.setattr("harness.run.runner.build_model", lambda *args: builds.append(args))
     registry = load_registry()
     key, table = model_table("tinynet:build", registry, str(model_dir / "tinynet.safetensors"))
     raw = eval_suite(key, table, registry, attacks="fgsm", n=5)

@@ -169,8 +169,10 @@ def test_bad_executor_choices_are_one_line_errors(suite_file, tmp_path, monkeypa
     out = str(tmp_path / "out")
     assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "rey"),
                    "--executor rey", "unknown executor", "did you mean 'ray'")
+    assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor-option", "address=auto"),
+                   "--executor-option address", "unknown parameter 'address' for executor 'local'")
     assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--address", "auto"),
-                   "--address", "executor 'local' takes no address")
+                   "--address", "--executor-option address=auto")
     assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "num_gpu=1"),
                    "num_gpu", "did you mean 'num_gpus'")
     assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--executor-option", "cpus=two"),
@@ -181,8 +183,9 @@ def test_bad_executor_choices_are_one_line_errors(suite_file, tmp_path, monkeypa
         with socket.socket() as probe:  # a port that was free a moment ago: nobody listens there
             probe.bind(("127.0.0.1", 0))
             closed = f"127.0.0.1:{probe.getsockname()[1]}"
-        assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray", "--address", closed),
-                       f"--address {closed}", "nothing answers there", "ray start --head")
+        assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray",
+                                     "--executor-option", f"address={closed}"),
+                       f"--executor-option address={closed}", "nothing answers there", "ray start --head")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     assert_one_line_error(invoke("run", str(suite_file), "--out", out, "--executor", "ray"),
                    "Ray is not installed", "pip install 'robustness-harness[ray]'")
@@ -212,7 +215,10 @@ def test_this_process_never_imported_ray():
 
 def test_the_default_executor_is_the_one_that_says_so(harness_plugin, monkeypatch):
     """The core names no executor: `--executor` defaults to the record with default=True."""
-    from harness.run.runner import default_executor
+    from harness.run.executor import pick_executor
+
+    def default_executor(registry):
+        return pick_executor(registry).name
 
     assert default_executor(load_registry()) == "local"
     monkeypatch.setenv("HARNESS_BLOCK_PLUGINS", "local")

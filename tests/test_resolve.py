@@ -10,7 +10,7 @@ from harness.api import Executor
 from harness.errors import HarnessError
 from harness.plugins import load_registry
 from harness.suite.resolve import FALSE, TRUE, OptionError, parse_text, resolve_options
-from harness.run.runner import parse_executor_options
+from harness.run.executor import parse_executor_options, pick_executor
 from harness_figures.gallery import attack_options
 
 
@@ -38,7 +38,7 @@ def executor_plugin():
 def test_executor_options_and_figure_options_read_words_alike(harness_plugin, word, value):
     harness_plugin(executor_plugin())
     registry = load_registry()
-    assert parse_executor_options(registry, "flags", (f"verbose={word}", "workers=3"))["verbose"] is value
+    assert parse_executor_options(pick_executor(registry, "flags"), (f"verbose={word}", "workers=3"))["verbose"] is value
     pgd = registry.attacks.get("pgd", "torchattacks")
     assert attack_options(pgd, [f"random_start={word}"], "attack 'pgd'")["random_start"] is value
 
@@ -47,7 +47,7 @@ def test_the_same_bad_value_gives_the_same_message_everywhere(harness_plugin, wr
     harness_plugin(executor_plugin())
     registry = load_registry()
     with pytest.raises(HarnessError) as executor:
-        parse_executor_options(registry, "flags", ("verbose=maybe",))
+        parse_executor_options(pick_executor(registry, "flags"), ("verbose=maybe",))
     with pytest.raises(HarnessError) as figure:
         attack_options(registry.attacks.get("pgd", "torchattacks"), ["random_start=maybe"], "attack 'pgd'")
     with pytest.raises(OptionError) as direct:

@@ -66,9 +66,11 @@ def cli() -> None:
               help="Where cells run: the name of a registered executor (`harness plugins` lists them), e.g. ray "
                    "for a Ray cluster. Default: the executor that declares itself the default; with the "
                    "built-in plugins, local (this process).")
-@click.option("--address", default=None, help="Ray cluster address (--executor ray; default: a local instance).")
 @click.option("--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
-              help="Executor option (repeatable), e.g. num_gpus=0.5; see docs/running.md.")
+              help="Executor option (repeatable), e.g. num_gpus=0.5, or address=HOST:PORT for a Ray cluster "
+                   "(--executor ray); `harness plugins` lists each executor's options, docs/running.md "
+                   "explains them.")
+@click.option("--address", hidden=True, default=None)  # gone: it is the ray executor's option now
 @click.option("--cache-dir", envvar="HARNESS_CACHE", default=None, type=click.Path(file_okay=False),
               help="Shared trained-model cache (default: $HARNESS_CACHE, else "
                    "$XDG_CACHE_HOME/robustness-harness/models, ~/.cache/... when XDG_CACHE_HOME is unset).")
@@ -78,7 +80,7 @@ def cli() -> None:
               help="Change the suite without editing it (repeatable): a dotted key and a TOML value, e.g. "
                    "models.bio.hidden=2000, 'grid.eps=[0.1,0.2]'; checked like the file (docs/suites.md).")
 def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, quiet: bool, executor: str | None,
-        address: str | None, executor_options: tuple[str, ...], cache_dir: str | None, no_cache: bool,
+        executor_options: tuple[str, ...], address: str | None, cache_dir: str | None, no_cache: bool,
         overrides: tuple[str, ...]) -> None:
     """Run SUITE_FILE's grid and write OUT/results.csv, one row per cell.
 
@@ -88,13 +90,18 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
     from harness.kit.device import resolve_device
     from harness.plugins import load_registry
     from harness.run.progress import RichProgress, SilentProgress
-    from harness.run.runner import Runner, RunInterrupted, default_executor, parse_executor_options
+    from harness.run.executor import parse_executor_options, pick_executor
+    from harness.run.runner import Runner, RunInterrupted
     from harness.results.rundir import RunDir, check_unlocked
     from harness.suite.load import load_suite
 
+    if address is not None:
+        raise HarnessError(f"--address: a cluster's address is an option of its executor now: --executor-option "
+                           f"address={address} (e.g. with --executor ray)")
     registry = load_registry()
     suite = load_suite(suite_file, registry, overrides)
-    options = parse_executor_options(registry, executor, executor_options, address)
+    chosen = pick_executor(registry, executor)
+    options = parse_executor_options(chosen, executor_options)
     root = data_root(data_dir)
     torch_device = resolve_device(device)
     cache_root = resolve_cache_dir(cache_dir, no_cache)
@@ -105,20 +112,20 @@ def run(suite_file: Path, out: Path | None, device: str, data_dir: str | None, q
     out = out or Path("runs") / suite.name
     check_unlocked(RunDir(out))  # before anything is printed: the error is then the only line
     click.echo(f"suite {suite.name}: {len(suite.cells)} cells, {len(suite.models)} model(s), "
-               f"device {torch_device}, output {out}, executor {executor or default_executor(registry)}, "
+               f"device {torch_device}, output {out}, executor {chosen.name}, "
                f"model cache {cache_root or 'off'}",
                err=True)
     try:
         with (SilentProgress() if quiet else RichProgress()) as progress:
             runner = Runner(suite, registry, out, root, torch_device, progress,
-                            cache=ModelCache(cache_root) if cache_root else None, executor=executor,
+                            cache=ModelCache(cache_root) if cache_root else None, executor=chosen.name,
                             executor_options=options)
             frame = runner.run()
     except RunInterrupted as stop:
         command = ["harness", "run", str(suite_file), "--out", str(out)]
         command += (["--device", device] if device != "auto" else []) + (["--data-dir", data_dir] if data_dir else [])
         command += ["--quiet"] if quiet else []
-        command += (["--executor", executor] if executor else []) + (["--address", address] if address else [])
+        command += ["--executor", executor] if executor else []
         command += [arg for pair in executor_options for arg in ("--executor-option", pair)]
         command += (["--cache-dir", cache_dir] if cache_dir else []) + (["--no-cache"] if no_cache else [])
         command += [arg for pair in overrides for arg in ("--set", pair)]

@@ -1,84 +1,42 @@
 """One cell of a suite on a trained model: the defense fitted and wrapped, the attack run by
-:class:`harness.run.evaluator.Evaluator`, and the outcome as a :class:`harness.results.table.Row` with its
-per-image results. A failing attack or defense costs its own row, never the run.
+:class:`harness.run.evaluator.Evaluator`, and the outcome: the cell's row (its job's template with
+what was measured) and its per-image results. A failing attack or defense costs its own row, never
+the run.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
-import traceback
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any
 
-from harness.suite import sample
-from harness.errors import HarnessError
-from harness.run.evaluator import Evaluator
+from harness.api import Outcome
+from harness.errors import one_line
 from harness.registry import Registry
-from harness.results.table import Row, robust_among_correct
-from harness.suite.load import NO_DEFENSE, Cell, Suite, config_hash
-from harness.run.training import learner_summary
+from harness.results.table import robust_among_correct
+from harness.run.evaluator import Evaluator
+from harness.run.jobs import Job
+from harness.suite.check import NO_DEFENSE
+from harness.suite.load import Suite
 
 NAN = float("nan")
 
 
-@dataclass
-class Outcome:
-    """One cell's row (the :class:`harness.results.table.Row` fields) and its per-image results, which
-    worst-case rows, the convergence test and ``harness compare`` need: ``{"correct": uint8 tensor,
-    "robust": uint8 tensor}`` plus ``"robust_2x"`` (the first images, twice the steps) when the
-    convergence run ran; None on failure."""
+class CellEvaluation:
+    """Turns jobs into outcomes for one suite on one device."""
 
-    row: dict[str, Any]
-    examples: dict[str, Any] | None = None
+    def __init__(self, suite: Suite, registry: Registry, device, progress) -> None:
+        self.suite, self.registry, self.device, self.progress = suite, registry, device, progress
 
+    def failed(self, job: Job, message: str, model_hash: str = "") -> Outcome:
+        return Outcome(replace(job.template, device=str(self.device), status="error", error=message,
+                               model_hash=model_hash))
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else ""
-    if isinstance(exc, HarnessError):
-        return message
-    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    where = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
-    return f"{type(exc).__name__}: {message}{where}"
-
-
-class Evaluation:
-    """Turns cells into outcomes for one suite; ``registry`` is called when needed."""
-
-    def __init__(self, suite: Suite, registry: Callable[[], Registry], device, progress) -> None:
-        self.suite, self._registry, self.device, self.progress = suite, registry, device, progress
-
-    @property
-    def registry(self) -> Registry:
-        return self._registry()
-
-    def failed(self, cell: Cell, message: str, model_hash: str = "") -> Outcome:
-        return Outcome(asdict(self.base_row(cell, status="error", error=message, model_hash=model_hash)))
-
-    def base_row(self, cell: Cell, **values) -> Row:
-        attack = self.suite.attacks[cell.attack]
-        spec = self.registry.attacks.get(attack.plugin, attack.backend)
-        defense = self.suite.defenses.get(cell.defense)
-        defaults = dict(n=0, clean_acc=NAN, robust_acc=NAN, robust_acc_cc=NAN, zero_grad_share=NAN,
-                        nonfinite_grad_share=NAN, converged_gap=NAN, seconds=0.0, status="ok", error="",
-                        model_hash="", T=1.0)
-        defaults.update(values)
-        return Row(suite=self.suite.name, dataset=cell.dataset, model=cell.model,
-                   architecture=self.suite.models[cell.model].plugin,
-                   learners=learner_summary(self.suite, cell.model), defense=cell.defense,
-                   defense_name=defense.plugin if defense else NO_DEFENSE,
-                   logit_view=defense is None or self.registry.defenses.get(defense.plugin).rescaler, attack=cell.attack,
-                   attack_name=attack.plugin, backend=attack.backend or "", attack_kind=spec.kind,
-                   norm=spec.norm, attack_params=json.dumps(attack.options, sort_keys=True), eps=cell.eps,
-                   seed=cell.seed, config_hash=config_hash(self.suite.cell_config(cell)),
-                   device=str(self.device), test_images=sample.describe(self.suite.test_subset), **defaults)
-
-    def cell(self, cell: Cell, module, model_hash: str, evaluator: Evaluator, defended: dict) -> Outcome:
-        """The cell's outcome; ``defended`` keeps each defense's (module, clean stats, T) for the
+    def cell(self, job: Job, module, model_hash: str, evaluator: Evaluator, defended: dict) -> Outcome:
+        """The job's outcome; ``defended`` keeps each defense's (module, clean stats, T) for the
         model, so it is fitted, wrapped and measured once."""
+        cell = job.cell
         try:
             if cell.defense not in defended:
                 wrapped, temperature = self.wrap(module, cell.defense, evaluator)
@@ -96,16 +54,16 @@ class Evaluation:
                 longer = self.convergence_run(wrapped, spec, options, cell, evaluator, clean)
                 if longer is not None:
                     gap = float(robust[: len(longer)].float().mean() - longer.float().mean())
-            row = self.base_row(cell, n=evaluator.n, clean_acc=float(clean.correct.float().mean()),
-                                robust_acc=float(robust.float().mean()),
-                                robust_acc_cc=robust_among_correct(clean.correct, robust),
-                                zero_grad_share=clean.zero_share,
-                                nonfinite_grad_share=clean.nonfinite_share, converged_gap=gap,
-                                seconds=time.perf_counter() - start, model_hash=model_hash, T=temperature)
-            return Outcome(asdict(row), examples(clean.correct, robust, longer))
+            row = replace(job.template, device=str(self.device), n=evaluator.n,
+                          clean_acc=float(clean.correct.float().mean()), robust_acc=float(robust.float().mean()),
+                          robust_acc_cc=robust_among_correct(clean.correct, robust),
+                          zero_grad_share=clean.zero_share, nonfinite_grad_share=clean.nonfinite_share,
+                          converged_gap=gap, seconds=time.perf_counter() - start, model_hash=model_hash,
+                          T=temperature)
+            return Outcome(row, examples(clean.correct, robust, longer))
         except Exception as exc:  # one failing attack or defense plugin costs one row
             self.progress.log(f"[red]cell {cell} failed: {one_line(exc)}[/red]")
-            return self.failed(cell, one_line(exc), model_hash)
+            return self.failed(job, one_line(exc), model_hash)
 
     def convergence_run(self, wrapped, spec, options, cell, evaluator, clean):
         """Per-image robustness under the attack with twice its iterations, on the first

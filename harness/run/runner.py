@@ -1,8 +1,11 @@
 """Suite -> cells -> executor -> rows. Data flows one way: dataset, trained model (from disk, the
 shared model cache, or learner stages), defense-wrapped model, attack, row, table.
 
-The runner owns the run directory; an executor (``harness.api.Executor``, e.g. ``local`` or ``ray``)
-runs the cells through a :class:`harness.run.worker.Worker` and hands back one outcome per cell.
+The runner owns the run directory. It resolves each cell once into a :class:`harness.run.jobs.Job`
+(records, hash, the row's known fields); an executor (``harness.api.Executor``, e.g. ``local`` or
+``ray``, picked by :func:`harness.run.executor.pick_executor`) runs the jobs through a
+:class:`harness.run.worker.Worker` and hands back one :class:`harness.api.Outcome` per cell, whose
+row is appended to the table as it is.
 Each trained model is saved once per configuration and seed under ``OUT/models`` (and in the shared
 cache, :mod:`harness.run.cache`) and reused by every cell that needs it; ``OUT/results.csv`` is rewritten
 atomically after every row, and cells whose ``config_hash`` already has an ``ok`` row there are
@@ -29,21 +32,21 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results import diagnostics
-from harness.api import Executor
+from harness.api import Outcome, Plan
+from harness.errors import PluginError
 from harness.kit.atomic import replace_atomically
-from harness.run.cache import ModelCache
-from harness.errors import HarnessError, PluginError
-from harness.run.cell import Outcome
-from harness.run.progress import SilentProgress
-from harness.registry import Registry, did_you_mean
-from harness.results.table import Row, read_results, to_frame, write_csv
-from harness.results.rundir import SUITE_COPY, RunDir, run_lock
-from harness.suite.resolve import OptionError, resolve_options, split_pairs
-from harness.suite.load import Cell, Suite, config_hash
 from harness.kit.threads import set_math_environment
-from harness.run.training import select_params, versions
-from harness.run.worker import Plan, Worker, group_cells
+from harness.registry import Registry
+from harness.results import diagnostics
+from harness.results.rundir import SUITE_COPY, RunDir, run_lock
+from harness.results.table import Row, read_results, to_frame, write_csv
+from harness.run.cache import ModelCache
+from harness.run.executor import executor_options as resolve_executor_options, pick_executor
+from harness.run.jobs import Job, group_jobs, resolve_jobs
+from harness.run.progress import SilentProgress
+from harness.run.training import build_model, versions
+from harness.run.worker import Worker
+from harness.suite.load import Suite
 
 
 class RunInterrupted(Exception):
@@ -52,57 +55,6 @@ class RunInterrupted(Exception):
     def __init__(self, done: int, total: int, results: Path) -> None:
         super().__init__(f"interrupted: {done} of {total} cells done")
         self.done, self.total, self.results = done, total, results
-
-
-def default_executor(registry: Registry) -> str:
-    """The name of the one registered executor that declares itself the ``default``."""
-    names = [e.obj.name for e in registry.executors.entries() if e.obj.default]
-    if len(names) > 1:
-        raise HarnessError(f"executors {', '.join(names)} each declare themselves the default; pass --executor NAME "
-                           f"or block one with HARNESS_BLOCK_PLUGINS")
-    if not names:
-        known = ", ".join(registry.executors.names()) or "none"
-        raise HarnessError(f"no registered executor is the default (registered: {known}); pass --executor NAME, "
-                           f"or let HARNESS_LOAD_PLUGINS load the plugin of an executor that declares default=True")
-    return names[0]
-
-
-def executor_spec(registry: Registry, name: str | None) -> Executor:
-    """The registered executor ``name`` (None: the default one), or one line saying what is registered."""
-    name = name or default_executor(registry)
-    if name not in registry.executors.names():
-        raise HarnessError(f"--executor {name}: unknown executor{did_you_mean(name, registry.executors.names())}")
-    return registry.executors.get(name)
-
-
-def parse_executor_options(registry: Registry, name: str, pairs: tuple[str, ...] = (),
-                           address: str | None = None) -> dict[str, Any]:
-    """``--executor-option KEY=VALUE`` strings (and ``--address``) resolved like every plugin's options
-    (harness.suite.resolve: typed like executor ``name``'s defaults, then checked by it; the ``ray``
-    executor checks that Ray is installed)."""
-    spec = executor_spec(registry, name)
-    try:
-        given: dict[str, Any] = split_pairs(pairs, "--executor-option")
-    except OptionError as exc:
-        raise HarnessError(exc.message) from None
-    if address is not None:
-        if "address" not in spec.defaults:
-            takes = [n for n in registry.executors.names() if "address" in registry.executors.get(n).defaults]
-            raise HarnessError(f"--address: executor '{spec.name}' takes no address; "
-                               + (f"use --executor {' or '.join(takes)}" if takes else "no installed executor takes one"))
-        given["address"] = address
-    return resolve_executor(registry, name, given, text=True)[1]
-
-
-def resolve_executor(registry: Registry, name: str, options: dict[str, Any] | None,
-                     text: bool = False) -> tuple[Executor, dict]:
-    """The executor and its options over its defaults, checked (unknown keys, types, its ``check``);
-    ``text``: the values are command-line strings."""
-    spec = executor_spec(registry, name)
-    try:
-        return spec, resolve_options(spec, options or {}, f"executor '{spec.name}'", text=text)
-    except OptionError as exc:
-        raise HarnessError(f"--executor-option {exc}") from None
 
 
 def suite_path(source: Path, out_dir: Path) -> tuple[str, str]:
@@ -126,7 +78,8 @@ def portable_path(path: Path) -> str:
 
 class Runner:
     """Runs a suite into ``out_dir``. ``cache``: the shared model cache (None: none, the default
-    here; ``harness run`` uses the user's). ``executor``: a registered executor's name."""
+    here; ``harness run`` uses the user's). ``executor``: a registered executor's name (None: the
+    default one); ``executor_options``: its options, over its defaults."""
 
     def __init__(self, suite: Suite, registry: Registry, out_dir: Path, data_root: Path, device,
                  progress=None, cache: ModelCache | None = None, executor: str | None = None,
@@ -136,24 +89,24 @@ class Runner:
         set_math_environment()
         self.suite, self.registry, self.out_dir = suite, registry, Path(out_dir)
         self.progress = progress or SilentProgress()
-        self.executor, self.executor_options = resolve_executor(registry, executor, executor_options)
+        self.executor = pick_executor(registry, executor)
+        self.executor_options = resolve_executor_options(self.executor, executor_options)
         self.worker = Worker(suite, registry, self.out_dir, data_root, device, cache, self.progress)
         self.device, self.cache = self.worker.device, cache
         self.run_dir = RunDir(self.out_dir)
         self.results_path = self.run_dir.results
         self._stop = False  # set by SIGINT: stop before the next cell
+        self._checked = False  # preflight done
 
     # -- checks before any work --------------------------------------------------------------
-    def info(self, dataset: str):
-        return self.registry.datasets.get(dataset).info
-
     def preflight(self) -> None:
-        """Build every model once per dataset (cheap) to check each stage's parameter patterns."""
+        """Build every model once per dataset (cheap), as training will, to check each stage's
+        parameter patterns; once per runner (``harness eval`` calls it before printing anything)."""
+        if self._checked:
+            return
         for dataset, key in dict.fromkeys((c.dataset, c.model) for c in self.suite.cells):
-            component = self.suite.models[key]
-            module = self.registry.models.get(component.plugin).build(component.options, self.info(dataset))
-            for i, stage in enumerate(component.stages):
-                select_params(module, stage.params, f"{self.suite.path}: models.{key}.stages.{i}.params")
+            build_model(self.suite, self.registry, dataset, key)
+        self._checked = True
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
@@ -181,37 +134,37 @@ class Runner:
     def _run(self) -> pd.DataFrame:
         self.run_dir.remove_temporaries()
         rows = self._previous_rows()
-        done = {r["config_hash"] for r in rows if r["status"] == "ok"}
-        hashes = {c: config_hash(self.suite.cell_config(c)) for c in self.suite.cells}
-        todo = [c for c in self.suite.cells if hashes[c] not in done]
-        self._record_run(hashes, todo)
+        done = {r.config_hash for r in rows if r.status == "ok"}
+        jobs = resolve_jobs(self.suite, self.registry)
+        todo = [j for j in jobs if j.config_hash not in done]
+        self._record_run(jobs, todo)
         if len(todo) < len(self.suite.cells):
             self.progress.log(f"{len(self.suite.cells) - len(todo)} cell(s) already in {self.results_path}; "
                               f"running the other {len(todo)}")
         if not todo:  # a run stopped during its last cell left its rows without checks and worst cases
-            annotated = not rows or any(r["attack"] == diagnostics.WORST for r in rows)
+            annotated = not rows or any(r.attack == diagnostics.WORST for r in rows)
             return read_results(self.out_dir) if annotated else self._write(rows, annotate=True)
         # earlier failures of these cells are replaced; worst-case rows are recomputed at the end
-        retry = {hashes[c] for c in todo}
-        rows = [r for r in rows if r["config_hash"] not in retry and r["attack"] != diagnostics.WORST]
+        retry = {j.config_hash for j in todo}
+        rows = [r for r in rows if r.config_hash not in retry and r.attack != diagnostics.WORST]
         try:
             self._execute(todo, retry, rows)
         except KeyboardInterrupt:  # a second Ctrl-C (or no handler): the table holds every finished cell
             self._stop = True
         if self._stop:
-            finished = {r["config_hash"] for r in rows}
+            finished = {r.config_hash for r in rows}
             if rows:  # the finished cells get their checks and worst cases; a resumed run recomputes them
                 try:
                     self._write(rows, annotate=True)
                 except KeyboardInterrupt:  # another Ctrl-C: the table as written after the last cell stays
                     pass
-            raise RunInterrupted(sum(h in finished for h in hashes.values()), len(self.suite.cells),
+            raise RunInterrupted(sum(j.config_hash in finished for j in jobs), len(self.suite.cells),
                                  self.results_path)
         return self._write(rows, annotate=True)
 
-    def _execute(self, todo: list[Cell], expected: set[str], rows: list[dict[str, Any]]) -> None:
-        """Hand the cells to the executor and record each outcome as it arrives."""
-        plan = Plan(groups=group_cells(todo), worker=self.worker, stopping=lambda: self._stop,
+    def _execute(self, todo: list[Job], expected: set[str], rows: list[Row]) -> None:
+        """Hand the jobs to the executor and record each outcome as it arrives."""
+        plan = Plan(groups=group_jobs(todo), worker=self.worker, stopping=lambda: self._stop,
                     log=self.progress.log)
         advance = self.progress.task("cells", len(todo))
         outcomes = self.executor.run(plan, dict(self.executor_options))
@@ -219,7 +172,7 @@ class Runner:
             for outcome in outcomes:
                 self._record(outcome, expected, rows)
                 row = outcome.row
-                advance(last=f"{row['model']}/{row['defense']}/{row['attack']}/eps={row['eps']:g}")
+                advance(last=f"{row.model}/{row.defense}/{row.attack}/eps={row.eps:g}")
         finally:
             close = getattr(outcomes, "close", None)
             if close is not None:  # a generator: its finally blocks cancel what still runs
@@ -228,9 +181,9 @@ class Runner:
             raise PluginError(f"executor '{self.executor.name}' finished without the rows of {len(expected)} "
                               f"cell(s); rerun the same command to run them")
 
-    def _record(self, outcome: Outcome, expected: set[str], rows: list[dict[str, Any]]) -> None:
+    def _record(self, outcome: Outcome, expected: set[str], rows: list[Row]) -> None:
         """Per-image results first, then the row: a row in the table always has its examples."""
-        digest = outcome.row.get("config_hash")
+        digest = outcome.row.config_hash
         if digest not in expected:
             raise PluginError(f"executor '{self.executor.name}' returned a row for a cell it was not given "
                               f"or twice (config_hash {digest})")
@@ -240,7 +193,7 @@ class Runner:
         rows.append(outcome.row)
         self._write(rows)
 
-    def _record_run(self, hashes: dict[Cell, str], todo: list[Cell]) -> None:
+    def _record_run(self, jobs: list[Job], todo: list[Job]) -> None:
         """OUT/run.json and OUT/suite.toml, both atomically; earlier invocations stay in "runs"."""
         source = Path(self.suite.path)
         try:  # the effective suite when --set or harness eval made it, else the file as it is
@@ -259,7 +212,7 @@ class Runner:
         history.append({"started": now, "suite_sha256": digest, "device": str(self.device),
                         "executor": self.executor.name,
                         "model_cache": portable_path(self.cache.root) if self.cache else None,
-                        "cells_todo": len(todo), "todo": [hashes[c] for c in todo],
+                        "cells_todo": len(todo), "todo": [j.config_hash for j in todo],
                         "overrides": list(self.suite.overrides)})
         path_text, base = suite_path(source, self.out_dir)
         record = {"format": 1, "suite": {"name": self.suite.name, "path": path_text, "relative_to": base,
@@ -267,22 +220,21 @@ class Runner:
                                          "overrides": list(self.suite.overrides)},
                   "data": {"train_size": self.suite.train_size, "test_size": self.suite.test_size,
                            "test_subset": self.suite.test_subset and self.suite.test_subset.config()},
-                  "cells": [{**asdict(c), "config_hash": hashes[c]} for c in self.suite.cells],
+                  "cells": [{**asdict(j.cell), "config_hash": j.config_hash} for j in jobs],
                   "versions": versions(self.registry), "device": str(self.device), "runs": history}
         if text is not None:
             replace_atomically(self.run_dir.suite_copy, lambda tmp: Path(tmp).write_bytes(text))
         body = json.dumps(record, indent=2, default=str) + "\n"
         replace_atomically(path, lambda tmp: Path(tmp).write_text(body))
 
-    def _previous_rows(self) -> list[dict[str, Any]]:
+    def _previous_rows(self) -> list[Row]:
         if not self.results_path.exists():
             return []
-        frame = read_results(self.out_dir)
-        return frame.to_dict("records")
+        return [Row(**r) for r in read_results(self.out_dir).to_dict("records")]
 
-    def _write(self, rows: list[dict[str, Any]], annotate: bool = False) -> pd.DataFrame:
+    def _write(self, rows: list[Row], annotate: bool = False) -> pd.DataFrame:
         """Rewrite the table; at the end of a run, with the masking checks and worst-case rows."""
-        frame = to_frame([Row(**r) for r in rows])
+        frame = to_frame(rows)
         if annotate:
             frame = diagnostics.annotate(frame, self.run_dir)
         write_csv(frame, self.results_path)

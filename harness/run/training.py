@@ -45,6 +45,22 @@ def select_params(module, patterns, where: str) -> dict[str, Any]:
     return selected
 
 
+def stage_where(suite: Suite, key: str, index: int) -> str:
+    """Where a stage's parameter patterns are written, for messages."""
+    return f"{suite.path}: models.{key}.stages.{index}.params"
+
+
+def build_model(suite: Suite, registry: Registry, dataset: str, key: str):
+    """Model ``key`` as its plugin builds it for ``dataset``, with every stage's parameter patterns
+    checked against it (one line naming the stage for a pattern that matches nothing): the runner's
+    preflight and the first step of training."""
+    component = suite.models[key]
+    module = registry.models.get(component.plugin).build(component.options, registry.datasets.get(dataset).info)
+    for index, stage in enumerate(component.stages):
+        select_params(module, stage.params, stage_where(suite, key, index))
+    return module
+
+
 def learner_summary(suite: Suite, key: str) -> str:
     """The stages as one line; "pretrained" for a model that has none (harness.api.Model.pretrained)."""
     return " > ".join(f"{s.learner}[{','.join(s.params)}{',frozen' if s.freeze else ''}]"
@@ -74,16 +90,12 @@ def versions(registry: Registry | None = None) -> dict[str, str]:
 
 class Training:
     """Finds or trains the models of one suite into one run directory. ``load_data(name)`` gives a
-    dataset's :class:`Data`; ``registry`` is called when needed (a worker rebuilds it lazily)."""
+    dataset's :class:`Data`."""
 
-    def __init__(self, suite: Suite, registry: Callable[[], Registry], run_dir: RunDir, device,
+    def __init__(self, suite: Suite, registry: Registry, run_dir: RunDir, device,
                  cache: ModelCache | None, progress, load_data: Callable[[str], Data]) -> None:
-        self.suite, self._registry, self.run_dir, self.device = suite, registry, run_dir, device
+        self.suite, self.registry, self.run_dir, self.device = suite, registry, run_dir, device
         self.cache, self.progress, self.load_data = cache, progress, load_data
-
-    @property
-    def registry(self) -> Registry:
-        return self._registry()
 
     def obtain(self, dataset: str, key: str, seed: int):
         """(module, model_hash, a line for the user): stored, cached or trained now."""
@@ -136,13 +148,12 @@ class Training:
         component = self.suite.models[key]
         torch.manual_seed(seed)
         info = self.registry.datasets.get(dataset).info
-        module = self.registry.models.get(component.plugin).build(component.options, info)
-        module = module.to(self.device)
+        module = build_model(self.suite, self.registry, dataset, key).to(self.device)
         frozen: set[str] = set()
         history = []
         start = time.perf_counter()
         for index, stage in enumerate(component.stages):
-            where = f"{self.suite.path}: models.{key}.stages.{index}.params"
+            where = stage_where(self.suite, key, index)
             params = {n: p for n, p in select_params(module, stage.params, where).items() if n not in frozen}
             if not params:
                 raise HarnessError(f"{where}: every matching parameter was frozen by an earlier stage")

@@ -1,12 +1,12 @@
-"""Running cells, wherever an executor runs them: dataset, trained model (:mod:`harness.run.training`:
-from ``OUT/models``, the shared cache, or the learner stages), then each cell's outcome
+"""Running jobs, wherever an executor runs them: dataset, trained model (:mod:`harness.run.training`:
+from ``OUT/models``, the shared cache, or the learner stages), then each job's outcome
 (:mod:`harness.run.cell`: defense-wrapped model, attack, row).
 
-A :class:`Worker` writes trained models (to ``OUT/models`` and the cache) and nothing else: each cell's
-:class:`Outcome` goes back to the runner, which alone writes ``results.csv`` and ``OUT/examples``.
-A worker pickles without its registry and rebuilds it from the plugins' entry points in the process
-that unpickles it, so executors can send it to other processes and machines; it holds the one
-dataset in memory and the last model it loaded.
+A :class:`Worker` (the core's :class:`harness.api.CellWorker`) writes trained models (to ``OUT/models``
+and the cache) and nothing else: each cell's :class:`harness.api.Outcome` goes back to the runner,
+which alone writes ``results.csv`` and ``OUT/examples``. A worker pickles without its registry and
+rebuilds it from the plugins' entry points in the process that unpickles it, so executors can send
+it to other processes and machines; it holds the one dataset in memory and the last model it loaded.
 """
 
 from __future__ import annotations
@@ -14,68 +14,29 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from harness.run.cache import ModelCache
-from harness.errors import HarnessError, SuiteError
-from harness.run.evaluator import Evaluator
-from harness.run.cell import Evaluation, Outcome, one_line
-from harness.run.progress import SilentProgress
+from harness.api import Group, Outcome, Trained
+from harness.errors import HarnessError, SuiteError, one_line
 from harness.registry import Registry
 from harness.results.rundir import RunDir
-from harness.suite.load import Cell, Suite
-from harness.kit.threads import set_math_environment
+from harness.run.cache import ModelCache
+from harness.run.cell import CellEvaluation
+from harness.run.evaluator import Evaluator
+from harness.run.jobs import Job
+from harness.run.progress import SilentProgress
 from harness.run.training import Data, Training
-
-# What executors use (harness.api.Executor); Outcome and one_line are harness.run.cell's
-__all__ = ["Group", "Outcome", "Plan", "Trained", "Worker", "group_cells", "one_line"]
+from harness.suite.load import Suite
+from harness.kit.threads import set_math_environment
 
 PLUGIN_ENV = ("HARNESS_LOAD_PLUGINS", "HARNESS_BLOCK_PLUGINS")
-
-
-@dataclass(frozen=True)
-class Group:
-    """Cells that share one trained model."""
-
-    dataset: str
-    model: str
-    seed: int
-    cells: tuple[Cell, ...]
-
-
-@dataclass(frozen=True)
-class Trained:
-    """What :meth:`Worker.train` did: the model's hash and a line for the user, or an error."""
-
-    model_hash: str
-    message: str
-    error: str = ""
-
-
-@dataclass
-class Plan:
-    """What an executor gets (see :class:`harness.api.Executor`)."""
-
-    groups: list[Group]
-    worker: "Worker"
-    stopping: Callable[[], bool]
-    log: Callable[[str], None]
-
-
-def group_cells(cells: list[Cell]) -> list[Group]:
-    """Cells by trained model, datasets in order so each is loaded once."""
-    groups: dict[tuple[str, str, int], list[Cell]] = {}
-    order = {name: i for i, name in enumerate(dict.fromkeys(c.dataset for c in cells))}
-    for cell in sorted(cells, key=lambda c: order[c.dataset]):
-        groups.setdefault((cell.dataset, cell.model, cell.seed), []).append(cell)
-    return [Group(*key, tuple(members)) for key, members in groups.items()]
+_UNPICKLED = ("_registry", "progress", "_data", "_loaded", "_training", "_evaluation")
 
 
 class Worker:
-    """What an executor runs cells with: data, models (:class:`Training`) and cells
-    (:class:`Evaluation`) for one suite and run directory."""
+    """What an executor runs jobs with: data, models (:class:`Training`) and cells
+    (:class:`CellEvaluation`) for one suite and run directory, each built once per process."""
 
     def __init__(self, suite: Suite, registry: Registry | None, out_dir: Path, data_root: Path, device,
                  cache: ModelCache | None = None, progress=None) -> None:
@@ -92,9 +53,11 @@ class Worker:
         self._plugin_env = {name: os.environ.get(name) for name in PLUGIN_ENV}
         self._data: tuple[str, Data] | None = None  # the one dataset held in memory
         self._loaded: tuple[str, Any] | None = None  # the last model run_cell loaded
+        self._training: Training | None = None
+        self._evaluation: CellEvaluation | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_registry", "progress", "_data", "_loaded")}
+        state = {k: v for k, v in self.__dict__.items() if k not in _UNPICKLED}
         state["device"] = str(self.device)
         return state
 
@@ -104,7 +67,8 @@ class Worker:
 
         self.__dict__.update(state)
         self.device = torch.device(state["device"])
-        self._registry, self.progress, self._data, self._loaded = None, SilentProgress(), None, None
+        self.__dict__.update(dict.fromkeys(_UNPICKLED))
+        self.progress = SilentProgress()
 
     def for_device(self, device: str) -> "Worker":
         """The same worker on another device, e.g. "cuda" inside a task that was given one GPU."""
@@ -127,21 +91,21 @@ class Worker:
 
     # -- what executors call -----------------------------------------------------------------
     def run_group(self, group: Group, stopping: Callable[[], bool] = lambda: False) -> Iterator[Outcome]:
-        """The group's outcomes, one cell at a time, in this process; stops early when ``stopping()``."""
+        """The group's outcomes, one job at a time, in this process; stops early when ``stopping()``."""
         try:
             data = self.load_data(group.dataset)
             module, model_hash = self.model(group.dataset, group.model, group.seed)
         except Exception as exc:  # a failing learner costs its cells, not the suite
             message = one_line(exc)
             self.progress.log(f"[red]model {group.model} on {group.dataset} (seed {group.seed}) failed: {message}[/red]")
-            for cell in group.cells:
-                yield self.failed(cell, message)
+            for job in group.cells:
+                yield self.failed(job, message)
             return
         evaluator, defended = Evaluator(data.x_test, data.y_test, self.suite.batch_size), {}
-        for cell in group.cells:
+        for job in group.cells:
             if stopping():
                 return
-            yield self.evaluation.cell(cell, module, model_hash, evaluator, defended)
+            yield self.evaluation.cell(job, module, model_hash, evaluator, defended)
         del module, defended
         if self.device.type == "cuda":
             import torch
@@ -156,20 +120,21 @@ class Worker:
             return Trained("", "", error=one_line(exc))
         return Trained(model_hash, message)
 
-    def run_cell(self, cell: Cell, model_hash: str) -> Outcome:
-        """One cell, with the model :meth:`train` stored under ``model_hash``."""
+    def run_cell(self, job: Job, model_hash: str) -> Outcome:
+        """One job, with the model :meth:`train` stored under ``model_hash``."""
+        cell = job.cell
         try:
             data = self.load_data(cell.dataset)
             if self._loaded is None or self._loaded[0] != model_hash:
                 self._loaded = None  # free the previous model first
                 self._loaded = (model_hash, self.training.stored(cell.model, cell.seed, model_hash)[0])
         except Exception as exc:
-            return self.failed(cell, one_line(exc), model_hash)
+            return self.failed(job, one_line(exc), model_hash)
         evaluator = Evaluator(data.x_test, data.y_test, self.suite.batch_size)
-        return self.evaluation.cell(cell, self._loaded[1], model_hash, evaluator, {})
+        return self.evaluation.cell(job, self._loaded[1], model_hash, evaluator, {})
 
-    def failed(self, cell: Cell, message: str, model_hash: str = "") -> Outcome:
-        return self.evaluation.failed(cell, message, model_hash)
+    def failed(self, job: Job, message: str, model_hash: str = "") -> Outcome:
+        return self.evaluation.failed(job, message, model_hash)
 
     # -- data --------------------------------------------------------------------------------
     def load_data(self, name: str) -> Data:
@@ -197,12 +162,16 @@ class Worker:
     # -- models ----------------------------------------------------------------------------------
     @property
     def training(self) -> Training:
-        return Training(self.suite, lambda: self.registry, self.run_dir, self.device, self.cache, self.progress,
-                        self.load_data)
+        if self._training is None:
+            self._training = Training(self.suite, self.registry, self.run_dir, self.device, self.cache,
+                                      self.progress, self.load_data)
+        return self._training
 
     @property
-    def evaluation(self) -> Evaluation:
-        return Evaluation(self.suite, lambda: self.registry, self.device, self.progress)
+    def evaluation(self) -> CellEvaluation:
+        if self._evaluation is None:
+            self._evaluation = CellEvaluation(self.suite, self.registry, self.device, self.progress)
+        return self._evaluation
 
     def model(self, dataset: str, key: str, seed: int):
         """(module, model_hash): from ``OUT/models``, else the cache, else trained and stored in both."""

@@ -1,4 +1,5 @@
-"""Built-in executor ``ray``: cells as Ray tasks, on a local Ray instance or a cluster.
+"""Built-in executor ``ray``: cells as Ray tasks, on a local Ray instance or a cluster
+(``--executor ray --executor-option address=HOST:PORT``, or ``address=auto``).
 
 Each trained model is made once, by a Ray task that trains it (or finds it) and stores it in the
 shared model cache; then each of its cells is a Ray task that loads the model from the cache. On a
@@ -51,7 +52,7 @@ def _reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
-        raise HarnessError(f"--address {address}: nothing answers there ({exc.strerror or exc}); start the "
+        raise HarnessError(f"--executor-option address={address}: nothing answers there ({exc.strerror or exc}); start the "
                            f"cluster with `ray start --head` and pass the address it prints") from None
 
 
@@ -64,5 +65,6 @@ def run(plan, options: dict):
 @hookimpl
 def harness_register_executors(register):
     register(Executor(name="ray", run=run, defaults=DEFAULTS, check=_check,
-                      description="run cells as Ray tasks (local instance or --address of a cluster); "
+                      description="run cells as Ray tasks (a local instance, or a cluster's "
+                                  "--executor-option address=HOST:PORT); "
                                   "models are trained once and shared through the model cache"))
