@@ -22,7 +22,7 @@ import pytest
 
 from harness.plugins import builtin_plugin_names, load_registry
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "harness-softhebb"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "harness-softhebb"
 DIST = "harness-softhebb"
 
 

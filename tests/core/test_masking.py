@@ -13,6 +13,8 @@ from harness.api import Defense
 from harness.plugins import load_registry
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
+from harness.suite.tomlwrite import to_toml
+from suite_builder import backprop, repu, suite, torchattacks
 
 
 class Amplify:
@@ -34,52 +36,20 @@ class Amplify:
                          description="multiply logits (masks the gradient on purpose)"))
 
 
-SUITE = """
-[data]
-dataset = "mnist"
-train_size = 10000
-test_size = 300
-
-[eval]
-convergence_images = 150
-
-[models.relu]
-model = "repu"
-hidden = 128
-power = 1.0
-beta = 1.0
-[[models.relu.stages]]
-learner = "backprop"
-epochs = 3
-
-[defenses.masked]
-defense = "amplify"
-
-[attacks.fgsm]
-attack = "fgsm"
-backend = "torchattacks"
-[attacks.pgd]
-attack = "pgd"
-backend = "torchattacks"
-steps = 40
-alpha = 0.02
-[attacks.noise]
-attack = "noise"
-samples = 5
-
-[grid]
-model = ["relu"]
-defense = ["none", "masked"]
-attack = ["fgsm", "pgd", "noise"]
-eps = [0.0, 0.1, 0.3, 0.5]
-"""
+SUITE = suite(train_size=10000, test_size=300, eval={"convergence_images": 150},
+              models={"relu": repu(128, backprop(epochs=3), power=1.0, beta=1.0)},
+              defenses={"masked": {"defense": "amplify"}},
+              attacks={"fgsm": torchattacks("fgsm"), "pgd": torchattacks("pgd", steps=40, alpha=0.02),
+                       "noise": {"attack": "noise", "samples": 5}},
+              grid={"model": ["relu"], "defense": ["none", "masked"], "attack": ["fgsm", "pgd", "noise"],
+                    "eps": [0.0, 0.1, 0.3, 0.5]})
 
 
 @pytest.fixture(scope="module")
 def masking_run(mnist_root, tmp_path_factory):
     torch.set_num_threads(1)
     directory = tmp_path_factory.mktemp("masking")
-    (directory / "suite.toml").write_text(SUITE)
+    (directory / "suite.toml").write_text(to_toml(SUITE))
     registry = load_registry(extra=[Amplify()])
     suite = load_suite(directory / "suite.toml", registry)
     frame = Runner(suite, registry, directory / "out", mnist_root, torch.device("cpu")).run()

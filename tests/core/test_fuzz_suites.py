@@ -20,7 +20,7 @@ from harness.cli import cli
 from harness.errors import SuiteError
 from harness.suite.load import load_suite
 
-QUICK_TEXT = (Path(__file__).parent.parent / "suites" / "quick.toml").read_bytes()
+QUICK_TEXT = (Path(__file__).parents[2] / "suites" / "quick.toml").read_bytes()
 QUICK = tomllib.loads(QUICK_TEXT.decode())
 
 # names the loader looks for, so random documents get past the first checks now and then

@@ -22,54 +22,20 @@ import pytest
 from conftest import OWN_PLUGINS
 from harness.errors import HarnessError
 from harness.results.table import TIMING_COLUMNS, read_results
+from harness.suite.tomlwrite import to_toml
+from suite_builder import changed, one_net, torchattacks
 
-SUITE = """
-[suite]
-name = "resume"
-
-[data]
-dataset = "mnist"
-train_size = 1000
-test_size = 200
-
-[eval]
-convergence_images = 50
-
-[models.bp]
-model = "repu"
-hidden = 32
-
-[[models.bp.stages]]
-learner = "backprop"
-epochs = 2
-
-[defenses.T1e5]
-defense = "logit-scale"
-T = 1e5
-
-[attacks.pgd]
-attack = "pgd"
-backend = "torchattacks"
-steps = 100
-
-[attacks.fgsm]
-attack = "fgsm"
-backend = "torchattacks"
-
-[grid]
-model = ["bp"]
-defense = ["none", "T1e5"]
-attack = ["pgd", "fgsm"]
-eps = [0.0, 0.05, 0.1]
-exclude = [{ attack = "fgsm", eps = 0.0 }]
-"""
+SUITE = changed(one_net(name="resume", test_size=200, epochs=2, convergence_images=50,
+                        attacks={"pgd": torchattacks("pgd", steps=100), "fgsm": torchattacks("fgsm")},
+                        eps=(0.0, 0.05, 0.1)),
+                {"grid.exclude": [{"attack": "fgsm", "eps": 0.0}]})
 CELLS = 10  # 2 defenses x 2 attacks x 3 eps, minus fgsm at eps 0
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("resume")
-    (directory / "resume.toml").write_text(SUITE)
+    (directory / "resume.toml").write_text(to_toml(SUITE))
     return directory
 
 

@@ -1,5 +1,5 @@
 """The fixtures harness.testing gives plugin authors (loaded through the pytest11 entry point), as
-seen from the project's own tests. tests/test_softhebb_package.py runs a third-party package's tests
+seen from the project's own tests. tests/examples/test_softhebb_package.py runs a third-party package's tests
 with them in a fresh pytest process."""
 
 from __future__ import annotations

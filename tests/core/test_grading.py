@@ -205,7 +205,7 @@ def test_regrade_rewrites_the_grades_of_a_finished_run_not_its_numbers(tmp_path)
     from harness.results.regrade import regrade
     from harness.results.table import read_results
 
-    source = Path(__file__).resolve().parents[1] / "results" / "thesis-strong"
+    source = Path(__file__).resolve().parents[2] / "results" / "thesis-strong"
     copy = tmp_path / "thesis-strong"
     shutil.copytree(source, copy)
     before = read_results(copy)

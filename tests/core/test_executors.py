@@ -29,40 +29,10 @@ from harness.results.table import TIMING_COLUMNS, read_results
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
 from harness.testing import assert_one_line_error
+from suite_builder import changed, one_net, torchattacks
 
-SUITE = """
-[data]
-dataset = "mnist"
-train_size = 1000
-test_size = 100
-
-[eval]
-convergence_images = 20
-
-[models.bp]
-model = "repu"
-hidden = 32
-
-[[models.bp.stages]]
-learner = "backprop"
-epochs = 1
-
-[defenses.T1e5]
-defense = "logit-scale"
-T = 1e5
-
-[attacks.pgd]
-attack = "pgd"
-backend = "torchattacks"
-steps = 3
-
-[grid]
-model = ["bp"]
-defense = ["none", "T1e5"]
-attack = ["pgd"]
-eps = [0.0, 0.1]
-seed = [0, 1]
-"""
+SUITE = changed(one_net(convergence_images=20, attacks={"pgd": torchattacks("pgd", steps=3)}, eps=(0.0, 0.1)),
+                {"grid.seed": [0, 1]})
 CELLS = 8
 
 
@@ -137,7 +107,7 @@ NEEDS_RAY = pytest.mark.skipif(RAY_MISSING, reason="Ray is optional and not inst
 @NEEDS_RAY
 def test_the_ray_executor_gives_the_local_table(local_table, suite_file, tmp_path, mnist_root):
     """`harness run --executor ray` with no address starts a local Ray instance (one CPU). It runs in
-    a subprocess: Ray imports requests, which tests/test_pipeline.py checks this process never does."""
+    a subprocess: Ray imports requests, which tests/core/test_pipeline.py checks this process never does."""
     out, cache = tmp_path / "ray", tmp_path / "c3"
     env = {**os.environ, "HARNESS_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
     env.pop("HARNESS_NO_CACHE", None)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 try:  # importable from the editable install once their entry points are in pyproject.toml
     import harness_adversarial
 except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "plugins"))
     import harness_adversarial
 import harness_oja
 import harness_random
@@ -24,6 +24,7 @@ from harness.kit.layers import layer_inputs
 from harness.plugins import entry_points, load_registry
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
+from suite_builder import backprop, first_layer, repu, suite, torchattacks
 from harness_oja.rule import decay_term, train_oja
 
 CONTROLS = [harness_random, harness_oja, harness_adversarial]
@@ -262,76 +263,15 @@ def test_temperature_scales_the_logits_the_attack_sees(registry):
 
 # -- all three in a suite --------------------------------------------------------------------------
 
-SUITE = """
-[suite]
-name = "controls"
-
-[data]
-dataset = "mnist"
-train_size = 2000
-test_size = 200
-
-[models.rand]
-model = "repu"
-hidden = 32
-power = 1.0
-beta = 1.0
-
-[[models.rand.stages]]
-learner = "random"
-params = ["fc1.weight"]
-freeze = true
-p = 3.0
-distribution = "uniform"
-
-[[models.rand.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 2
-lr = 0.01
-
-[models.oja]
-model = "repu"
-hidden = 32
-power = 1.0
-beta = 1.0
-
-[[models.oja.stages]]
-learner = "oja"
-params = ["fc1.weight"]
-freeze = true
-epochs = 2
-
-[[models.oja.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 2
-lr = 0.01
-
-[models.adv]
-model = "repu"
-hidden = 32
-power = 1.0
-beta = 1.0
-
-[[models.adv.stages]]
-learner = "adversarial"
-epochs = 1
-eps = 0.1
-steps = 3
-alpha = 0.04
-lr = 0.01
-
-[attacks.pgd]
-attack = "pgd"
-backend = "torchattacks"
-steps = 5
-
-[grid]
-model = ["rand", "oja", "adv"]
-attack = ["pgd"]
-eps = [0.0, 0.1]
-"""
+LINEAR = dict(power=1.0, beta=1.0)  # a ReLU net
+HEAD = backprop("fc2.weight", epochs=2, lr=0.01)  # the classifier on the frozen features
+SUITE = suite(name="controls", train_size=2000, test_size=200,
+              models={"rand": repu(32, first_layer("random", p=3.0, distribution="uniform"), HEAD, **LINEAR),
+                      "oja": repu(32, first_layer("oja", epochs=2), HEAD, **LINEAR),
+                      "adv": repu(32, {"learner": "adversarial", "epochs": 1, "eps": 0.1, "steps": 3, "alpha": 0.04,
+                                       "lr": 0.01}, **LINEAR)},
+              attacks={"pgd": torchattacks("pgd", steps=5)},
+              grid={"model": ["rand", "oja", "adv"], "attack": ["pgd"], "eps": [0.0, 0.1]})
 
 
 def test_controls_run_in_a_suite(registry, mnist_root, write_suite, tmp_path):

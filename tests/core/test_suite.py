@@ -15,7 +15,7 @@ import tomli_w
 from harness.errors import SuiteError
 from harness.suite.load import Cell, config_hash, load_suite
 
-QUICK = Path(__file__).parents[1] / "suites" / "quick.toml"
+QUICK = Path(__file__).parents[2] / "suites" / "quick.toml"
 
 # A small valid suite, kept as separate sections so cases can drop or replace whole sections.
 SECTIONS = {

@@ -21,7 +21,7 @@ import pytest
 from harness import PROJECT, hookspecs
 from harness.docgen import COMMAND, render
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 PLUGINS_DOC = ROOT / "docs" / "plugins.md"
 CLI_DOC = ROOT / "docs" / "cli.md"
 HOOKS = sorted(name for name, value in vars(hookspecs).items()
@@ -81,7 +81,7 @@ def implementations_in_tests(hook: str) -> list[str]:
     """Test files (other than this one) that implement ``hook``: a function named after it (module,
     class or nested plugin) or a ``hook=`` keyword handing a function to a plugin factory."""
     pattern = re.compile(rf"(\bdef\s+{hook}\s*\(|\b{hook}\s*=\s*(?!None))")
-    return sorted(path.name for path in (ROOT / "tests").glob("test_*.py")
+    return sorted(path.name for path in (ROOT / "tests").rglob("test_*.py")
                   if path.name != Path(__file__).name and pattern.search(path.read_text()))
 
 
@@ -89,7 +89,7 @@ def implementations_in_tests(hook: str) -> list[str]:
 def test_every_hook_is_implemented_by_a_test(hook):
     assert implementations_in_tests(hook), (
         f"no test under tests/ implements {hook}: register a test plugin implementing it (see "
-        f"tests/test_commands_hook.py) and check what it registered")
+        f"tests/core/test_commands_hook.py) and check what it registered")
 
 
 def test_the_implementation_search_finds_what_it_should_and_nothing_else():

@@ -23,38 +23,9 @@ from harness.results.table import TIMING_COLUMNS, read_results
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
 from harness.testing import assert_one_line_error
+from suite_builder import changed, one_net
 
-SUITE = """
-[data]
-dataset = "mnist"
-train_size = 1000
-test_size = 100
-
-[eval]
-convergence_images = 0
-
-[models.bp]
-model = "repu"
-hidden = 32
-
-[[models.bp.stages]]
-learner = "counted"
-epochs = 1
-
-[defenses.T1e5]
-defense = "logit-scale"
-T = 1e5
-
-[attacks.fgsm]
-attack = "fgsm"
-backend = "torchattacks"
-
-[grid]
-model = ["bp"]
-defense = ["none", "T1e5"]
-attack = ["fgsm"]
-eps = [0.1]
-"""
+SUITE = one_net(learner="counted")
 
 
 @pytest.fixture
@@ -115,11 +86,11 @@ def test_the_key_covers_learner_options_seed_and_versions_not_the_device(counted
     config, base = model_identity(suite, registry, "mnist", "bp", 0)
     assert model_identity(load_suite(write_suite(SUITE, "again.toml"), registry), registry, "mnist", "bp", 0)[1] == base
     assert model_identity(suite, registry, "mnist", "bp", 1)[1] != base
-    longer = load_suite(write_suite(SUITE.replace("epochs = 1", "epochs = 2"), "longer.toml"), registry)
+    longer = load_suite(write_suite(changed(SUITE, {"models.bp.stages.0.epochs": 2}), "longer.toml"), registry)
     assert model_identity(longer, registry, "mnist", "bp", 0)[1] != base
-    wider = load_suite(write_suite(SUITE.replace("hidden = 32", "hidden = 33"), "wider.toml"), registry)
+    wider = load_suite(write_suite(changed(SUITE, {"models.bp.hidden": 33}), "wider.toml"), registry)
     assert model_identity(wider, registry, "mnist", "bp", 0)[1] != base
-    attacked = load_suite(write_suite(SUITE.replace("eps = [0.1]", "eps = [0.2]"), "eps.toml"), registry)
+    attacked = load_suite(write_suite(changed(SUITE, {"grid.eps": [0.2]}), "eps.toml"), registry)
     assert model_identity(attacked, registry, "mnist", "bp", 0)[1] == base  # attacks do not change a model
 
     assert "device" not in json.dumps(config)
@@ -139,7 +110,7 @@ def test_the_key_covers_learner_options_seed_and_versions_not_the_device(counted
 def filled_cache(counted, write_suite, tmp_path, mnist_root) -> Path:
     """A cache holding the models of seeds 0 and 1."""
     registry, _ = counted
-    suite_file = write_suite(SUITE.replace('eps = [0.1]', 'eps = [0.1]\nseed = [0, 1]'))
+    suite_file = write_suite(changed(SUITE, {"grid.seed": [0, 1]}))
     run(registry, suite_file, tmp_path / "out", mnist_root, ModelCache(tmp_path / "cache"))
     return tmp_path / "cache"
 
@@ -195,7 +166,7 @@ def test_cache_location_options(tmp_path, monkeypatch):
 def test_run_cli_fills_the_cache_and_no_cache_leaves_it_alone(write_suite, tmp_path, mnist_root, monkeypatch):
     monkeypatch.setenv("HARNESS_DATA", str(mnist_root))
     monkeypatch.delenv("HARNESS_NO_CACHE", raising=False)
-    suite_file = write_suite(SUITE.replace('"counted"', '"backprop"'))
+    suite_file = write_suite(changed(SUITE, {"models.bp.stages.0.learner": "backprop"}))
     cache = tmp_path / "cache"
     off = invoke("run", str(suite_file), "--out", str(tmp_path / "a"), "--device", "cpu", "--quiet",
                  "--cache-dir", str(cache), "--no-cache")

@@ -26,7 +26,7 @@ def test_every_built_in_model_passes(images, name):
     registry = load_registry()
     spec = registry.get("models", name)
     if name == "external":
-        pytest.skip("'external' wraps a model of the user's (a factory or file); tests/test_eval_model.py "
+        pytest.skip("'external' wraps a model of the user's (a factory or file); tests/core/test_eval_model.py "
                     "evaluates one through it")
     torch.manual_seed(0)
     module = spec.build(dict(spec.defaults), INFO).eval()

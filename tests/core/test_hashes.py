@@ -14,7 +14,7 @@ from harness.run.cache import model_identity
 from harness.results.diagnostics import WORST
 from harness.suite.load import config_hash, load_suite
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 RUNS = sorted(p.parent for p in RESULTS.glob("*/run.json"))
 
 

@@ -12,6 +12,7 @@ from harness.api import Attack, Defense
 from harness.plugins import load_registry
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
+from suite_builder import DROP, backprop, changed, repu, suite, torchattacks
 
 
 class NoisePlugin:
@@ -49,44 +50,11 @@ class NoisePlugin:
         register(Defense(name="quantise", wrap=wrap, defaults={"levels": 4}, description="round pixels"))
 
 
-SUITE = """
-[data]
-dataset = "mnist"
-train_size = 2000
-test_size = 200
-
-[models.bp]
-model = "repu"
-hidden = 32
-power = 1.0
-beta = 1.0
-
-[[models.bp.stages]]
-learner = "backprop"
-epochs = 2
-
-[defenses.q]
-defense = "quantise"
-levels = 2
-
-[attacks.noise]
-attack = "sign-noise"
-scale = 1.0
-
-[attacks.broken]
-attack = "broken"
-
-[attacks.pgd]
-attack = "pgd"
-backend = "torchattacks"
-steps = 5
-
-[grid]
-model = ["bp"]
-defense = ["none", "q"]
-attack = ["noise", "broken", "pgd"]
-eps = [0.3]
-"""
+SUITE = suite(train_size=2000, test_size=200, models={"bp": repu(32, backprop(epochs=2), power=1.0, beta=1.0)},
+              defenses={"q": {"defense": "quantise", "levels": 2}},
+              attacks={"noise": {"attack": "sign-noise", "scale": 1.0}, "broken": {"attack": "broken"},
+                       "pgd": torchattacks("pgd", steps=5)},
+              grid={"model": ["bp"], "defense": ["none", "q"], "attack": ["noise", "broken", "pgd"], "eps": [0.3]})
 
 
 def test_test_plugin_runs_in_a_suite(mnist_root, write_suite, tmp_path):
@@ -119,7 +87,7 @@ def test_failed_cells_make_the_cli_exit_1(mnist_root, write_suite, tmp_path, mon
     monkeypatch.setenv("HARNESS_DATA", str(mnist_root))
     from harness.cli import cli
 
-    path = write_suite(SUITE.replace('attack = ["noise", "broken", "pgd"]', 'attack = ["broken", "noise"]'))
+    path = write_suite(changed(SUITE, {"grid.attack": ["broken", "noise"]}))
     result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "o"), "--quiet", "--device", "cpu"])
     assert result.exit_code == 1, result.output
     assert "2 cell(s) failed" in result.output
@@ -131,4 +99,4 @@ def test_unknown_option_of_a_test_plugin_is_a_suite_error(write_suite):
 
     registry = load_registry(extra=[NoisePlugin()])
     with pytest.raises(SuiteError, match=r"attacks\.noise\.scal: unknown parameter 'scal'.*did you mean 'scale'"):
-        load_suite(write_suite(SUITE.replace("scale = 1.0", "scal = 1.0")), registry)
+        load_suite(write_suite(changed(SUITE, {"attacks.noise.scale": DROP, "attacks.noise.scal": 1.0})), registry)

@@ -240,7 +240,7 @@ def test_the_thesis_claims_are_judged_under_its_attacks_and_the_strongest():
     from harness_reporters.findings_claims import REVERSED, claims_rows, strong_frames
     from harness_reporters.report_run import load_run
 
-    results = Path(__file__).resolve().parents[1] / "results"
+    results = Path(__file__).resolve().parents[3] / "results"
     weak, strong = load_run(results / "thesis-cpu"), load_run(results / "thesis-strong")
     rows = {row[0]: row for row in claims_rows(weak.attacks, strong_frames(strong))}
     pgd_over_fgsm = rows["Bio under PGD stays more accurate than BP under (the weaker) FGSM, T = 1e5"]
