@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from harness.results.table import Row
-    from harness.suite.check import Cell
+    from harness.suite.validate import Cell
 
 
 @dataclass(frozen=True)

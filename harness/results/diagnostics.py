@@ -25,9 +25,9 @@ from typing import Iterable
 
 import pandas as pd
 
-from harness.results.table import robust_among_correct
 from harness.results.rundir import EXAMPLES, RunDir
 from harness.results.stats import mcnemar_exact, p_clause
+from harness.results.table import robust_among_correct
 from harness.suite.load import config_hash
 
 TOLERANCE = 0.01          # accuracy differences below 1 percentage point are noise

@@ -14,10 +14,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.results import diagnostics
 from harness.errors import HarnessError
-from harness.results.table import read_results, write_csv
+from harness.results import diagnostics
 from harness.results.rundir import RunDir
+from harness.results.table import read_results, write_csv
 
 
 def regrade(directory: Path) -> int:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.kit.atomic import replace_atomically
 from harness.errors import HarnessError
+from harness.kit.atomic import replace_atomically
 from harness.results.rundir import RESULTS_FILE
-from harness.suite.check import NO_DEFENSE
 from harness.results.stats import accuracy_interval
+from harness.suite.validate import NO_DEFENSE
 
 NAN = float("nan")
 POOLED = "pooled"  # defense_name of a worst-case row pooled over a model's logit rescalings (harness.results.diagnostics)

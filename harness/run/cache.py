@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.kit.atomic import replace_atomically
 from harness.errors import HarnessError
+from harness.kit.atomic import replace_atomically
 from harness.kit.paths import user_cache
 from harness.registry import Entry, Registry, did_you_mean
 from harness.suite.load import Suite, config_hash

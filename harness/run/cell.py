@@ -17,8 +17,8 @@ from harness.registry import Registry
 from harness.results.table import robust_among_correct
 from harness.run.evaluator import Evaluator
 from harness.run.jobs import Job
-from harness.suite.check import NO_DEFENSE
 from harness.suite.load import Suite
+from harness.suite.validate import NO_DEFENSE
 
 NAN = float("nan")
 

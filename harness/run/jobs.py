@@ -13,8 +13,8 @@ from harness.registry import Registry
 from harness.results.table import Row
 from harness.run.training import learner_summary
 from harness.suite import sample
-from harness.suite.check import NO_DEFENSE, Cell
 from harness.suite.load import Suite, config_hash
+from harness.suite.validate import NO_DEFENSE, Cell
 
 NAN = float("nan")
 

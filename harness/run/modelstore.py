@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import DataInfo, Model
-from harness.kit.atomic import replace_atomically
 from harness.errors import HarnessError
+from harness.kit.atomic import replace_atomically
 from harness.registry import Registry
 
 

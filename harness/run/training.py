@@ -12,14 +12,14 @@ from typing import Any, Callable
 
 from harness import __version__
 from harness.api import TrainContext
-from harness.run.cache import ModelCache, model_identity
 from harness.errors import HarnessError
-from harness.run.evaluator import Evaluator
-from harness.run.modelstore import load_model, save_model
+from harness.kit.threads import math_settings
 from harness.registry import Registry
 from harness.results.rundir import RunDir
+from harness.run.cache import ModelCache, model_identity
+from harness.run.evaluator import Evaluator
+from harness.run.modelstore import load_model, save_model
 from harness.suite.load import Suite
-from harness.kit.threads import math_settings
 
 
 @dataclass

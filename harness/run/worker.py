@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from harness.api import Group, Outcome, Trained
 from harness.errors import HarnessError, SuiteError, one_line
+from harness.kit.threads import set_math_environment
 from harness.registry import Registry
 from harness.results.rundir import RunDir
 from harness.run.cache import ModelCache
@@ -28,7 +29,6 @@ from harness.run.jobs import Job
 from harness.run.progress import SilentProgress
 from harness.run.training import Data, Training
 from harness.suite.load import Suite
-from harness.kit.threads import set_math_environment
 
 PLUGIN_ENV = ("HARNESS_LOAD_PLUGINS", "HARNESS_BLOCK_PLUGINS")
 _UNPICKLED = ("_registry", "progress", "_data", "_loaded", "_training", "_evaluation")

@@ -1,5 +1,5 @@
 """A suite's [grid]: the union of the products of its tables' axes, minus their ``exclude`` rules,
-as :class:`harness.suite.check.Cell` values; every value is checked against what the suite
+as :class:`harness.suite.validate.Cell` values; every value is checked against what the suite
 declares, and every eps against the threat model of the cell's attack:
 
 * L∞ (``norm = "linf"``): eps in [0, 1], since images are scaled to [0, 1] (1 allows any image);
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.registry import Registry, did_you_mean
 from harness.suite.resolve import describe as _describe
-from harness.suite.check import AXES, NO_DEFENSE, Cell, SuiteChecker
+from harness.suite.validate import AXES, NO_DEFENSE, Cell, SuiteChecker
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.suite.load import Suite

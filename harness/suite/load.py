@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness.suite import sample
 from harness.errors import HarnessError, SuiteError
-from harness.suite.grid import expand_grid
 from harness.registry import Registry
+from harness.suite import sample
+from harness.suite.grid import expand_grid
 from harness.suite.resolve import describe as _describe
-from harness.suite.check import NO_DEFENSE, SAFE_NAME, Cell, SuiteChecker
+from harness.suite.validate import NO_DEFENSE, SAFE_NAME, Cell, SuiteChecker
 
-# Cell, NO_DEFENSE and SAFE_NAME live in harness.suite.check (shared with harness.suite.grid) and stay importable from here
+# Cell, NO_DEFENSE and SAFE_NAME live in harness.suite.validate (shared with harness.suite.grid) and stay importable from here
 __all__ = ["NO_DEFENSE", "SAFE_NAME", "Cell", "Component", "Stage", "Suite", "config_hash", "load_suite", "read_toml",
            "suite_from_data"]
 

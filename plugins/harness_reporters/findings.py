@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness_reporters.paired import CLEAN, compare
-from harness.results.diagnostics import WORST, grade_text
 from harness.errors import HarnessError
+from harness.results.diagnostics import WORST, grade_text
 from harness.results.stats import LEVEL, MCNEMAR, RESAMPLES, fmt_p, p_clause
 from harness_reporters import reference as ref
-from harness_reporters.findings_claims import claims_section
 from harness_reporters.document import Document, Figure, Section, Table, Text, to_markdown
+from harness_reporters.findings_claims import claims_section
 from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figure
 from harness_reporters.findings_spec import RunRef, Spec, check_model, read_spec
 from harness_reporters.findings_sweep import SweepData, entries_of, sweep_data, sweep_section
+from harness_reporters.paired import CLEAN, compare
 from harness_reporters.report_format import fmt_T, pct, with_interval
 from harness_reporters.report_run import Run, load_run
 

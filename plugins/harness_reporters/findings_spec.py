@@ -42,9 +42,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness_reporters.paired import no_rows_of
 from harness.errors import HarnessError
 from harness.suite.load import read_toml
+from harness_reporters.paired import no_rows_of
 from harness_reporters.report_run import Run
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness_reporters.paired import CLEAN, compare
 from harness.results.diagnostics import WORST, grade_text, skipped_union
 from harness.results.stats import LEVEL, fmt_p, seed_summary
 from harness_reporters.document import Figure, Section, Table, Text
 from harness_reporters.findings_spec import Sweep, check_model
+from harness_reporters.paired import CLEAN, compare
 from harness_reporters.report_format import interval, pct, with_interval
 from harness_reporters.report_run import Run, load_run
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results.diagnostics import MEANINGLESS, RESCALED, UPPER_BOUND, WORST, grade_text, pools, skipped_union
 from harness.errors import HarnessError
+from harness.results.diagnostics import MEANINGLESS, RESCALED, UPPER_BOUND, WORST, grade_text, pools, skipped_union
+from harness.results.stats import seed_summary
+from harness.results.table import GRADE_COLUMNS
+from harness.suite.load import config_hash
 from harness_reporters.report_format import fmt_T, interval
 from harness_reporters.report_run import Run, load_run
-from harness.results.table import GRADE_COLUMNS
-from harness.results.stats import seed_summary
-from harness.suite.load import config_hash
 
 
 @dataclass

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.results.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.errors import HarnessError
-from harness.results.table import GRADE_COLUMNS, POOLED, read_results
+from harness.results.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.results.rundir import RunDir
 from harness.results.stats import LEVEL, RESAMPLES, TWO_LEVEL, p_floor, paired_difference
+from harness.results.table import GRADE_COLUMNS, POOLED, read_results
 
 CLEAN = "clean"       # the attack column of the eps = 0 line: accuracy on the unperturbed images
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness_reporters.paired import CLEAN, compare_sides, load_side
-from harness.results.diagnostics import WORST
 from harness.errors import HarnessError
+from harness.results.diagnostics import WORST
 from harness.results.stats import LEVEL, RESAMPLES, fmt_p
 from harness_reporters import reference as ref
 from harness_reporters.document import Table, Text
+from harness_reporters.paired import CLEAN, compare_sides, load_side
 from harness_reporters.report_run import Run
 
 COLUMNS = ["ε", "attack", "defense", "Bio %", "BP %", "Bio − BP (points)", f"{100 * LEVEL:g} % interval",

@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results.diagnostics import WORST
 from harness.errors import HarnessError
+from harness.results.diagnostics import WORST
 from harness.results.table import mean_interval, summary_table
 from harness_figures.show import (choose_param, curve_figure, features_figure, input_shape, png_bytes, pyplot,
                                   tensor_shapes)

@@ -11,11 +11,11 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results.diagnostics import WORST
 from harness.errors import HarnessError
-from harness.run.modelstore import read_sidecar
-from harness.results.table import read_results
+from harness.results.diagnostics import WORST
 from harness.results.rundir import RESULTS_FILE, RUN_FILE, RunDir
+from harness.results.table import read_results
+from harness.run.modelstore import read_sidecar
 
 __all__ = ["RUN_FILE", "ModelFile", "Run", "check_run_dir", "load_run"]
 

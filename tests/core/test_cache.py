@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from harness import hookimpl
 from harness.api import Learner
-from harness.run.cache import ModelCache, model_identity
 from harness.cli import cli
 from harness.plugins import load_registry
 from harness.results.table import TIMING_COLUMNS, read_results
+from harness.run.cache import ModelCache, model_identity
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
 from harness.testing import assert_one_line_error

@@ -23,8 +23,8 @@ from harness.errors import HarnessError
 from harness.plugins import load_registry
 from harness.results.table import read_results
 from harness.suite.load import config_hash, load_suite
-from harness.testing import assert_one_line_error
 from harness.suite.tomlwrite import to_toml
+from harness.testing import assert_one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -21,11 +21,11 @@ from click.testing import CliRunner
 
 from harness import hookimpl
 from harness.api import Executor
-from harness.run.cache import ModelCache
 from harness.cli import cli
 from harness.errors import HarnessError, PluginError
 from harness.plugins import load_registry
 from harness.results.table import TIMING_COLUMNS, read_results
+from harness.run.cache import ModelCache
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
 from harness.testing import assert_one_line_error

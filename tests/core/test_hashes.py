@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.run.cache import model_identity
 from harness.results.diagnostics import WORST
+from harness.run.cache import model_identity
 from harness.suite.load import config_hash, load_suite
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"

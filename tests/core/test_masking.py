@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from harness import hookimpl
-from harness.results import diagnostics
 from harness.api import Defense
 from harness.plugins import load_registry
+from harness.results import diagnostics
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
 from harness.suite.tomlwrite import to_toml

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from harness.cli import cli
 from harness.errors import SuiteError
-from harness.suite.overrides import apply, parse
 from harness.results.table import read_results
 from harness.suite.load import config_hash, load_suite
+from harness.suite.overrides import apply, parse
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

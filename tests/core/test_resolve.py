@@ -9,8 +9,8 @@ from harness import hookimpl
 from harness.api import Executor
 from harness.errors import HarnessError
 from harness.plugins import load_registry
-from harness.suite.resolve import FALSE, TRUE, OptionError, parse_text, resolve_options
 from harness.run.executor import parse_executor_options, pick_executor
+from harness.suite.resolve import FALSE, TRUE, OptionError, parse_text, resolve_options
 from harness_figures.gallery import attack_options
 
 

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli import cli
-from harness.results.diagnostics import WORST
 from harness.errors import HarnessError, SuiteError
 from harness.plugins import load_registry
-from harness.results.table import TIMING_COLUMNS, read_results
+from harness.results.diagnostics import WORST
 from harness.results.rundir import LOCK_FILE, RunDir, check_unlocked, run_lock
+from harness.results.table import TIMING_COLUMNS, read_results
 from harness.run.runner import Runner, RunInterrupted
 from harness.suite.load import SAFE_NAME, load_suite
 from harness.testing import assert_one_line_error

@@ -11,8 +11,8 @@ import torch
 
 from harness.errors import SuiteError
 from harness.plugins import load_registry
-from harness.suite.sample import Sample
 from harness.suite.load import config_hash, load_suite
+from harness.suite.sample import Sample
 from harness.suite.tomlwrite import to_toml
 from suite_builder import TINY
 

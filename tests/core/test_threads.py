@@ -17,13 +17,13 @@ from safetensors.torch import load_file
 
 from harness.cli import cli
 from harness.errors import HarnessError
+from harness.kit import threads
+from harness.kit.threads import ENV, MATH_ENV, choose_threads, set_math_environment, usable_cores, use_threads
 from harness.plugins import load_registry
 from harness.results.table import TIMING_COLUMNS
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
 from harness.testing import assert_one_line_error
-from harness.kit import threads
-from harness.kit.threads import ENV, MATH_ENV, choose_threads, set_math_environment, usable_cores, use_threads
 
 
 def test_explicit_then_environment_then_cores(monkeypatch):

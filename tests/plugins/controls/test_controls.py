@@ -16,14 +16,14 @@ try:  # importable from the editable install once their entry points are in pypr
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "plugins"))
     import harness_adversarial
-import harness_oja
-import harness_random
 from harness.api import TrainContext
 from harness.errors import HarnessError
 from harness.kit.layers import layer_inputs
 from harness.plugins import entry_points, load_registry
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
+import harness_oja
+import harness_random
 from suite_builder import backprop, first_layer, repu, suite, torchattacks
 from harness_oja.rule import decay_term, train_oja
 

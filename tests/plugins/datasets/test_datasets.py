@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-import harness_cifar10
-import harness_digits
-import harness_fashion_mnist
 from harness.api import Dataset
 from harness.errors import DataError
 from harness.plugins import entry_points, load_registry
+import harness_cifar10
+import harness_digits
+import harness_fashion_mnist
 
 PLUGINS = [
     (harness_fashion_mnist, "fashion-mnist", (1, 28, 28)),

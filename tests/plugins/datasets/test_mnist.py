@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import harness_mnist
 from harness.errors import DataError
+import harness_mnist
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness_reporters.paired import CLEAN, compare
 from harness.results.diagnostics import WORST, annotate
-from harness.results.table import Row, to_frame, write_csv
 from harness.results.stats import MCNEMAR, TWO_LEVEL, mcnemar_exact
+from harness.results.table import Row, to_frame, write_csv
 from harness.testing import assert_one_line_error
+from harness_reporters.paired import CLEAN, compare
 
 N = 40
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from harness_reporters import reference as ref
 from harness.cli import cli
 from harness.results.diagnostics import WORST
 from harness.results.table import read_results, write_csv
 from harness.testing import assert_one_line_error
+from harness_reporters import reference as ref
 
 FIGURES = ["fig2.1-features-mnist-bio", "fig2.1-features-mnist-bp", "fig2.2-curve-mnist-bio",
            "fig2.2-curve-mnist-bp", "fig3.1-zero-gradients", "fig3.2-robust-accuracy", "fig3.3-gallery-mnist-bio",
