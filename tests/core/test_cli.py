@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from harness.cli import cli
 from harness.results.table import read_results
 from harness.testing import assert_one_line_error
+from suite_builder import DROP, TINY, changed
 
 
 @pytest.fixture
@@ -63,14 +64,13 @@ def test_data_fetch_verifies(runner, mnist_root):
 
 
 def test_bad_inputs_give_one_line_and_exit_2(runner, tiny_suite, write_suite, tmp_path):
-    text = tiny_suite.read_text()
     assert_one_line_error(runner.invoke(cli, ["run", str(tmp_path / "nope.toml")]), "nope.toml", "not found")
-    bad_attack = write_suite(text.replace('attack = "pgd"', 'attack = "pgdd"'), "bad.toml")
+    bad_attack = write_suite(changed(TINY, {"attacks.pgd.attack": "pgdd"}), "bad.toml")
     assert_one_line_error(runner.invoke(cli, ["run", str(bad_attack)]), "bad.toml", "attacks.pgd.attack",
                    "did you mean 'pgd'")
-    bad_eps = write_suite(text.replace("eps = [0.0, 0.1]", "eps = [0.0, 1.5]"), "eps.toml")
+    bad_eps = write_suite(changed(TINY, {"grid.eps": [0.0, 1.5]}), "eps.toml")
     assert_one_line_error(runner.invoke(cli, ["run", str(bad_eps)]), "eps.toml", "grid.eps", "[0, 1]")
-    missing_key = write_suite(text.replace('dataset = "mnist"\n', ""), "nodata.toml")
+    missing_key = write_suite(changed(TINY, {"data.dataset": DROP}), "nodata.toml")
     assert_one_line_error(runner.invoke(cli, ["run", str(missing_key)]), "data.dataset", "missing")
     assert_one_line_error(runner.invoke(cli, ["run", str(tiny_suite), "--data-dir", str(tmp_path / "absent")]),
                    "--data-dir", "does not exist")
@@ -83,7 +83,7 @@ def test_bad_input_leaves_existing_results_untouched(runner, tiny_suite, write_s
     ok = runner.invoke(cli, ["run", str(tiny_suite), "--out", str(out), "--quiet", "--device", "cpu"])
     assert ok.exit_code == 0, ok.output
     before = (out / "results.csv").read_bytes()
-    broken = write_suite(tiny_suite.read_text().replace("T = 1e5", "T = -1"), "broken.toml")
+    broken = write_suite(changed(TINY, {"defenses.T1e5.T": -1}), "broken.toml")
     assert_one_line_error(runner.invoke(cli, ["run", str(broken), "--out", str(out)]), "defenses.T1e5.T", "positive")
     assert (out / "results.csv").read_bytes() == before
 
