@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from harness.results.table import Row
-    from harness.suite.validate import Cell
+    from harness.run.jobs import Job
 
 
 @dataclass(frozen=True)
@@ -203,12 +203,14 @@ class Defense:
 
 @dataclass(frozen=True)
 class Group:
-    """Cells that share one trained model: the same ``dataset``, ``model`` key and ``seed``."""
+    """Cells that share one trained model: the same ``dataset``, ``model`` key and ``seed``. Each of
+    ``cells`` is a :class:`harness.run.jobs.Job`, the cell as the runner resolved it (``job.cell``,
+    ``job.config_hash``): an executor hands it back to the worker as it is."""
 
     dataset: str
     model: str
     seed: int
-    cells: tuple["Cell", ...]
+    cells: tuple["Job", ...]
 
 
 @dataclass(frozen=True)
@@ -246,10 +248,10 @@ class CellWorker(Protocol):
     def train(self, group: Group) -> Trained:
         """Make sure the group's model is in ``OUT/models`` and the cache, training it if needed."""
 
-    def run_cell(self, cell: "Cell", model_hash: str) -> Outcome:
+    def run_cell(self, job: "Job", model_hash: str) -> Outcome:
         """One cell, with the model :meth:`train` stored under ``model_hash``."""
 
-    def failed(self, cell: "Cell", message: str, model_hash: str = "") -> Outcome:
+    def failed(self, job: "Job", message: str, model_hash: str = "") -> Outcome:
         """The outcome of a cell that could not run."""
 
     def for_device(self, device: str) -> "CellWorker":

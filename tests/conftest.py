@@ -20,6 +20,18 @@ from suite_builder import SMALL, TINY  # noqa: E402
 OWN_PLUGINS = sorted(ep.name for ep in entry_points() if ep.dist is not None and ep.dist.name == "robustness-harness")
 
 
+# Fixtures whose first use costs a real run (tens of seconds): a test that uses one is slow
+SLOW_FIXTURES = {"small_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` every test that uses the shared real run (``pytest -m "not slow"`` leaves it
+    out); the other slow tests carry the mark themselves."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _only_own_plugins(monkeypatch):
     monkeypatch.setenv("HARNESS_LOAD_PLUGINS", ",".join(OWN_PLUGINS))

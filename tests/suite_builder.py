@@ -33,9 +33,10 @@ def suite(*, models: Mapping[str, Any], attacks: Mapping[str, Any], grid: Mappin
     return copy.deepcopy(document)
 
 
-def repu(hidden: int, *stages: Mapping[str, Any], **options: Any) -> dict[str, Any]:
-    """A ``repu`` model table trained by ``stages`` (none: a model with no learner stages)."""
-    table: dict[str, Any] = {"model": "repu", "hidden": hidden, **options}
+def repu(hidden: int | None, *stages: Mapping[str, Any], **options: Any) -> dict[str, Any]:
+    """A ``repu`` model table trained by ``stages`` (none: a model with no learner stages);
+    ``hidden`` None: the plugin's default width."""
+    table: dict[str, Any] = {"model": "repu", **({} if hidden is None else {"hidden": hidden}), **options}
     if stages:
         table["stages"] = [dict(stage) for stage in stages]
     return table
@@ -121,3 +122,13 @@ def one_net(learner: str = "backprop", epochs: int = 1, convergence_images: int 
                  defenses={"T1e5": logit_scale(1e5)}, attacks=attacks,
                  grid={"model": ["bp"], "defense": ["none", "T1e5"], "attack": list(attacks), "eps": list(eps)},
                  **changes)
+
+
+def fgsm_on(key: str, model: Mapping[str, Any], defenses: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The least a suite needs: model ``key`` (and ``defenses``, each on the grid) under FGSM at eps
+    0.1, on the whole of MNIST: for tests that load a suite without running it."""
+    grid: dict[str, Any] = {"model": [key], "attack": ["fgsm"], "eps": [0.1]}
+    if defenses:
+        grid = {"model": [key], "defense": list(defenses), "attack": ["fgsm"], "eps": [0.1]}
+    return suite(train_size=None, test_size=None, models={key: model}, defenses=defenses,
+                 attacks={"fgsm": torchattacks("fgsm")}, grid=grid)

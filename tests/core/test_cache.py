@@ -57,6 +57,7 @@ def comparable(frame):
     return frame.drop(columns=TIMING_COLUMNS).sort_values("config_hash").reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_a_second_run_directory_takes_the_model_from_the_cache(counted, write_suite, tmp_path, mnist_root):
     registry, calls = counted
     suite_file, cache = write_suite(SUITE), ModelCache(tmp_path / "cache")

@@ -13,6 +13,7 @@ from harness.cli import cli
 from harness.errors import HarnessError, SuiteError
 from harness.kit.gradients import auto_temperature, gradient_stats, zero_share_curve
 from harness.testing import assert_one_line_error
+from suite_builder import backprop, fgsm_on, logit_scale, repu
 
 TEMPERATURES = [10.0 ** k for k in range(6)]  # 1 ... 1e5
 
@@ -134,41 +135,20 @@ def test_logit_scale_fit_resolves_auto(nets, auto_T, registry):
         assert torch.equal(wrapped(x[:50]).argmax(1), bio(x[:50]).argmax(1))
 
 
-SUITE = """
-[data]
-dataset = "mnist"
-
-[models.net]
-model = "repu"
-
-[[models.net.stages]]
-learner = "backprop"
-
-[defenses.rescaled]
-defense = "logit-scale"
-T = {T}
-
-[attacks.fgsm]
-attack = "fgsm"
-backend = "torchattacks"
-
-[grid]
-model = ["net"]
-defense = ["rescaled"]
-attack = ["fgsm"]
-eps = [0.1]
-"""
+def rescaled_suite(T):
+    """A backprop net under the rescaler at ``T``."""
+    return fgsm_on("net", repu(None, backprop()), defenses={"rescaled": logit_scale(T)})
 
 
 def test_suite_accepts_auto_and_rejects_other_strings(write_suite, registry):
     from harness.suite.load import load_suite
 
-    suite = load_suite(write_suite(SUITE.replace("{T}", '"auto"')), registry)
+    suite = load_suite(write_suite(rescaled_suite("auto")), registry)
     assert suite.defenses["rescaled"].options == {"T": "auto"}
-    assert load_suite(write_suite(SUITE.replace("{T}", "1e5")), registry).defenses["rescaled"].options == {"T": 1e5}
-    for bad in ('"big"', "-1.0", "0"):
+    assert load_suite(write_suite(rescaled_suite(1e5)), registry).defenses["rescaled"].options == {"T": 1e5}
+    for bad in ("big", -1.0, 0):
         with pytest.raises(SuiteError, match=r"defenses\.rescaled\.T"):
-            load_suite(write_suite(SUITE.replace("{T}", bad)), registry)
+            load_suite(write_suite(rescaled_suite(bad)), registry)
 
 
 # -- synthetic models -----------------------------------------------------------------------------------

@@ -229,3 +229,14 @@ def test_docgen_check_mode(tmp_path):
     assert main(["--check", "--out", str(out)]) == 1  # missing
     assert main(["--out", str(out)]) == 0 and out.read_text() == render()
     assert main(["--check", "--out", str(out)]) == 0
+
+
+def test_the_readme_test_command_runs_the_slow_tests_too():
+    """`pytest -q` (the README's command) runs everything: nothing in pytest's own options leaves the
+    tests marked slow out, and the marker is registered (--strict-markers rejects a misspelling)."""
+    import tomllib
+
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "-m" not in options["addopts"].split() and "--strict-markers" in options["addopts"].split()
+    assert any(marker.startswith("slow:") for marker in options["markers"])
+    assert "pytest -q\n" in (ROOT / "README.md").read_text()

@@ -105,6 +105,7 @@ def runner(mnist_root, monkeypatch):
     return CliRunner()
 
 
+@pytest.mark.slow
 def test_harness_eval_of_a_factory_model_gives_its_own_clean_accuracy_and_autoattack_rows(
         model_dir, mnist_root, mnist_small, tmp_path, runner):
     out = tmp_path / "out"

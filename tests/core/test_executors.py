@@ -104,6 +104,7 @@ NEEDS_RAY = pytest.mark.skipif(RAY_MISSING, reason="Ray is optional and not inst
                                "pip install 'robustness-harness[ray]' (the test extra has it)")
 
 
+@pytest.mark.slow
 @NEEDS_RAY
 def test_the_ray_executor_gives_the_local_table(local_table, suite_file, tmp_path, mnist_root):
     """`harness run --executor ray` with no address starts a local Ray instance (one CPU). It runs in

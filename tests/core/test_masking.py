@@ -17,6 +17,8 @@ from harness.suite.tomlwrite import to_toml
 from suite_builder import backprop, repu, suite, torchattacks
 
 
+pytestmark = pytest.mark.slow  # one real run of 24 cells on a net trained on 10 000 images
+
 class Amplify:
     """A 'defense' that multiplies the logits by 1e4: predictions unchanged, float32 softmax
     saturated, input gradients zero — gradient masking on purpose."""

@@ -25,6 +25,8 @@ from harness.results.table import TIMING_COLUMNS, read_results
 from harness.suite.tomlwrite import to_toml
 from suite_builder import changed, one_net, torchattacks
 
+pytestmark = pytest.mark.slow  # real runs in subprocesses, killed and resumed
+
 SUITE = changed(one_net(name="resume", test_size=200, epochs=2, convergence_images=50,
                         attacks={"pgd": torchattacks("pgd", steps=100), "fgsm": torchattacks("fgsm")},
                         eps=(0.0, 0.05, 0.1)),

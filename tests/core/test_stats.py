@@ -112,6 +112,7 @@ def test_sign_flip_test_over_images_by_hand():
     assert stats.mcnemar_exact(4, 1) == pytest.approx(12 / 32)
 
 
+@pytest.mark.slow
 def test_two_level_interval_covers_the_truth_where_the_image_only_one_does_not():
     """Synthetic outcomes with a known seed variance: seed s of a net has accuracy p_s = 0.7 + N(0, 0.03)
     and gets image i right when u_i < p_s (u_i uniform: an image hard for one seed is hard for all).

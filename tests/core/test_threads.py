@@ -83,6 +83,7 @@ def python(program: str, **env: str) -> list[str]:
     return done.stdout.split()
 
 
+@pytest.mark.slow
 def test_the_harness_program_sets_the_math_environment_before_torch():
     """Importing the package (also as another project's pytest plugin) sets nothing; the `harness`
     program sets the settings before any command imports torch, and a model's sidecar says so."""
@@ -99,6 +100,7 @@ print(math_settings()["before_torch"])
 """) == ["False", "False", "True", "True"]
 
 
+@pytest.mark.slow
 def test_settings_made_after_torch_started_are_recorded_as_such():
     """A program that imported torch first (e.g. before calling harness.eval_model): the settings go
     into the environment for the processes an executor starts, the user's own value is kept, and a

@@ -118,6 +118,7 @@ def test_softhebb_and_krotov_in_one_suite(with_softhebb, run_suite):
     assert set(stage["stats"]["history"][-1]) == {"epoch", "norm_dev", "never_won", "winner_changes", "entropy"}
 
 
+@pytest.mark.slow
 def test_the_example_packages_own_tests_pass(installed, tmp_path):
     """Run as its author would: pytest in the package's directory, fixtures from the pytest11 entry
     point, no HARNESS_* variables set."""

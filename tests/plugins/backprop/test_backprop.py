@@ -10,6 +10,7 @@ from harness.api import TrainContext
 from harness.errors import SuiteError
 from harness.plugins import load_registry
 from harness.suite.load import load_suite
+import suite_builder as build
 
 
 def context(model, params, options, data, seed=0):
@@ -112,44 +113,31 @@ def test_optimizer_reset_restarts_adam_every_epoch_like_the_thesis(mnist_small):
     assert (trained["epoch"] - trained["never"]).abs().max() > 1e-3  # the reset changes the result
 
 
-SUITE = """
-[data]
-dataset = "mnist"
-[models.m]
-model = "repu"
-[[models.m.stages]]
-learner = "backprop"
-{stage}
-[attacks.f]
-attack = "fgsm"
-backend = "torchattacks"
-[grid]
-model = ["m"]
-attack = ["f"]
-eps = [0.1]
-"""
+def stage_suite(**stage):
+    """Model m: the backprop learner with ``stage``'s options."""
+    return build.fgsm_on("m", build.repu(None, build.backprop(**stage)))
 
 
 def test_thesis_preset_is_the_thesis_schedule(write_suite):
-    suite = load_suite(write_suite(SUITE.format(stage='preset = "thesis"')), load_registry())
+    suite = load_suite(write_suite(stage_suite(preset="thesis")), load_registry())
     options = suite.models["m"].stages[0].options
     assert options["schedule"] == [[1e-3, 100], [5e-4, 50], [1e-4, 50], [5e-5, 50], [1e-5, 50]]
     assert sum(n for _, n in options["schedule"]) == 300 and options["batch_size"] == 100
     assert options["optimizer_reset"] == "epoch"  # train_routine creates Adam inside its epoch loop
     # keys written next to the preset override it
-    suite = load_suite(write_suite(SUITE.format(stage='preset = "thesis"\nbatch_size = 50')), load_registry())
+    suite = load_suite(write_suite(stage_suite(preset="thesis", batch_size=50)), load_registry())
     assert suite.models["m"].stages[0].options["batch_size"] == 50
 
 
 @pytest.mark.parametrize("stage,key,hint", [
-    ('preset = "thesys"', "models.m.stages.0.preset", "did you mean 'thesis'"),
-    ("schedule = [[0.001]]", "models.m.stages.0.schedule", "[learning rate, epochs] pairs"),
-    ("schedule = [[-1.0, 3]]", "models.m.stages.0.schedule", "pairs"),
-    ('loss = "mse"', "models.m.stages.0.loss", "cross-entropy, krotov"),
-    ('optimizer_reset = "batch"', "models.m.stages.0.optimizer_reset", "never, epoch"),
+    ({"preset": "thesys"}, "models.m.stages.0.preset", "did you mean 'thesis'"),
+    ({"schedule": [[0.001]]}, "models.m.stages.0.schedule", "[learning rate, epochs] pairs"),
+    ({"schedule": [[-1.0, 3]]}, "models.m.stages.0.schedule", "pairs"),
+    ({"loss": "mse"}, "models.m.stages.0.loss", "cross-entropy, krotov"),
+    ({"optimizer_reset": "batch"}, "models.m.stages.0.optimizer_reset", "never, epoch"),
 ])
 def test_bad_options_are_suite_errors(write_suite, stage, key, hint):
-    path = write_suite(SUITE.format(stage=stage))
+    path = write_suite(stage_suite(**stage))
     with pytest.raises(SuiteError) as info:
         load_suite(path, load_registry())
     assert str(info.value).startswith(f"{path}: {key}:") and hint in str(info.value)

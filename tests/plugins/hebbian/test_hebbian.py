@@ -62,6 +62,7 @@ CASES = [dict(p=p, k=k) for p in (2.0, 3.0) for k in (2, 7)] + [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_training_matches_published_rule(inputs, case):
     """Learner and a plain float64 transcription, from the same initial weights and the same

@@ -4,6 +4,7 @@ RePU^4.5 of raw-pixel currents saturates tanh and the power-loss head barely lea
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from harness.api import TrainContext
@@ -32,6 +33,7 @@ def test_unit_inputs_make_the_model_blind_to_image_scale(mnist_small):
         assert not torch.allclose(build(unit_inputs=False)(x), build(unit_inputs=False)(0.3 * x))
 
 
+@pytest.mark.slow
 def test_krotov2019_presets_train_a_working_head(mnist_small):
     """The same Hebbian layer (learned from raw pixels), two classifiers: unit-length inputs or raw ones."""
     registry = load_registry()

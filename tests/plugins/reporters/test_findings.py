@@ -122,6 +122,7 @@ def test_the_sweep_table_pairs_each_point_and_lists_what_is_missing(tmp_path):
     assert (tmp_path / "page/img/findings-sweep.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_same_tables_give_the_same_bytes(tmp_path):
     run, sweep = write_run(tmp_path / "run", CELLS), write_run(tmp_path / "sweep", SWEEP)
     spec = write_spec(tmp_path, spec_text(run, sweep))
