@@ -68,7 +68,7 @@ def cli() -> None:
                    "built-in plugins, local (this process).")
 @click.option("--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
               help="Executor option (repeatable), e.g. num_gpus=0.5, or address=HOST:PORT for a Ray cluster "
-                   "(--executor ray); `harness plugins` lists each executor's options, docs/running.md "
+                   "(--executor ray); `harness plugins --json` lists each executor's options, docs/running.md "
                    "explains them.")
 @click.option("--address", hidden=True, default=None)  # gone: it is the ray executor's option now
 @click.option("--cache-dir", envvar="HARNESS_CACHE", default=None, type=click.Path(file_okay=False),
