@@ -28,7 +28,7 @@ T = 1e5
 
 def build_model(args, registry, info):
     if args.model:
-        from harness.modelstore import load_model
+        from harness.run.modelstore import load_model
         from harness_figures.show import model_path
 
         module, _ = load_model(model_path(args.model), registry, "cpu")
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA"))
     args = parser.parse_args()
 
-    from harness.options import default_data_root
+    from harness.kit.cli_options import default_data_root
     from harness.plugins import load_registry
 
     registry = load_registry()

@@ -4,7 +4,7 @@ Setting: 784 -> 2000 RePU^4.5 -> 10 (beta = 0.01), minibatch 100, cross-entropy,
 random [0, 1] images of MNIST's shape, since only the time is measured. The thesis's 300 epochs make
 each second per epoch five minutes. Figures, each measured ``--runs`` times (min and median):
 
-- bare loop, Adam for-each / fused: minibatches in order, nothing else (``harness.optim.adam`` is the
+- bare loop, Adam for-each / fused: minibatches in order, nothing else (``harness.kit.optim.adam`` is the
   fused one where torch has it);
 - learner: the ``backprop`` plugin's ``train`` with the ``thesis`` preset, as a suite runs it
   (shuffled minibatches, a new Adam every epoch, the epoch's loss and accuracy, test accuracy on
@@ -13,7 +13,7 @@ each second per epoch five minutes. Figures, each measured ``--runs`` times (min
   and backward g2 W2, g2^T h, g1^T x), in float32 and, where native, bf16.
 
 Then ``learner / fp32 floor N.NN`` (median over median). Runs under the math settings a harness
-process uses (harness/threads.py: OpenMP's wait policy, MKL's strict reproducible mode), set before
+process uses (harness/kit/threads.py: OpenMP's wait policy, MKL's strict reproducible mode), set before
 torch is imported, so the figures are those of a suite. Run it on an otherwise idle machine:
 
     python bench/backprop.py [--images 12000] [--runs 3]
@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from harness.threads import set_math_environment
+from harness.kit.threads import set_math_environment
 
 set_math_environment()  # before torch: a suite's worker runs under these settings
 
@@ -59,7 +59,7 @@ def learner_epoch(x, y, x_test, y_test) -> tuple[float, float]:
     """Seconds per 60 000-image epoch of the backprop learner (thesis preset, one epoch), and of its
     per-epoch test pass alone."""
     from harness.api import TrainContext
-    from harness.evaluate import accuracy
+    from harness.kit.measures import accuracy
     from harness.plugins import load_registry
 
     learner = load_registry().get("learners", "backprop")

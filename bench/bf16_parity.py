@@ -21,7 +21,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-import harness  # noqa: F401 - first: its math settings (harness/threads.py) precede torch's runtimes
+import harness  # noqa: F401 - first: its math settings (harness/kit/threads.py) precede torch's runtimes
 import torch
 
 ROOT = Path(__file__).parent.parent
@@ -29,7 +29,7 @@ ROOT = Path(__file__).parent.parent
 
 def ranking_agreement(epochs: int, hidden: int = 400, p: float = 2.0, k: int = 2) -> dict[str, float]:
     """Share of inputs whose bf16 winner / k-th unit differ from float32's, along a float32 run."""
-    from harness.options import default_data_root
+    from harness.kit.cli_options import default_data_root
     from harness.plugins import load_registry
     from harness_hebbian.rule import hebbian_step, weighting
 
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--skip-suite", action="store_true")
     args = parser.parse_args()
     from gemm_floor import cpu_name  # bench/gemm_floor.py, beside this script
-    from harness.tomlwrite import to_toml
+    from harness.suite.tomlwrite import to_toml
 
     print(f"{cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     shares = ranking_agreement(args.epochs)
@@ -90,7 +90,7 @@ def main() -> None:
           f"{100 * shares['minibatches with any']:.1f} %")
     if args.skip_suite:
         return
-    from harness.results import read_results
+    from harness.results.table import read_results
 
     with tempfile.TemporaryDirectory(prefix="harness-bf16-") as tmp:
         path = Path(tmp) / "bf16-parity.toml"

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA"))
     args = parser.parse_args()
 
-    from harness.options import default_data_root
+    from harness.kit.cli_options import default_data_root
     from harness.plugins import load_registry
     from harness_hebbian import fused, rule
 

@@ -7,7 +7,7 @@ accounting of each child):
     wall(N together) / (N x wall(one))  goal <= 1.15 (at worst the copies take turns: N x one run)
     CPU(N together) / (N x CPU(one))    goal <= 1.3
 
-Before harness/threads.py set OpenMP's wait policy, two quick suites on 2 cores took 13x the CPU time
+Before harness/kit/threads.py set OpenMP's wait policy, two quick suites on 2 cores took 13x the CPU time
 of one. Run it on an otherwise idle machine (it exits 1 when a goal is missed):
 
     python bench/concurrency.py [--suite suites/quick.toml] [--copies 2]

@@ -23,7 +23,7 @@ import os
 import time
 from pathlib import Path
 
-import harness  # noqa: F401 - first: its math settings (harness/threads.py) precede torch's runtimes
+import harness  # noqa: F401 - first: its math settings (harness/kit/threads.py) precede torch's runtimes
 import numpy as np
 import torch
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip the (slow) reference loop")
     args = parser.parse_args()
 
-    from harness.options import default_data_root
+    from harness.kit.cli_options import default_data_root
     from harness.plugins import load_registry
     from harness_hebbian.rule import resolve_method, train_hebbian
 

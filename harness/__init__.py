@@ -8,7 +8,7 @@ registration records in :mod:`harness.api`. Users evaluating a model of their ow
 import pluggy
 
 # No side effects here: this package is imported wherever its pytest plugin (harness.testing) is
-# loaded. The math environment is set where harness's own processes begin (harness/threads.py).
+# loaded. The math environment is set where harness's own processes begin (harness/kit/threads.py).
 
 __version__ = "0.1.0"
 
@@ -20,10 +20,10 @@ __all__ = ["hookimpl", "__version__", "PROJECT", "eval_model"]
 
 
 def __getattr__(name: str):
-    """``harness.eval_model`` (harness/evaluation_api.py), imported on first use so that ``import
+    """``harness.eval_model`` (harness/own_model.py), imported on first use so that ``import
     harness`` stays light."""
     if name == "eval_model":
-        from harness.evaluation_api import eval_model
+        from harness.own_model import eval_model
 
         return eval_model
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

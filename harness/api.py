@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
+
+    from harness.results.table import Row
+    from harness.run.jobs import Job
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ class Attack:
     result as a success only where the perturbation's norm is at most eps. ``gradient_free`` marks
     score- or decision-based attacks (Square, HopSkipJump), which gradient masking cannot fool.
     ``steps_option`` names the option holding the iteration count, so the evaluation can check that
-    more iterations would not have found more (see harness/diagnostics.py). ``classes_option`` names
+    more iterations would not have found more (see harness/results/diagnostics.py). ``classes_option`` names
     the option holding the number of classes the attack picks target classes from (``harness eval``
     sets it to the dataset's class count). A ``baseline`` is random
     noise of the same size, not an attack: an attack that does worse than it is broken or fooled.
@@ -218,6 +221,76 @@ class Defense:
     temperature_option: str | None = None
 
 
+# -- what an executor gets and hands back ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Group:
+    """Cells that share one trained model: the same ``dataset``, ``model`` key and ``seed``. Each of
+    ``cells`` is a :class:`harness.run.jobs.Job`, the cell as the runner resolved it (``job.cell``,
+    ``job.config_hash``): an executor hands it back to the worker as it is."""
+
+    dataset: str
+    model: str
+    seed: int
+    cells: tuple["Job", ...]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What :meth:`CellWorker.train` did: the model's hash and a line for the user, or an ``error``."""
+
+    model_hash: str
+    message: str
+    error: str = ""
+
+
+@dataclass
+class Outcome:
+    """One cell's :class:`harness.results.table.Row` and its per-image results, which worst-case
+    rows, the convergence test and ``harness compare`` need: ``{"correct": uint8 tensor, "robust":
+    uint8 tensor}`` plus ``"robust_2x"`` (the first images, twice the steps) when the convergence
+    run ran; None on failure."""
+
+    row: "Row"
+    examples: dict[str, Any] | None = None
+
+
+class CellWorker(Protocol):
+    """What an executor runs cells with (the core's is :class:`harness.run.worker.Worker`). It
+    pickles to a few kilobytes and works in any process that has the harness and the same plugins
+    installed and sees the data root and the model cache."""
+
+    device: "torch.device"
+    cache: Any  # the shared model cache (harness.run.cache.ModelCache), None when the run has none
+    token: str  # the same worker wherever it is unpickled: a process may keep it for the next task
+
+    def run_group(self, group: Group, stopping: Callable[[], bool] = ...) -> Iterator[Outcome]:
+        """The group's outcomes, one cell at a time, in this process; stops early when ``stopping()``."""
+
+    def train(self, group: Group) -> Trained:
+        """Make sure the group's model is in ``OUT/models`` and the cache, training it if needed."""
+
+    def run_cell(self, job: "Job", model_hash: str) -> Outcome:
+        """One cell, with the model :meth:`train` stored under ``model_hash``."""
+
+    def failed(self, job: "Job", message: str, model_hash: str = "") -> Outcome:
+        """The outcome of a cell that could not run."""
+
+    def for_device(self, device: str) -> "CellWorker":
+        """The same worker on another device, e.g. "cuda" inside a task that was given one GPU."""
+
+
+@dataclass
+class Plan:
+    """What an executor's ``run`` gets: the ``groups`` to run, the ``worker`` to run them with,
+    ``stopping()`` (true after Ctrl-C) and ``log(message)`` (one line for the user)."""
+
+    groups: list[Group]
+    worker: CellWorker
+    stopping: Callable[[], bool]
+    log: Callable[[str], None]
+
+
 @dataclass(frozen=True)
 class Executor:
     """An executor plugin: runs a suite's cells somewhere (in process, on a Ray cluster, on Slurm)
@@ -225,21 +298,19 @@ class Executor:
     ``defaults`` are its options (``--executor-option KEY=VALUE``, checked like suite options and
     by ``check``).
 
-    ``run(plan, options)`` returns an iterator (write it as a generator) of
-    :class:`harness.worker.Outcome`, one per cell of ``plan``, each yielded as soon as its cell is
-    done, in any order. The runner stays in charge of the run directory: it only hands over the
-    cells that have no ``ok`` row yet, writes each outcome's row to ``results.csv`` atomically as
-    it arrives, and writes the end-of-run checks. An executor writes nothing there itself.
+    ``run(plan, options)`` returns an iterator (write it as a generator) of :class:`Outcome`, one
+    per cell of ``plan``, each yielded as soon as its cell is done, in any order. The runner stays
+    in charge of the run directory: it only hands over the cells that have no ``ok`` row yet,
+    writes each outcome's row to ``results.csv`` atomically as it arrives, and writes the
+    end-of-run checks. An executor writes nothing there itself.
 
-    ``plan`` (:class:`harness.worker.Plan`) holds:
+    ``plan`` (:class:`Plan`) holds:
 
-    - ``groups``: the cells to run, as :class:`harness.worker.Group` (``dataset``, ``model``,
-      ``seed``, ``cells``): the cells of a group share one trained model;
-    - ``worker``: a :class:`harness.worker.Worker`. ``worker.run_group(group, stopping)`` runs a
-      group in this process (what ``local`` does). The worker pickles to a few kilobytes and works
-      in any process that has the harness and the same plugins installed and sees the data root
-      and the model cache: ``worker.train(group)`` trains the group's model (or finds it) and
-      stores it in ``OUT/models`` and the shared cache, returning a :class:`harness.worker.Trained`;
+    - ``groups``: the cells to run, as :class:`Group` (``dataset``, ``model``, ``seed``, ``cells``):
+      the cells of a group share one trained model;
+    - ``worker``: a :class:`CellWorker`. ``worker.run_group(group, stopping)`` runs a group in this
+      process (what ``local`` does). ``worker.train(group)`` trains the group's model (or finds
+      it) and stores it in ``OUT/models`` and the shared cache, returning a :class:`Trained`;
       ``worker.run_cell(cell, model_hash)`` then loads that model from the cache and returns the
       cell's outcome; ``worker.failed(cell, message)`` is the outcome of a cell that could not run;
     - ``stopping()``: true after Ctrl-C. Submit no new cell, yield the outcomes of the cells
@@ -251,16 +322,15 @@ class Executor:
     A cell that fails must still yield an outcome (``worker.failed``); an exception raised by
     ``run`` ends the run, with the rows received so far kept, so keep it for errors that concern
     the whole run (a missing library, an unreachable cluster: raise :class:`harness.errors.HarnessError`
-    with the fix).
+    with the fix; :func:`harness.errors.one_line` turns any exception into one line).
 
     ``default``: this executor runs the cells when ``--executor`` is not given (the built-in
     ``local`` claims it); a second executor claiming it is an error when a run needs the default.
     """
 
     name: str
-    run: Callable[[Any, dict[str, Any]], Any]
+    run: Callable[[Plan, dict[str, Any]], Iterator[Outcome]]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
     default: bool = False
-

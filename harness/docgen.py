@@ -1,6 +1,6 @@
 """Writes docs/cli.md from the ``harness`` command's own ``--help`` texts, so the reference cannot
 drift from the code. Run ``python -m harness.docgen`` after changing a command or an option;
-``--check`` only compares (exit 1 when the file is out of date), as tests/test_docs_meta.py does.
+``--check`` only compares (exit 1 when the file is out of date), as tests/core/test_docs_meta.py does.
 
 Only the core's commands and those of the built-in plugins are documented, whatever else is
 installed, at the fixed width click uses in any terminal of 80 columns or more, so every machine

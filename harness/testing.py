@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import pytest
 
-from harness.tomlwrite import to_toml  # noqa: F401 (public here too)
+from harness.suite.tomlwrite import to_toml  # noqa: F401 (public here too)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -146,7 +146,7 @@ def harness_plugin(monkeypatch) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def run_suite(tmp_path) -> Callable[..., "pd.DataFrame"]:
     """``run_suite(suite, device="cpu", data_root=None)`` runs a suite and returns its results table
-    (``harness.results`` schema, worst-case rows included). ``suite`` is a dict shaped like a suite
+    (``harness.results.table`` schema, worst-case rows included). ``suite`` is a dict shaped like a suite
     file (written to ``tmp_path`` as TOML) or the path of a TOML file. Each call writes to a new
     directory under ``tmp_path``, kept in ``frame.attrs["out_dir"]`` (trained models under
     ``models/``). Plugins come from the environment: the built-ins and installed entry points, or,
@@ -158,10 +158,10 @@ def run_suite(tmp_path) -> Callable[..., "pd.DataFrame"]:
             data_root: str | os.PathLike | None = None) -> "pd.DataFrame":
         import torch
 
-        from harness.options import data_root as default_root
+        from harness.kit.cli_options import data_root as default_root
         from harness.plugins import load_registry
-        from harness.runner import Runner
-        from harness.suite import load_suite
+        from harness.run.runner import Runner
+        from harness.suite.load import load_suite
 
         nonlocal calls
         calls += 1

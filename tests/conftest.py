@@ -9,13 +9,27 @@ from pathlib import Path
 
 import pytest
 
-from harness.threads import set_math_environment
+from harness.kit.threads import set_math_environment
 
 set_math_environment()  # as the CLI does, before anything below imports torch
 
 from harness.plugins import entry_points, load_registry  # noqa: E402
+from harness.suite.tomlwrite import to_toml  # noqa: E402
+from suite_builder import SMALL, TINY  # noqa: E402
 
 OWN_PLUGINS = sorted(ep.name for ep in entry_points() if ep.dist is not None and ep.dist.name == "robustness-harness")
+
+
+# Fixtures whose first use costs a real run (tens of seconds): a test that uses one is slow
+SLOW_FIXTURES = {"small_run"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` every test that uses the shared real run (``pytest -m "not slow"`` leaves it
+    out); the other slow tests carry the mark themselves."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +54,7 @@ def _no_user_model_cache():
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The real MNIST files, fetched and verified once (HARNESS_DATA or the user cache dir)."""
-    from harness.options import default_data_root
+    from harness.kit.cli_options import default_data_root
 
     root = Path(os.environ.get("HARNESS_DATA") or default_data_root())
     root.mkdir(parents=True, exist_ok=True)
@@ -68,10 +82,10 @@ def registry():
 
 @pytest.fixture
 def write_suite(tmp_path):
-    """Write a suite file from TOML text and return its path."""
-    def write(text: str, name: str = "suite.toml") -> Path:
+    """Write a suite file from TOML text or a suite dict (tests/suite_builder.py) and return its path."""
+    def write(suite: str | dict, name: str = "suite.toml") -> Path:
         path = tmp_path / name
-        path.write_text(textwrap.dedent(text))
+        path.write_text(textwrap.dedent(suite) if isinstance(suite, str) else to_toml(suite))
         return path
     return write
 
@@ -89,134 +103,10 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-TINY_SUITE = """
-[suite]
-name = "tiny"
-
-[data]
-dataset = "mnist"
-train_size = 2000
-test_size = 200
-
-[models.bio]
-model = "repu"
-hidden = 64
-
-[[models.bio.stages]]
-learner = "hebbian"
-params = ["fc1.weight"]
-freeze = true
-p = 2.0
-k = 2
-lr = 0.04
-epochs = 3
-
-[[models.bio.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 2
-
-[models.bp]
-model = "repu"
-hidden = 64
-
-[[models.bp.stages]]
-learner = "backprop"
-epochs = 2
-
-[defenses.T1e5]
-defense = "logit-scale"
-T = 1e5
-
-[attacks.fgsm]
-attack = "fgsm"
-backend = "torchattacks"
-
-[attacks.pgd]
-attack = "pgd"
-backend = "torchattacks"
-steps = 5
-
-[grid]
-model = ["bio", "bp"]
-defense = ["none", "T1e5"]
-attack = ["fgsm", "pgd"]
-eps = [0.0, 0.1]
-exclude = [{ attack = "fgsm", eps = 0.0 }]
-"""
-
-
 @pytest.fixture
 def tiny_suite(write_suite) -> Path:
     """A real but tiny suite: two 64-unit nets on 2 000 MNIST images, 12 cells (16 minus 4 excluded)."""
-    return write_suite(TINY_SUITE)
-
-
-SMALL_SUITE = """
-[suite]
-name = "small"
-
-[data]
-dataset = "mnist"
-train_size = 10000
-test_size = 500
-
-[models.bio]
-model = "repu"
-hidden = 100
-
-[[models.bio.stages]]
-learner = "hebbian"
-params = ["fc1.weight"]
-freeze = true
-p = 2.0
-k = 2
-lr = 0.04
-epochs = 30
-
-[[models.bio.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 5
-
-[models.bp]
-model = "repu"
-hidden = 100
-
-[[models.bp.stages]]
-learner = "backprop"
-epochs = 3
-
-[defenses.T1]
-defense = "logit-scale"
-
-[defenses.T1e5]
-defense = "logit-scale"
-T = 1e5
-
-[attacks.fgsm]
-attack = "fgsm"
-backend = "torchattacks"
-
-[attacks.pgd]
-attack = "pgd"
-backend = "torchattacks"
-steps = 20
-alpha = 0.01
-
-[attacks.pgd-art]
-attack = "pgd"
-backend = "art"
-max_iter = 20
-eps_step = 0.01
-num_random_init = 1
-
-[grid]
-model = ["bio", "bp"]
-defense = ["T1", "T1e5"]
-attack = ["fgsm", "pgd", "pgd-art"]
-eps = [0.0, 0.1, 0.2]
-"""
+    return write_suite(TINY)
 
 
 @pytest.fixture(scope="session")
@@ -226,13 +116,13 @@ def small_run(mnist_root, tmp_path_factory):
     Returns (suite, results DataFrame, output directory)."""
     import torch
 
-    from harness.runner import Runner
-    from harness.suite import load_suite
+    from harness.run.runner import Runner
+    from harness.suite.load import load_suite
 
     torch.set_num_threads(2)
     directory = tmp_path_factory.mktemp("small")
     path = directory / "small.toml"
-    path.write_text(SMALL_SUITE)
+    path.write_text(to_toml(SMALL))
     registry = load_registry()
     suite = load_suite(path, registry)
     frame = Runner(suite, registry, directory / "out", mnist_root, torch.device("cpu")).run()

@@ -23,7 +23,7 @@ def train(epochs: int = 2, out: str = "mlp.safetensors") -> None:
     (fetched into $HARNESS_DATA or the user cache on first use)."""
     from safetensors.torch import save_file
 
-    from harness.options import data_root
+    from harness.kit.cli_options import data_root
     from harness.plugins import load_registry
 
     mnist = load_registry().datasets.get("mnist")

@@ -26,7 +26,7 @@ key, e.g. a logit rescaler), ``via`` the suite's attack that makes them (e.g. "a
 resolves the three when the suite loads and before the cell runs; this attack only runs ``via`` on the
 source. A transfer attack that beats the white-box attacks on the target is a classic sign that the
 target's gradients mislead (Athalye et al. 2018); one whose source is the cell's own model and view
-makes exactly the white-box attack's examples (tests/test_attacks.py).
+makes exactly the white-box attack's examples (tests/plugins/attacks/test_transfer.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ LOSSES = ("cosine", "l2")
 
 
 def _check(options: dict) -> None:
-    from harness.checks import at_least, one_of, positive
+    from harness.kit.checks import at_least, one_of, positive
 
     at_least(options, 1, "steps")
     positive(options, "alpha")

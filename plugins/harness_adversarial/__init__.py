@@ -25,8 +25,8 @@ from contextlib import contextmanager
 
 from harness import hookimpl
 from harness.api import Learner, TrainContext
-from harness.evaluate import accuracy
-from harness.optim import adam
+from harness.kit.measures import accuracy
+from harness.kit.optim import adam
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "batch_size": 100, "eps": 0.3, "alpha": 0.01, "steps": 40, "T": 1.0,
             "clean_weight": 0.0}

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.api import Learner, TrainContext
-from harness.checks import one_of
-from harness.evaluate import accuracy
-from harness.optim import adam
+from harness.kit.checks import one_of
+from harness.kit.measures import accuracy
+from harness.kit.optim import adam
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "batch_size": 100, "weight_decay": 0.0, "schedule": [],
             "loss": "cross-entropy", "m": 6.0, "cache_features": True, "cache_limit_gb": 4.0,
@@ -135,7 +135,7 @@ def _forward(ctx: TrainContext):
     model = ctx.model
     start = _resume_point(model, ctx.params) if ctx.options["cache_features"] else None
     if start is not None:
-        from harness.layers import module_inputs
+        from harness.kit.layers import module_inputs
 
         width = model.get_submodule(start).weight.shape[1] if hasattr(model.get_submodule(start), "weight") else None
         size_gb = len(ctx.x) * (width or 0) * ctx.x.element_size() / 2**30

@@ -30,7 +30,7 @@ import math
 
 from harness import hookimpl
 from harness.api import Learner, TrainContext
-from harness.checks import one_of
+from harness.kit.checks import one_of
 
 INSTALL = "pip install -e '.[biotorch]'"
 MODES = {

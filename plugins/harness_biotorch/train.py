@@ -57,7 +57,7 @@ def bio_step(bio, mode: str, x, y, optimizer):
     targets and the loss, so its layers see the output error; then backward through BioTorch's layers."""
     with warnings.catch_warnings():
         # BioTorch 0.0.16's DFA layers use torch's deprecated module backward hook, and torch warns on
-        # every forward pass. That hook is how BioTorch trains (tests/test_biotorch.py compares the
+        # every forward pass. That hook is how BioTorch trains (tests/plugins/biotorch/test_biotorch.py compares the
         # learner with BioTorch's own loop), so the warning says nothing to a harness user.
         warnings.filterwarnings("ignore", message="Using a non-full backward hook", category=FutureWarning)
         logits = bio(x, y, F.cross_entropy) if mode == "dfa" else bio(x)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import DataInfo, Dataset
-from harness.datafiles import md5_of, missing_files, say, torchvision_download
 from harness.errors import DataError
+from harness.kit.datafiles import md5_of, missing_files, say, torchvision_download
 
 NAME = "cifar10"
 BASE_FOLDER = "cifar-10-batches-py"
@@ -80,7 +80,7 @@ def _move_verified(src: Path, dest: Path) -> bool:
 
 def _try_torchvision(root: Path, names: list[str]) -> str | None:
     """Let torchvision download and extract into a private staging folder, then move over only
-    ``names`` once each matches its md5 (see :func:`harness.datafiles.torchvision_download`).
+    ``names`` once each matches its md5 (see :func:`harness.kit.datafiles.torchvision_download`).
     Returns None on success, else a short reason."""
     say(f"downloading CIFAR-10 ({ARCHIVE}, 163 MB) via torchvision ...")
     return torchvision_download("CIFAR10", root, batches_dir, names, _move_verified, DOWNLOAD_SOCKET_TIMEOUT_S, pin="md5")

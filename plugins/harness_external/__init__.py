@@ -15,7 +15,7 @@ problem. The model is ``pretrained``: a suite gives it no learner stages (stages
 it), and the sha256 of the files it reads is part of its hash: the weights (or the TorchScript or
 saved file) and a factory's own source file, so changed weights or a changed factory are a new model
 (a change only in a module the factory imports is not seen).
-``harness eval`` writes such a suite for you (harness/evaluation_api.py), through this record's
+``harness eval`` writes such a suite for you (harness/own_model.py), through this record's
 ``loader``, which turns ``harness eval MODEL [--weights FILE] [--arg K=V]`` into these options.
 """
 

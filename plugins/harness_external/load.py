@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.modelcheck import check_output
+from harness.kit.modelcheck import check_output
 from harness.registry import did_you_mean
 
 SHOWN = 4  # names listed when weights do not match the model
@@ -208,7 +208,7 @@ def _from_torchscript(path: Path):
 
 
 def _from_saved(path: Path):
-    from harness.modelstore import load_model
+    from harness.run.modelstore import load_model
     from harness.plugins import load_registry
 
     try:

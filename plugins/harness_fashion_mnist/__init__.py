@@ -27,7 +27,7 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import DataInfo, Dataset
-from harness.datafiles import PinnedFiles, load_idx_images, say, torchvision_download
+from harness.kit.datafiles import PinnedFiles, load_idx_images, say, torchvision_download
 
 NAME = "fashion-mnist"
 
@@ -88,7 +88,7 @@ def _try_debian(root: Path, names: list[str]) -> str | None:
 
 
 def _try_torchvision(root: Path, names: list[str]) -> str | None:
-    """torchvision's download, staged (see :func:`harness.datafiles.torchvision_download`).
+    """torchvision's download, staged (see :func:`harness.kit.datafiles.torchvision_download`).
     Returns None on success, else a short reason."""
     return torchvision_download("FashionMNIST", root, raw_dir, names, PINNED.copy_file_in, DOWNLOAD_SOCKET_TIMEOUT_S)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from harness import hookimpl
-from harness.options import data_dir_option, data_root, device_option
+from harness.kit.cli_options import data_dir_option, data_root, device_option
 
 
 @click.group("show")
@@ -75,7 +75,7 @@ def show_perturbations(model_file: Path, attack_name: str, backend: str | None, 
 
     The first test images are attacked (through the logit rescaler at T) until n are fooled; when none is,
     the figure says so and the command still succeeds."""
-    from harness.device import resolve_device
+    from harness.kit.device import resolve_device
     from harness_figures.gallery import perturbation_gallery
 
     result = perturbation_gallery(model_file, data_root(data_dir), attack_name, backend, eps, temperature, n,
@@ -106,7 +106,7 @@ def diagnose_gradients(model_file: Path, t_min: float, t_max: float, data_dir: s
                        out: Path | None, csv_out: Path | None, device: str) -> None:
     """Share of test images whose input gradient is exactly zero, for every power of ten T in
     [t-min, t-max] (the loss sees logits / T), with the auto T marked; a table and a PNG."""
-    from harness.device import resolve_device
+    from harness.kit.device import resolve_device
     from harness_figures.gallery import diagnose_gradients as diagnose_model, powers_of_ten
 
     powers_of_ten(t_min, t_max)  # a bad range fails before the model and data are loaded
@@ -131,7 +131,7 @@ def diagnose_integrity(model_file: Path, temperature: float, data_dir: str | Non
     directional derivatives of the attack loss against finite differences, in float64 (a learner that
     replaces the backward, e.g. feedback alignment, misleads every gradient attack). Exit code 1 when
     flagged."""
-    from harness.device import resolve_device
+    from harness.kit.device import resolve_device
     from harness_figures.gallery import load
     from harness_figures.integrity import gradient_integrity
 
@@ -163,9 +163,9 @@ def diagnose_geometry(run_dir: Path, temperatures: tuple[float, ...], layer: str
     margin, logit scale, linearised L-inf distance to the decision boundary, share of active hidden units,
     and per logit view T the share of zero input gradients and their median L1 norm
     (plugins/harness_figures/geometry.py). One CSV row per model and T."""
-    from harness.atomic import replace_atomically
-    from harness.cache import cache_dir as resolve_cache_dir
-    from harness.device import resolve_device
+    from harness.kit.atomic import replace_atomically
+    from harness.run.cache import cache_dir as resolve_cache_dir
+    from harness.kit.device import resolve_device
     from harness.errors import HarnessError
     from harness_figures.geometry import run_geometry
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.modelstore import read_sidecar
-from harness.resolve import OptionError, resolve_options, split_pairs
+from harness.run.modelstore import read_sidecar
+from harness.suite.resolve import OptionError, resolve_options, split_pairs
 from harness_figures.show import default_out, input_shape, model_path, pyplot, save, stage_summary
 
 POOL = 1000        # perturbations: attack at most this many test images looking for successes
@@ -42,7 +42,7 @@ class Loaded:
 
 def load(model_file: Path | str, root: Path, n: int, device="cpu", registry=None) -> Loaded:
     """The model rebuilt through its plugin, and the first ``n`` test images of its dataset on ``device``."""
-    from harness.modelstore import load_model
+    from harness.run.modelstore import load_model
     from harness.plugins import load_registry
 
     path = model_path(model_file)
@@ -113,7 +113,7 @@ def diagnose_gradients(model_file: Path | str, root: Path, t_min: float = 1.0, t
                        out: Path | None = None, csv_out: Path | None = None, device="cpu") -> GradientDiagnosis:
     """Zero-gradient shares for every power of ten in [t_min, t_max] and the auto T; writes the PNG
     (default ``<model>-gradients.png``) and, if asked, the CSV."""
-    from harness.gradients import AUTO_TARGET, DEFAULT_TEMPERATURES, auto_temperature, zero_share_curve
+    from harness.kit.gradients import AUTO_TARGET, DEFAULT_TEMPERATURES, auto_temperature, zero_share_curve
 
     temperatures = powers_of_ten(t_min, t_max)
     loaded = load(model_file, root, n, device)
@@ -136,7 +136,7 @@ def diagnose_gradients(model_file: Path | str, root: Path, t_min: float = 1.0, t
 
 
 def write_curve_csv(curve: Sequence[dict[str, Any]], path: Path) -> None:
-    from harness.atomic import replace_atomically
+    from harness.kit.atomic import replace_atomically
 
     def write(tmp: str) -> None:
         with open(tmp, "w", newline="") as handle:
@@ -197,7 +197,7 @@ def plot_gradients(diagnosis: GradientDiagnosis, loaded: Loaded) -> Path:
 # -- Figure 3.3: adversarial examples ----------------------------------------------------------------
 def attack_options(spec, pairs: Sequence[str], where: str) -> dict[str, Any]:
     """``--option KEY=VALUE`` pairs resolved over the attack's defaults like a suite's keys
-    (harness.resolve), then checked by the attack."""
+    (harness.suite.resolve), then checked by the attack."""
     try:
         given = split_pairs(pairs, "--option")
         return resolve_options(spec, given, where, text=True)
@@ -285,7 +285,7 @@ def collect_examples(wrapped, attack_fn, spec, eps: float, images, labels, n: in
     as the runner does). Returns (examples, attacked, correctly classified, fooled)."""
     import torch
 
-    from harness.evaluate import TOLERANCE, perturbation_norm
+    from harness.kit.measures import TOLERANCE, perturbation_norm
 
     examples: list[Example] = []
     attacked = correct_total = fooled_total = 0

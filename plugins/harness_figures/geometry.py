@@ -48,7 +48,7 @@ def _median(values):
 
 def code_share(module, x, layer: str, batch_size: int = 500) -> float | None:
     """Median share of non-zero entries in what submodule ``layer`` receives; None without one."""
-    from harness.layers import module_inputs
+    from harness.kit.layers import module_inputs
 
     if layer not in dict(module.named_modules()):
         return None
@@ -93,7 +93,7 @@ def geometry(module, x, y, temperatures=(1.0,), layer: str = "fc2", batch_size: 
 
 def run_images(run_dir: Path, registry, root: Path, device="cpu"):
     """(dataset name, x, y): the test images the run's cells were evaluated on."""
-    from harness.suite import load_suite
+    from harness.suite.load import load_suite
 
     suite = load_suite(run_dir / "suite.toml", registry)
     if len(suite.datasets) != 1:
@@ -138,7 +138,7 @@ def run_geometry(run_dir: Path, root: Path, temperatures, cache_root: Path | Non
     """One row per model of the run and logit view T (:data:`COLUMNS`), as a pandas DataFrame."""
     import pandas as pd
 
-    from harness.modelstore import load_model
+    from harness.run.modelstore import load_model
     from harness.plugins import load_registry
 
     registry = load_registry()

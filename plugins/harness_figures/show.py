@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.modelstore import read_sidecar
 from harness.registry import did_you_mean
+from harness.run.modelstore import read_sidecar
 
 SUFFIX = ".safetensors"
 ACCURACY_KEYS = ("train_acc", "test_acc")

@@ -39,7 +39,7 @@ INPUTS = {
 
 
 def _check(options: dict) -> None:
-    from harness.checks import one_of
+    from harness.kit.checks import one_of
     from harness_hebbian.rule import ANTI_HEBBIAN, CURRENTS, LR_DECAY, METHODS, RANKING_DTYPES
 
     if options["p"] < 1:
@@ -67,7 +67,7 @@ def _check(options: dict) -> None:
 def _inputs(ctx: TrainContext, name: str, weight):
     """The vectors the rule learns from, as chosen by the ``inputs`` option."""
     from harness.errors import HarnessError
-    from harness.layers import layer_inputs
+    from harness.kit.layers import layer_inputs
 
     kind = ctx.options["inputs"]
     if kind in ("layer", "unit"):

@@ -21,7 +21,7 @@ writable) and needs no compiler at run time. Without numba, ``method = "auto"`` 
 the eager sparse step; bench/hebbian.py measures both.
 
 Same arithmetic as the sparse step, in the same precision; only the order in which a row's
-contributions are summed may differ, so the two agree to float rounding (tests/test_hebbian.py).
+contributions are summed may differ, so the two agree to float rounding (tests/plugins/hebbian/test_hebbian.py).
 Ties between currents rank the lower unit index first.
 """
 

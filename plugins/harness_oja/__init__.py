@@ -10,7 +10,7 @@ component of its input; generalised to many units so that they differ:
   themselves (any rotation within the span is a fixed point).
 
 Updates are averaged over minibatches of ``batch_size`` inputs. The inputs are what the layer receives
-inside the model (:func:`harness.layers.layer_inputs`; for ``repu`` the mean/std-normalised pixels).
+inside the model (:func:`harness.kit.layers.layer_inputs`; for ``repu`` the mean/std-normalised pixels).
 With ``center = true`` (default) the per-feature training mean is subtracted first: the rules find
 eigenvectors of E[x x^T], which are the principal components only for centred data; uncentred, the
 first unit tends to the mean image. The model itself still sees uncentred inputs at test time.
@@ -54,7 +54,7 @@ def _check(options: dict) -> None:
 
 def train(ctx: TrainContext) -> dict:
     from harness.errors import HarnessError
-    from harness.layers import layer_inputs
+    from harness.kit.layers import layer_inputs
     from harness_oja.rule import train_oja
 
     if len(ctx.params) != 1 or next(iter(ctx.params.values())).dim() != 2:

@@ -19,7 +19,7 @@ import math
 
 from harness import hookimpl
 from harness.api import Learner, TrainContext
-from harness.checks import one_of
+from harness.kit.checks import one_of
 
 DEFAULTS = {"lr": 0.1, "momentum": 0.9, "epochs": 10, "batch_size": 64, "decay_epochs": [], "decay_factor": 0.1,
             "dropout": 0.0, "feedback_scale": 0.05, "init": "he-uniform"}

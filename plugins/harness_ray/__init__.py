@@ -1,10 +1,11 @@
-"""Built-in executor ``ray``: cells as Ray tasks, on a local Ray instance or a cluster.
+"""Built-in executor ``ray``: cells as Ray tasks, on a local Ray instance or a cluster
+(``--executor ray --executor-option address=HOST:PORT``, or ``address=auto``).
 
 Each trained model is made once, by a Ray task that trains it (or finds it) and stores it in the
 shared model cache; then each of its cells is a Ray task that loads the model from the cache. On a
 CUDA device every task asks Ray for ``num_gpus`` GPUs. Each task uses as many math threads as the
 CPUs it asked for (``num_cpus``, at least 1) unless ``threads`` or ``$HARNESS_THREADS`` says
-otherwise; results do not depend on the count (``harness.threads``). Ray is optional and imported
+otherwise; results do not depend on the count (``harness.kit.threads``). Ray is optional and imported
 only when this executor runs: ``pip install 'robustness-harness[ray]'``.
 """
 
@@ -16,7 +17,7 @@ import socket
 from harness import hookimpl
 from harness.api import Executor
 from harness.errors import HarnessError
-from harness.threads import threads_from_env
+from harness.kit.threads import threads_from_env
 
 DEFAULTS = {
     "address": "",        # a running cluster ("auto", "host:6379"); "" starts a local one
@@ -51,7 +52,7 @@ def _reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
-        raise HarnessError(f"--address {address}: nothing answers there ({exc.strerror or exc}); start the "
+        raise HarnessError(f"--executor-option address={address}: nothing answers there ({exc.strerror or exc}); start the "
                            f"cluster with `ray start --head` and pass the address it prints") from None
 
 
@@ -64,5 +65,6 @@ def run(plan, options: dict):
 @hookimpl
 def harness_register_executors(register):
     register(Executor(name="ray", run=run, defaults=DEFAULTS, check=_check,
-                      description="run cells as Ray tasks (local instance or --address of a cluster); "
+                      description="run cells as Ray tasks (a local instance, or a cluster's "
+                                  "--executor-option address=HOST:PORT); "
                                   "models are trained once and shared through the model cache"))

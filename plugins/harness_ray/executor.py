@@ -6,9 +6,9 @@ import logging
 import os
 from collections import deque
 
-from harness.errors import HarnessError
-from harness.threads import MATH_ENV, set_math_environment, threads_from_env
-from harness.worker import Group, Plan, one_line
+from harness.api import Group, Plan
+from harness.errors import HarnessError, one_line
+from harness.kit.threads import MATH_ENV, set_math_environment, threads_from_env
 from harness_ray import tasks
 
 
@@ -30,7 +30,7 @@ def _connect(ray, options: dict) -> bool:
     """Join the cluster at ``address``, or start a local instance; True when this run started one."""
     if ray.is_initialized():  # the caller's own session: use it, and leave it running
         return False
-    # the driver's math settings (harness.threads), so a cluster's workers compute as this process would
+    # the driver's math settings (harness.kit.threads), so a cluster's workers compute as this process would
     set_math_environment()
     settings = dict(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False,
                     runtime_env={"env_vars": {name: os.environ[name] for name in MATH_ENV}})
@@ -41,7 +41,7 @@ def _connect(ray, options: dict) -> bool:
         else:
             ray.init(num_cpus=options["cpus"] or None, **settings)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"--address {address}" if address else "--executor ray"
+        where = f"--executor-option address={address}" if address else "--executor ray"
         raise HarnessError(f"{where}: cannot start or reach Ray ({one_line(exc)}); for a cluster, run "
                            f"`ray start --head` there and pass its address") from None
     return True
@@ -63,8 +63,8 @@ def _dispatch(ray, plan: Plan, options: dict):
         while True:
             while len(pending) < limit and (ready or groups) and not plan.stopping():
                 if ready:
-                    cell, model_hash = ready.popleft()
-                    pending[cell_task.remote(shipped, cell, model_hash, threads)] = cell
+                    job, model_hash = ready.popleft()
+                    pending[cell_task.remote(shipped, job, model_hash, threads)] = job
                 else:
                     group = groups.popleft()
                     pending[train.remote(shipped, group, threads)] = group
@@ -91,11 +91,11 @@ def _trained(ray, ref, group: Group, plan: Plan, worker, ready: deque):
     error = crash or trained.error
     if not error:
         plan.log(trained.message)
-        ready.extend((cell, trained.model_hash) for cell in group.cells)
+        ready.extend((job, trained.model_hash) for job in group.cells)
         return
     plan.log(f"[red]model {group.model} on {group.dataset} (seed {group.seed}) failed: {error}[/red]")
-    for cell in group.cells:
-        yield worker.failed(cell, error)
+    for job in group.cells:
+        yield worker.failed(job, error)
 
 
 def _result(ray, ref):

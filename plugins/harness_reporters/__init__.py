@@ -14,7 +14,7 @@ import click
 
 from harness import hookimpl
 from harness.errors import HarnessError
-from harness.options import data_dir_option, data_root
+from harness.kit.cli_options import data_dir_option, data_root
 
 
 @click.command("report")
@@ -32,7 +32,7 @@ def report_command(run_dir: Path, out: Path | None, gallery: bool, data_dir: str
     check_run_dir(run_dir)  # before the data root, so a wrong RUN_DIR is the error reported
     root = None
     if gallery:
-        from harness.device import resolve_device
+        from harness.kit.device import resolve_device
 
         root, device = data_root(data_dir), resolve_device(device)
     written = write_report(run_dir, out, root, device)
@@ -60,7 +60,7 @@ def leaderboard_command(run_dirs: tuple[Path, ...], csv_out: Path | None, markdo
         board.write_csv(frame, csv_out)
         click.echo(f"{len(frame)} line(s): {csv_out}", err=True)
     if html_out is not None:
-        from harness.atomic import replace_atomically
+        from harness.kit.atomic import replace_atomically
 
         page = board.to_html(frame, list(run_dirs))
         try:

@@ -1,4 +1,4 @@
-"""``harness compare RUN A B``: two models on the same test images, paired (harness/compare.py)."""
+"""``harness compare RUN A B``: two models on the same test images, paired (plugins/harness_reporters/paired.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.stats import LEVEL, MCNEMAR, RESAMPLES, TWO_LEVEL
+from harness.results.stats import LEVEL, MCNEMAR, RESAMPLES, TWO_LEVEL
 
 
 @click.command("compare")
@@ -34,8 +34,8 @@ def compare_command(run_dir: Path, model_a: str, model_b: str, against: Path | N
 
     MODEL_A and MODEL_B are model keys of the run's suite (its [models.KEY] tables: the model column
     of RUN_DIR/results.csv), e.g. bio and bp."""
-    from harness.atomic import replace_atomically
-    from harness.compare import compare
+    from harness.kit.atomic import replace_atomically
+    from harness_reporters.paired import compare
 
     frame = compare(run_dir, model_a, model_b, against, defenses, LEVEL, resamples, seed)
     label_b = model_b if against is None else f"{against.name}:{model_b}"
@@ -51,7 +51,7 @@ def print_comparison(frame, label_a: str, label_b: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from harness.stats import fmt_p
+    from harness.results.stats import fmt_p
 
     console = Console(width=max(170, Console().width))
     for dataset, group in frame.groupby("dataset", sort=False):

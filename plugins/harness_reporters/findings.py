@@ -4,8 +4,8 @@ The findings file (harness_reporters.findings_spec) names the runs: a headline r
 reference B under the strongest attacks), optionally the run of the thesis's own protocol and a
 one-factor-at-a-time sweep with several seeds. The page states the answer in a few generated
 sentences, then the tables and figures behind them. Every number carries its 95 % interval (Wilson
-over the images for one seed; t over seeds widened to at least Wilson for several: harness.stats),
-every A − B its paired bootstrap interval and paired test over the same images (harness.compare),
+over the images for one seed; t over seeds widened to at least Wilson for several: harness.results.stats),
+every A − B its paired bootstrap interval and paired test over the same images (harness_reporters.paired),
 every line its masking grade, and every section its suite and the command that reproduces it. Points
 or seeds a run lacks are listed, not hidden. Nothing is trained or attacked: the same committed
 tables always give the same page.
@@ -19,17 +19,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.compare import CLEAN, compare
-from harness.diagnostics import WORST, grade_text
 from harness.errors import HarnessError
-from harness.stats import LEVEL, MCNEMAR, RESAMPLES, fmt_p, p_clause
+from harness.results.diagnostics import WORST, grade_text
+from harness.results.stats import LEVEL, MCNEMAR, RESAMPLES, fmt_p, p_clause
 from harness_reporters import reference as ref
-from harness_reporters.findings_claims import claims_section
 from harness_reporters.document import Document, Figure, Section, Table, Text, to_markdown
+from harness_reporters.findings_claims import claims_section
 from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figure
 from harness_reporters.findings_spec import RunRef, Spec, check_model, read_spec
 from harness_reporters.findings_sweep import SweepData, entries_of, sweep_data, sweep_section
 from harness_reporters.findings_why import why_data, why_section
+from harness_reporters.paired import CLEAN, compare
 from harness_reporters.report_format import fmt_T, pct, with_interval
 from harness_reporters.report_run import Run, load_run
 
@@ -49,7 +49,7 @@ def run_command(run: RunRef) -> str:
 @dataclass
 class Headline:
     """The headline run, digested: per eps the worst cases of A and B (leaderboard entries) and every
-    paired comparison line (harness.compare)."""
+    paired comparison line (harness_reporters.paired)."""
 
     run: Run
     entries: pd.DataFrame   # leaderboard lines of the run (one per model x eps x pool)
@@ -124,15 +124,15 @@ def _weakness(spec: Spec, pgd: dict, strong: dict) -> str:
 def first_images_bias(spec: Spec, first: int = 1000) -> str:
     """PGD-40 at the thesis's eps and T on the thesis run's whole test split: the first ``first`` images
     against the rest (Fisher's exact test) and against a seeded stratified random sample of as many
-    (harness.sample, with the dataset's labels), from the per-image outcomes; "" when that run does not
+    (harness.suite.sample, with the dataset's labels), from the per-image outcomes; "" when that run does not
     cover more than ``first`` images or its outcomes are not committed."""
     from safetensors.torch import load_file
     from scipy.stats import fisher_exact
 
     from harness.errors import HarnessError
-    from harness.options import default_data_root
+    from harness.kit.cli_options import default_data_root
     from harness.plugins import load_registry
-    from harness.sample import Sample
+    from harness.suite.sample import Sample
 
     if spec.thesis is None:
         return ""
@@ -325,7 +325,7 @@ def attack_table(spec: Spec, head: Headline) -> Table:
 
 
 def _wilson(accuracy: float, n: int) -> tuple[float, float]:
-    from harness.stats import accuracy_interval
+    from harness.results.stats import accuracy_interval
 
     return accuracy_interval(float(accuracy), int(n))
 
@@ -490,7 +490,7 @@ def write_findings(path: Path | str, resamples: int = RESAMPLES, out: Path | Non
     its figures in ``img`` next to it); returns (page, figures)."""
     import dataclasses
 
-    from harness.atomic import replace_atomically
+    from harness.kit.atomic import replace_atomically
 
     spec = read_spec(path)
     if out is not None:

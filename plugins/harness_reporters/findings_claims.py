@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.diagnostics import WORST
-from harness.stats import proportion_interval
+from harness.results.diagnostics import WORST
+from harness.results.stats import proportion_interval
 from harness_reporters import reference as ref
 from harness_reporters import report_claims as rc
 from harness_reporters.document import Section, Table, Text

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.diagnostics import WORST
+from harness.results.diagnostics import WORST
 from harness_figures.show import png_bytes, pyplot
 from harness_reporters.report_format import thesis_name
 from harness_reporters.report_run import Run

@@ -53,9 +53,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.compare import no_rows_of
 from harness.errors import HarnessError
-from harness.suite import read_toml
+from harness.suite.load import read_toml
+from harness_reporters.paired import no_rows_of
 from harness_reporters.report_run import Run
 
 

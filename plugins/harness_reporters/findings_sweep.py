@@ -1,6 +1,6 @@
 """The sweep part of the findings page: one factor at a time, several seeds, each point paired with the
-reference model of the same seeds on the same images (harness.compare), its worst case summarised over
-seeds (harness.stats.seed_summary via the leaderboard), and the points or seeds the run lacks listed."""
+reference model of the same seeds on the same images (harness_reporters.paired), its worst case summarised over
+seeds (harness.results.stats.seed_summary via the leaderboard), and the points or seeds the run lacks listed."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.compare import CLEAN, compare
-from harness.diagnostics import WORST, grade_text, skipped_union
-from harness.stats import LEVEL, fmt_p, seed_summary
+from harness.results.diagnostics import WORST, grade_text, skipped_union
+from harness.results.stats import LEVEL, fmt_p, seed_summary
 from harness_reporters.document import Figure, Section, Table, Text
 from harness_reporters.findings_spec import Sweep, check_model
+from harness_reporters.paired import CLEAN, compare
 from harness_reporters.report_format import interval, pct, with_interval
 from harness_reporters.report_run import Run, load_run
 

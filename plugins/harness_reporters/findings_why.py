@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.compare import compare
-from harness.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.errors import HarnessError
-from harness.stats import LEVEL, fmt_p
+from harness.results.diagnostics import WORST, pooled_members, pooled_outcome
+from harness.results.stats import LEVEL, fmt_p
 from harness_reporters.document import Figure, Section, Table, Text
 from harness_reporters.findings_spec import Why, check_model
 from harness_reporters.findings_sweep import SweepData, points_table, sweep_data
+from harness_reporters.paired import compare
 from harness_reporters.report_format import interval, pct
 
 # geometry column -> what it measures, as the page names it

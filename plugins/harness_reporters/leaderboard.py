@@ -3,7 +3,7 @@ one or more runs, RobustBench-style: clean accuracy, worst-case robust accuracy 
 run with its 95 % interval, the strongest attack, the masking flags that concern the line (graded, with
 their reasons), and what produced the number.
 
-The worst case is the run's own per-image worst-case row (harness.diagnostics: an image counts as
+The worst case is the run's own per-image worst-case row (harness.results.diagnostics: an image counts as
 robust only if every attack at that eps failed on it, logit rescalings of the model pooled). A run
 without those rows (interrupted before its end-of-run checks) falls back to the lowest robust
 accuracy of any single attack, an upper bound on the per-image worst case; ``worst_case`` says
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.diagnostics import MEANINGLESS, RESCALED, UPPER_BOUND, WORST, grade_text, pools, skipped_union
 from harness.errors import HarnessError
+from harness.results.diagnostics import MEANINGLESS, RESCALED, UPPER_BOUND, WORST, grade_text, pools, skipped_union
+from harness.results.stats import seed_summary
+from harness.results.table import GRADE_COLUMNS
+from harness.suite.load import config_hash
 from harness_reporters.report_format import fmt_T, interval
 from harness_reporters.report_run import Run, load_run
-from harness.results import GRADE_COLUMNS
-from harness.stats import seed_summary
-from harness.suite import config_hash
 
 
 @dataclass
@@ -98,7 +98,7 @@ def seed_worst(cells: pd.DataFrame, worst: pd.DataFrame) -> SeedWorst:
 
 def _interval(seeds: list[SeedWorst]) -> tuple[float, float, float]:
     """(sd, low, high) of the mean worst case: t over seeds widened to at least the Wilson interval over
-    the images (harness.stats.seed_summary), or that Wilson interval alone for one seed."""
+    the images (harness.results.stats.seed_summary), or that Wilson interval alone for one seed."""
     summary = seed_summary([s.robust for s in seeds], n=min(s.n for s in seeds))
     return summary.sd, summary.low, summary.high
 
@@ -161,7 +161,7 @@ def leaderboard(directories: list[Path | str]) -> pd.DataFrame:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Fixed column order, float format and line endings: the same runs give the same bytes."""
-    from harness.atomic import replace_atomically
+    from harness.kit.atomic import replace_atomically
 
     try:
         replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n"))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import HarnessError
-from harness.results import RESULTS_FILE
+from harness.results.table import RESULTS_FILE
 from harness_reporters.document import Document, Figure, to_html, to_markdown
 from harness_reporters.report_claims import claims_section
 from harness_reporters.report_figures import curves_section, features_section, gradients_section, robust_section
@@ -56,7 +56,7 @@ def write_report(run_dir: Path | str, out: Path | str | None = None, root: Path 
                  device="cpu") -> Written:
     """Write ``report.html`` and ``report.md`` (with its PNGs) into ``out`` (default RUN_DIR/report).
     ``root`` is the data root for Figure 3.3; None skips the gallery."""
-    from harness.atomic import replace_atomically
+    from harness.kit.atomic import replace_atomically
 
     run = load_run(run_dir)
     out = Path(out) if out is not None else run.directory / "report"

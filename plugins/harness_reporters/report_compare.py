@@ -1,16 +1,16 @@
-"""The thesis section's paired comparison: Bio vs BP on the same test images (harness/compare.py), per
+"""The thesis section's paired comparison: Bio vs BP on the same test images (plugins/harness_reporters/paired.py), per
 eps, for the worst case over every attack and for each attack through each defense."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from harness.compare import CLEAN, compare_sides, load_side
-from harness.diagnostics import WORST
 from harness.errors import HarnessError
-from harness.stats import LEVEL, RESAMPLES, fmt_p
+from harness.results.diagnostics import WORST
+from harness.results.stats import LEVEL, RESAMPLES, fmt_p
 from harness_reporters import reference as ref
 from harness_reporters.document import Table, Text
+from harness_reporters.paired import CLEAN, compare_sides, load_side
 from harness_reporters.report_run import Run
 
 COLUMNS = ["ε", "attack", "defense", "Bio %", "BP %", "Bio − BP (points)", f"{100 * LEVEL:g} % interval",

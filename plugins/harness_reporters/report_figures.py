@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness.diagnostics import WORST
 from harness.errors import HarnessError
-from harness.results import mean_interval, summary_table
+from harness.results.diagnostics import WORST
+from harness.results.table import mean_interval, summary_table
 from harness_figures.show import (choose_param, curve_figure, features_figure, input_shape, png_bytes, pyplot,
                                   tensor_shapes)
 from harness_reporters import reference as ref
@@ -253,7 +253,7 @@ def robust_figure(run: Run):
 
 
 def _curve(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per eps: mean robust accuracy over seeds, its 95 % interval (harness.results.mean_interval) and
+    """Per eps: mean robust accuracy over seeds, its 95 % interval (harness.results.table.mean_interval) and
     whether a masking check flags the point (any seed)."""
     points = []
     for eps, at in rows.groupby("eps"):

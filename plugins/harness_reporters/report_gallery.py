@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.rundir import RunDir
-from harness.suite import NO_DEFENSE
+from harness.results.rundir import RunDir
+from harness.suite.load import NO_DEFENSE
 from harness_figures.show import png_bytes
 from harness_reporters import reference as ref
 from harness_reporters.document import Figure, Section, Text
@@ -135,7 +135,7 @@ def wrap_defense(run: Run, row: pd.Series, loaded):
     """The module the row's attack saw: the bare model, or the suite's defense rebuilt from the suite
     copy; a defense that reports a logit temperature gets the row's T (what ``auto`` resolved to),
     another is fitted, if it needs fitting, on the loaded test images: all n of the row, as the run
-    fitted it (harness/evaluation.py)."""
+    fitted it (harness/run/cell.py)."""
     name, module = row["defense_name"], loaded.module
     if name == NO_DEFENSE:
         return module

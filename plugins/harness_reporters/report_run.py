@@ -1,5 +1,5 @@
 """A finished run directory as the reporters read it: its results table, ``run.json``, the suite copy
-and the model files of its rows (the layout is :mod:`harness.rundir`'s)."""
+and the model files of its rows (the layout is :mod:`harness.results.rundir`'s)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pandas as pd
 
-from harness.diagnostics import WORST
 from harness.errors import HarnessError
-from harness.modelstore import read_sidecar
-from harness.results import read_results
-from harness.rundir import RESULTS_FILE, RUN_FILE, RunDir
+from harness.results.diagnostics import WORST
+from harness.results.rundir import RESULTS_FILE, RUN_FILE, RunDir
+from harness.results.table import read_results
+from harness.run.modelstore import read_sidecar
 
 __all__ = ["RUN_FILE", "ModelFile", "Run", "check_run_dir", "load_run"]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.diagnostics import CHECKS, GROUP, WORST
-from harness.results import GRADE_COLUMNS, flag_reasons, rows_text
-from harness.rundir import RunDir
+from harness.results.diagnostics import CHECKS, GROUP, WORST
+from harness.results.rundir import RunDir
+from harness.results.table import GRADE_COLUMNS, flag_reasons, rows_text
 from harness_reporters.document import Section, Table, Text
 from harness_reporters.report_format import fmt_T, last_train_acc, pct, thesis_name
 from harness_reporters.report_run import RUN_FILE, Run

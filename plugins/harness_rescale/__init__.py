@@ -7,7 +7,7 @@ unchanged for any T > 0, so clean accuracy is too: logit-scale is a ``rescaler``
 
 ``T = "auto"`` is resolved by ``fit`` on the clean test images: the smallest power of ten (1 to 1e12)
 at which at least 99 % of the correctly classified images have a non-zero, finite input gradient
-(``harness.gradients.auto_temperature``). A model that needs no rescaling gets T = 1.
+(``harness.kit.gradients.auto_temperature``). A model that needs no rescaling gets T = 1.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def fit(model, options: dict, x, y) -> dict:
     """Resolve ``T = "auto"`` on the clean images (x, y); a numeric T is returned untouched."""
     if options["T"] != AUTO:
         return options
-    from harness.gradients import auto_temperature
+    from harness.kit.gradients import auto_temperature
 
     return {**options, "T": auto_temperature(model, x, y)}
 

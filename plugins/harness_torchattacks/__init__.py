@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.api import Attack
-from harness.checks import at_least, positive
+from harness.kit.checks import at_least, positive
 
 # -- options (the library's defaults) -----------------------------------------------------------
 

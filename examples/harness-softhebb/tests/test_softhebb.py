@@ -11,13 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import harness_softhebb
 from harness.api import TrainContext
 from harness.cli import cli
 from harness.errors import SuiteError
 from harness.plugins import builtin_plugin_names, load_registry
-from harness.suite import load_suite
+from harness.suite.load import load_suite
 from harness.testing import to_toml
+import harness_softhebb
 from harness_softhebb.rule import soft_wta, softhebb_step, train_softhebb
 
 

@@ -52,7 +52,7 @@ def check(options: dict) -> None:
 def train(ctx: TrainContext) -> dict:
     """Train the stage's one weight matrix on what its layer receives; returns the per-epoch history."""
     from harness.errors import HarnessError
-    from harness.layers import layer_inputs
+    from harness.kit.layers import layer_inputs
     from harness_softhebb.rule import train_softhebb
 
     if len(ctx.params) != 1 or next(iter(ctx.params.values())).dim() != 2:

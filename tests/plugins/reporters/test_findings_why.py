@@ -1,0 +1,196 @@
+"""The "Why" section of the findings page (plugins/harness_reporters/findings_why.py) on a real,
+small mechanism run: checkpoints, a schedule pair, a control, attack families (APGD-CE through two
+views, the representation attack, a transfer attack), two seeds, and `harness diagnose geometry`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import cli
+
+SUITE = """
+[suite]
+name = "why-small"
+[data]
+dataset = "mnist"
+train_size = 2000
+test_size = 100
+[eval]
+convergence_images = 0
+"""
+for key, hebbian in (("bio-e1", "epochs = 3\nstop_after = 1"), ("bio", "epochs = 3"), ("bio-s1", "epochs = 1")):
+    SUITE += f"""
+[models.{key}]
+model = "repu"
+hidden = 16
+power = 1.0
+beta = 1.0
+[[models.{key}.stages]]
+learner = "hebbian"
+params = ["fc1.weight"]
+freeze = true
+{hebbian}
+[[models.{key}.stages]]
+learner = "backprop"
+params = ["fc2.weight"]
+epochs = 5
+"""
+SUITE += """
+[models.random]
+model = "repu"
+hidden = 16
+power = 1.0
+beta = 1.0
+[[models.random.stages]]
+learner = "random"
+params = ["fc1.weight"]
+freeze = true
+[[models.random.stages]]
+learner = "backprop"
+params = ["fc2.weight"]
+epochs = 5
+[models.bp]
+model = "repu"
+hidden = 16
+power = 1.0
+beta = 1.0
+[[models.bp.stages]]
+learner = "backprop"
+epochs = 5
+[defenses.T1]
+defense = "logit-scale"
+T = 1.0
+[defenses.T1e3]
+defense = "logit-scale"
+T = 1e3
+[attacks.apgd-ce]
+attack = "apgd-ce"
+backend = "torchattacks"
+steps = 5
+[attacks.representation]
+attack = "representation"
+backend = "torch"
+steps = 5
+[attacks.from-bp]
+attack = "transfer"
+backend = "torch"
+source = "bp"
+via = "apgd-ce"
+[[grid]]
+model = ["bio-e1", "bio-s1", "bio", "random", "bp"]
+defense = ["T1", "T1e3"]
+attack = ["apgd-ce"]
+eps = [0.0, 0.1, 0.2]
+seed = [0, 1]
+[[grid]]
+model = ["bio-e1", "bio-s1", "bio", "random", "bp"]
+defense = ["T1"]
+attack = ["representation"]
+eps = [0.1, 0.2]
+seed = [0, 1]
+[[grid]]
+model = ["bio-e1", "bio-s1", "bio", "random"]
+defense = ["T1"]
+attack = ["from-bp"]
+eps = [0.1, 0.2]
+seed = [0, 1]
+"""
+
+SPEC = """
+[findings]
+out = "page/findings.md"
+images = "page/img"
+a = "bio"
+b = "bp"
+eps = [0.1, 0.2]
+[headline]
+run = "{run}"
+suite = "suites/why-small.toml"
+attack = "apgd-ce"
+[why]
+run = "{run}"
+suite = "suites/why-small.toml"
+seeds = 2
+reference = "bp"
+schedule = ["bio-s1", "bio-e1"]
+[[why.factors]]
+name = "Hebbian epochs"
+points = [["1 of 3", "bio-e1"], ["3", "bio"]]
+[[why.factors]]
+name = "schedule"
+points = [["first 1 of 3", "bio-e1"], ["1 of 1", "bio-s1"]]
+[[why.factors]]
+name = "controls"
+control = true
+points = [["Hebbian", "bio"], ["frozen random", "random"]]
+"""
+
+
+@pytest.fixture(scope="module")
+def why_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("why")
+    (folder / "why.toml").write_text(SUITE)
+    out = folder / "run"
+    result = CliRunner().invoke(cli, ["run", str(folder / "why.toml"), "--out", str(out), "--no-cache"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_why_section_relates_the_run_to_its_geometry(why_run, tmp_path):
+    from harness.results.diagnostics import WORST
+    from harness.results.table import read_results
+    from harness_reporters.findings_spec import read_spec
+    from harness_reporters.findings_why import why_data
+
+    spec_path = tmp_path / "findings.toml"
+    spec_path.write_text(SPEC.format(run=why_run))
+    spec = read_spec(spec_path)
+    before = why_data(spec.why, spec.eps, "bio", 200, spec_path)
+    assert before.missing_geometry and not before.relations  # the page says how to make it
+    geometry = CliRunner().invoke(cli, ["diagnose", "geometry", str(why_run), "--T", "1", "--T", "1000"])
+    assert geometry.exit_code == 0, geometry.output
+    data = why_data(spec.why, spec.eps, "bio", 200, spec_path)
+    assert len(data.points) == 10 and data.view == 1000.0  # five models x two seeds, the largest view
+    assert {r.statistic for r in data.relations} == {"boundary", "margin", "logit_scale", "active", "zero_grad",
+                                                     "grad_l1"}
+    families = data.families.set_index(["eps", "family"])
+    assert set(families.index.get_level_values("family")) == {"apgd-ce", "representation", "transfer"}
+    rows = read_results(why_run)
+    worst = rows[(rows["model"] == "bio") & (rows["attack"] == WORST)].groupby("eps")["robust_acc"].mean()
+    for eps in (0.1, 0.2):  # pooled here from the per-image files, there by the run's end-of-run checks
+        assert families.loc[(eps, "apgd-ce"), "all"] == pytest.approx(worst[eps], abs=1e-9)
+        assert (families.xs(eps, level="eps")["lowers"] >= 0).all()
+    line = data.schedule  # bio-s1 against bio-e1, both seeds, on the same images
+    assert line["seeds"] == 2 and line["test"] == "two-level bootstrap" and line["eps"] == 0.1
+    s1 = rows[(rows["model"] == "bio-s1") & (rows["attack"] == WORST) & (rows["eps"] == 0.1)]["robust_acc"].mean()
+    assert line["acc_a"] == pytest.approx(s1, abs=1e-9) and line["low"] <= line["diff"] <= line["high"]
+
+    result = CliRunner().invoke(cli, ["findings", str(spec_path), "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "page" / "findings.md").read_text()
+    assert "Why: what the robustness of `bio` follows" in page and "Spearman ρ" in page
+    assert "The schedule question, `bio-s1` − `bio-e1`" in page
+    assert (tmp_path / "page" / "img" / "findings-why-geometry.png").is_file()
+
+
+def test_the_rank_correlation_interval_finds_a_monotone_relation_and_not_noise():
+    from harness_reporters.findings_why import spearman_interval
+
+    x = np.arange(20, dtype=float)
+    rho, low, high = spearman_interval(x, x ** 3, 500)
+    assert rho == pytest.approx(1.0) and low == pytest.approx(1.0)
+    rng = np.random.default_rng(4)
+    rho, low, high = spearman_interval(rng.normal(size=40), rng.normal(size=40), 500)
+    assert low < 0 < high
+    assert np.isnan(spearman_interval(x[:3], x[:3], 10)[0])  # too few points: no claim
+
+
+def test_a_why_table_with_a_bad_schedule_is_one_line(tmp_path, why_run):
+    from harness.testing import assert_one_line_error
+
+    spec_path = tmp_path / "findings.toml"
+    spec_path.write_text(SPEC.format(run=why_run).replace('schedule = ["bio-s1", "bio-e1"]', 'schedule = ["bio-s1"]'))
+    assert_one_line_error(CliRunner().invoke(cli, ["findings", str(spec_path)]), "why.schedule",
+                          "expected [model, the model it is paired with]")
