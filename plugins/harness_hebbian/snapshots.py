@@ -28,12 +28,13 @@ FORMAT = "1"
 
 def schedule_key(options: dict, step: str, seed: int, weight: torch.Tensor, inputs: torch.Tensor) -> str:
     """What determines the run up to any epoch: every option but ``stop_after``, the step actually
-    run (``method = "auto"`` resolved), the seed, the layer's shape and dtype, the device kind, and the
-    inputs' content."""
+    run (``method = "auto"`` resolved), the seed, the layer's shape and dtype, the device kind, torch's
+    release, and the inputs' content."""
     digest = hashlib.sha256(inputs.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
     identity = {"options": {k: v for k, v in options.items() if k not in ("stop_after", "method")},
                 "step": step, "seed": seed, "shape": list(weight.shape), "dtype": str(weight.dtype),
-                "device": weight.device.type, "inputs": digest, "format": FORMAT}
+                "device": weight.device.type, "inputs": digest, "format": FORMAT,
+                "torch": torch.__version__.split("+", 1)[0]}  # as the model hash: a new torch, a new run
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
