@@ -25,6 +25,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from harness.kit.integrity import TOLERANCE as INTEGRITY  # autograd vs finite differences: > 5 % disagree
 from harness.results.rundir import EXAMPLES, RunDir
 from harness.results.stats import mcnemar_exact, p_clause
 from harness.results.table import robust_among_correct
@@ -40,7 +41,8 @@ GROUP = ["dataset", "model", "seed", "defense"]
 WHITE_BOX = ("single-step", "iterative", "minimal")
 MEANINGLESS, UPPER_BOUND = "meaningless", "upper bound"
 GRADE = {"single_step": UPPER_BOUND, "gradient_free": MEANINGLESS, "large_eps": MEANINGLESS,
-         "noise": MEANINGLESS, "monotone": UPPER_BOUND, "converged": UPPER_BOUND, "gradients": MEANINGLESS}
+         "noise": MEANINGLESS, "monotone": UPPER_BOUND, "converged": UPPER_BOUND, "gradients": MEANINGLESS,
+         "integrity": MEANINGLESS}
 CHECKS = tuple(GRADE)
 # Upper-bound checks whose evidence also concerns a worst case pooled over the flagged row: an attack
 # that has not converged, or fails more with a larger eps, can inflate the per-image worst case.
@@ -244,6 +246,23 @@ def check_gradients(rows, examples=None):
     return [Finding("gradients", reason, tuple(targets.index))] if len(targets) else []
 
 
+def check_integrity(rows, examples=None):
+    """This view's backward pass is not the gradient of its forward function (autograd disagrees with
+    finite differences, harness/kit/integrity.py): its gradient-based attack rows are meaningless. Not
+    checked when no row of the view measured it (older runs, a view with no usable direction)."""
+    measured = (pd.to_numeric(rows["grad_integrity"], errors="coerce").dropna() if "grad_integrity" in rows
+                else pd.Series(dtype=float))
+    if rows.empty or measured.empty:
+        return None
+    disagreement = float(measured.max())
+    if disagreement <= INTEGRITY:
+        return []
+    targets = _attacked(rows, WHITE_BOX)
+    reason = (f"autograd disagrees with finite differences of the forward function by a median "
+              f"{_pct(disagreement)} (a backward that is not the gradient, e.g. feedback alignment)")
+    return [Finding("integrity", reason, tuple(targets.index))] if len(targets) else []
+
+
 def evaluate(rows: pd.DataFrame, examples: RunDir | Path | None = None) -> dict[str, list[Finding] | None]:
     """Every check on one view's ok rows: name -> its findings, or None if the grid cannot evaluate it.
     ``examples`` (the run directory, or OUT/examples) holds the per-image outcomes the convergence
@@ -354,6 +373,8 @@ def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path,
             attack_params=json.dumps(sorted(set(members["attack"]))), robust_acc=float(robust.float().mean()),
             robust_acc_cc=robust_among_correct(correct, robust),
             zero_grad_share=float("nan"), nonfinite_grad_share=float("nan"), converged_gap=float("nan"),
+            **({"grad_integrity": pd.to_numeric(members["grad_integrity"], errors="coerce").max()}
+               if "grad_integrity" in members else {}),
             seconds=float(members["seconds"].sum()), config_hash=config_hash(sorted(members["config_hash"])),
             checks_skipped=skipped_union(members["checks_skipped"]),
             **flag_columns({name: reasons for name, reasons in flagged.items() if reasons}))

@@ -61,6 +61,9 @@ class Row:
     # Written when the row is made, so a run reads the same whatever is installed later; stored next
     # to defense_name in the CSV (COLUMNS)
     logit_view: bool = False
+    # median relative disagreement of autograd with finite differences of the view's forward function
+    # (harness/kit/integrity.py; NaN: not measured); above 5 % the gradient attacks of the view are meaningless
+    grad_integrity: float = NAN
     # 95 % Wilson intervals over the n images (harness/results/stats.py), filled in by write_csv:
     clean_acc_low: float = NAN
     clean_acc_high: float = NAN
@@ -74,6 +77,7 @@ class Row:
     chk_monotone: bool = False       # this attack left more accuracy here than at a smaller eps
     chk_converged: bool = False      # twice this attack's steps found more (a paired test says so)
     chk_gradients: bool = False      # this view's input gradients are zero or not finite for many images
+    chk_integrity: bool = False      # this view's backward is not the gradient of its forward function
     meaningless: str = ""            # masking symptoms: why this number says nothing ("" = none)
     upper_bound: str = ""            # not converged: why, and by how much, the true number is lower
     unreliable: bool = False         # either grade
@@ -112,6 +116,7 @@ INTERVALS = {"clean_acc": ("clean_acc_low", "clean_acc_high"), "robust_acc": ("r
 # Columns added after the first tables were written: an older table gets them on reading
 # (intervals computed from n and the accuracies, grades empty until the run is continued).
 LATER_COLUMNS = {"meaningless": "", "upper_bound": "", "robust_acc_cc": NAN, "test_images": "first",
+                 "grad_integrity": NAN, "chk_integrity": False,
                  **{c: NAN for pair in INTERVALS.values() for c in pair}}
 
 

@@ -60,6 +60,7 @@ class CellEvaluation:
                           clean_acc=float(clean.correct.float().mean()), robust_acc=float(robust.float().mean()),
                           robust_acc_cc=robust_among_correct(clean.correct, robust),
                           zero_grad_share=clean.zero_share, nonfinite_grad_share=clean.nonfinite_share,
+                          grad_integrity=clean.integrity,
                           converged_gap=gap, seconds=time.perf_counter() - start, model_hash=model_hash,
                           T=temperature)
             return Outcome(row, examples(clean.correct, robust, longer))

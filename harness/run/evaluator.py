@@ -16,6 +16,10 @@ class CleanStats:
     correct: Any            # bool tensor [n]: clean prediction right
     zero_share: float       # share of images whose loss gradient w.r.t. the input is exactly zero
     nonfinite_share: float  # share of images with a NaN or inf anywhere in that gradient
+    integrity: float = float("nan")  # median |autograd - finite difference| / scale (harness.kit.integrity)
+
+
+INTEGRITY_IMAGES = 16  # images the gradient-integrity check compares autograd with finite differences on
 
 
 class Evaluator:
@@ -40,7 +44,20 @@ class Evaluator:
         from harness.kit.gradients import gradient_stats
 
         stats = gradient_stats(model, self.x, self.y, batch_size=self.batch_size)
-        return CleanStats(stats["correct"].to(self.y.device), stats["share_zero"], stats["share_nonfinite"])
+        return CleanStats(stats["correct"].to(self.y.device), stats["share_zero"], stats["share_nonfinite"],
+                          self.integrity(model))
+
+    def integrity(self, model) -> float:
+        """Whether the view's backward computes the gradient of its forward function: the median relative
+        disagreement of autograd with finite differences on the first images (harness.kit.integrity);
+        NaN when it cannot be measured (no direction with a non-zero derivative, a model that cannot be
+        copied)."""
+        from harness.kit.integrity import gradient_integrity
+
+        try:
+            return gradient_integrity(model, self.x[:INTEGRITY_IMAGES], self.y[:INTEGRITY_IMAGES]).median_error
+        except Exception:  # noqa: BLE001 - a model the check cannot copy or run in float64: not measured
+            return float("nan")
 
     def robust(self, model, attack_fn, spec: Attack, eps: float, seed: int, correct,
                limit: int | None = None):

@@ -133,7 +133,7 @@ def diagnose_integrity(model_file: Path, temperature: float, data_dir: str | Non
     flagged."""
     from harness.kit.device import resolve_device
     from harness_figures.gallery import load
-    from harness_figures.integrity import gradient_integrity
+    from harness.kit.integrity import gradient_integrity
 
     if not temperature > 0:
         raise click.BadParameter("expected a positive number", param_hint="--T")

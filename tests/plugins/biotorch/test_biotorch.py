@@ -150,7 +150,7 @@ def test_gradient_integrity_flags_the_converted_model_and_passes_the_plain_one(b
     """DFA is left out: a DFA-converted module in eval mode cannot be differentiated at all (its layers'
     backward hook multiplies the error of the last training batch, None after conversion)."""
     from harness_biotorch.train import convert
-    from harness_figures.integrity import gradient_integrity
+    from harness.kit.integrity import gradient_integrity
 
     model, info = _build()
     spec, ctx = _context(mode, model, mnist, info, epochs=1)

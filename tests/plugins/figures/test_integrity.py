@@ -1,4 +1,4 @@
-"""Gradient integrity (plugins/harness_figures/integrity.py): autograd against finite differences
+"""Gradient integrity (harness/kit/integrity.py): autograd against finite differences
 flags a backward that is not the forward's gradient (feedback alignment's fixed random feedback, a
 custom backward) and passes every built-in model."""
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from harness.api import DataInfo
 from harness.plugins import load_registry
-from harness_figures.integrity import gradient_integrity
+from harness.kit.integrity import gradient_integrity
 
 INFO = DataInfo((1, 28, 28), 10, 0.1307, 0.3081)
 
