@@ -8,52 +8,18 @@ import torch
 from click.testing import CliRunner
 
 from harness.cli import cli
+from suite_builder import backprop, changed, logit_scale, repu, suite, torchattacks
 
-SUITE = """
-[data]
-dataset = "mnist"
-train_size = 2000
-test_size = 200
-[models.a]
-model = "repu"
-hidden = 32
-power = 1.0
-beta = 1.0
-[[models.a.stages]]
-learner = "backprop"
-epochs = 2
-[models.b]
-model = "repu"
-hidden = 24
-power = 1.0
-beta = 1.0
-[[models.b.stages]]
-learner = "backprop"
-epochs = 2
-[defenses.T10]
-defense = "logit-scale"
-T = 10.0
-[attacks.pgd]
-attack = "pgd"
-backend = "torchattacks"
-steps = 5
-[attacks.self]
-attack = "transfer"
-backend = "torch"
-source = "a"
-source_defense = "T10"
-via = "pgd"
-[attacks.from-b]
-attack = "transfer"
-backend = "torch"
-source = "b"
-via = "pgd"
-[[grid]]
-model = ["a"]
-defense = ["T10"]
-attack = ["pgd", "self", "from-b"]
-eps = [0.1]
-"""
+SUITE = suite(
+    train_size=2000, test_size=200,
+    models={"a": repu(32, backprop(epochs=2), power=1.0, beta=1.0),
+            "b": repu(24, backprop(epochs=2), power=1.0, beta=1.0)},
+    defenses={"T10": logit_scale(10.0)},
+    attacks={"pgd": torchattacks("pgd", steps=5),
+             "self": {"attack": "transfer", "backend": "torch", "source": "a", "source_defense": "T10",
+                      "via": "pgd"},
+             "from-b": {"attack": "transfer", "backend": "torch", "source": "b", "via": "pgd"}},
+    grid={"model": ["a"], "defense": ["T10"], "attack": ["pgd", "self", "from-b"], "eps": [0.1]})
 
 
 def test_a_transfer_from_the_model_itself_is_the_white_box_attack_and_another_source_is_weaker(write_suite, tmp_path):
@@ -81,21 +47,18 @@ def test_the_source_is_part_of_the_cell_hash(write_suite, registry):
         suite = load_suite(write_suite(text, name), registry)
         return {cell.attack: config_hash(suite.cell_config(cell)) for cell in suite.cells}
 
-    before, after = hashes(SUITE, "a.toml"), hashes(SUITE.replace("hidden = 24", "hidden = 20"), "b.toml")
+    before, after = hashes(SUITE, "a.toml"), hashes(changed(SUITE, {"models.b.hidden": 20}), "b.toml")
     assert before["from-b"] != after["from-b"]                                    # a new source: a new cell
     assert before["pgd"] == after["pgd"] and before["self"] == after["self"]      # nothing else moves
 
 
 @pytest.mark.parametrize("change, fragments", [
-    ('source = "b"', ('source = "c"', "attacks.from-b.source", "expected a model key of this suite (a, b)", "'c'")),
-    ('source_defense = "T10"', ('source_defense = "T9"', "attacks.self.source_defense", "(none, T10)", "'T9'")),
-    ('via = "pgd"\n[[grid]]', ('via = "self"\n[[grid]]', "attacks.from-b.via", "not a transfer", "'self'")),
+    ({"attacks.from-b.source": "c"}, ("attacks.from-b.source", "expected a model key of this suite (a, b)", "'c'")),
+    ({"attacks.self.source_defense": "T9"}, ("attacks.self.source_defense", "(none, T10)", "'T9'")),
+    ({"attacks.from-b.via": "self"}, ("attacks.from-b.via", "not a transfer", "'self'")),
 ])
 def test_bad_transfer_keys_are_one_line(write_suite, tmp_path, change, fragments):
     from harness.testing import assert_one_line_error
 
-    new, *expected = fragments
-    assert change in SUITE
-    suite = write_suite(SUITE.replace(change, new, 1))
-    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "out")])
-    assert_one_line_error(result, *expected)
+    result = CliRunner().invoke(cli, ["run", str(write_suite(changed(SUITE, change))), "--out", str(tmp_path / "out")])
+    assert_one_line_error(result, *fragments)

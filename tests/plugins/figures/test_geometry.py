@@ -8,49 +8,24 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
+from harness.suite.tomlwrite import to_toml
+from suite_builder import backprop, bio, changed, repu, suite, torchattacks
 
-SUITE = """
-[data]
-dataset = "mnist"
-train_size = 1000
-test_subset = { n = 100, seed = 3 }
-[models.bio]
-model = "repu"
-hidden = 16
-[[models.bio.stages]]
-learner = "hebbian"
-params = ["fc1.weight"]
-freeze = true
-epochs = 2
-stop_after = 1
-[[models.bio.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 2
-[models.bp]
-model = "repu"
-hidden = 16
-power = 1.0
-beta = 1.0
-[[models.bp.stages]]
-learner = "backprop"
-epochs = 2
-[attacks.clean]
-attack = "fgsm"
-backend = "torchattacks"
-[grid]
-model = ["bio", "bp"]
-attack = ["clean"]
-eps = [0.0]
-"""
+SUITE = changed(suite(
+    train_size=1000, test_size=None,
+    models={"bio": bio(16, {"epochs": 2, "stop_after": 1}, {"epochs": 2}),
+            "bp": repu(16, backprop(epochs=2), power=1.0, beta=1.0)},
+    attacks={"clean": torchattacks("fgsm")},
+    grid={"model": ["bio", "bp"], "attack": ["clean"], "eps": [0.0]}),
+    {"data.test_subset": {"n": 100, "seed": 3}})
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("geometry") / "run"
-    suite = out.parent / "suite.toml"
-    suite.write_text(SUITE)
-    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out), "--no-cache"])
+    path = out.parent / "suite.toml"
+    path.write_text(to_toml(SUITE))
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(out), "--no-cache"])
     assert result.exit_code == 0, result.output
     return out
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness_hebbian.rule import train_hebbian
+from suite_builder import bio, changed, suite, torchattacks
 
 SETTINGS = dict(p=2.0, k=2, delta=0.4, lr=0.05, epochs=5, batch_size=40, init_mean=0.0, init_std=1.0,
                 precision=1e-30, seed=7)
@@ -36,44 +37,12 @@ def test_a_checkpoint_is_the_weights_after_that_many_epochs_of_the_same_run(x):
         train_hebbian(torch.empty(30, 784), x, **SETTINGS, stop=6)
 
 
-SUITE = """
-[data]
-dataset = "mnist"
-train_size = 300
-test_size = 50
-[models.e2]
-model = "repu"
-hidden = 12
-[[models.e2.stages]]
-learner = "hebbian"
-params = ["fc1.weight"]
-freeze = true
-epochs = 4
-stop_after = 2
-[[models.e2.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 1
-[models.full]
-model = "repu"
-hidden = 12
-[[models.full.stages]]
-learner = "hebbian"
-params = ["fc1.weight"]
-freeze = true
-epochs = 4
-[[models.full.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 1
-[attacks.clean]
-attack = "fgsm"
-backend = "torchattacks"
-[grid]
-model = ["e2", "full"]
-attack = ["clean"]
-eps = [0.0]
-"""
+SUITE = suite(
+    train_size=300, test_size=50,
+    models={"e2": bio(12, {"epochs": 4, "stop_after": 2}, {"epochs": 1}),
+            "full": bio(12, {"epochs": 4}, {"epochs": 1})},
+    attacks={"clean": torchattacks("fgsm")},
+    grid={"model": ["e2", "full"], "attack": ["clean"], "eps": [0.0]})
 
 
 def _sidecars(out):
@@ -123,8 +92,8 @@ def test_stop_after_unset_stays_out_of_the_model_hash_and_bad_values_are_one_lin
     suite = load_suite(write_suite(SUITE), registry)
     assert "stop_after" not in suite.models["full"].stages[0].options  # models cached before it keep their hash
     assert suite.models["e2"].stages[0].options["stop_after"] == 2
-    result = CliRunner().invoke(cli, ["run", str(write_suite(SUITE.replace("stop_after = 2", "stop_after = 9"),
-                                                             "bad.toml")), "--out", str(tmp_path / "out")])
+    bad = write_suite(changed(SUITE, {"models.e2.stages.0.stop_after": 9}), "bad.toml")
+    result = CliRunner().invoke(cli, ["run", str(bad), "--out", str(tmp_path / "out")])
     assert_one_line_error(result, "models.e2.stages.0", "stop_after", "between 1 and epochs = 4", "got 9")
 
 

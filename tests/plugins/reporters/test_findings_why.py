@@ -9,94 +9,27 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
+from harness.suite.tomlwrite import to_toml
+from suite_builder import backprop, bio, first_layer, logit_scale, repu, suite, torchattacks
 
-SUITE = """
-[suite]
-name = "why-small"
-[data]
-dataset = "mnist"
-train_size = 2000
-test_size = 100
-[eval]
-convergence_images = 0
-"""
-for key, hebbian in (("bio-e1", "epochs = 3\nstop_after = 1"), ("bio", "epochs = 3"), ("bio-s1", "epochs = 1")):
-    SUITE += f"""
-[models.{key}]
-model = "repu"
-hidden = 16
-power = 1.0
-beta = 1.0
-[[models.{key}.stages]]
-learner = "hebbian"
-params = ["fc1.weight"]
-freeze = true
-{hebbian}
-[[models.{key}.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 5
-"""
-SUITE += """
-[models.random]
-model = "repu"
-hidden = 16
-power = 1.0
-beta = 1.0
-[[models.random.stages]]
-learner = "random"
-params = ["fc1.weight"]
-freeze = true
-[[models.random.stages]]
-learner = "backprop"
-params = ["fc2.weight"]
-epochs = 5
-[models.bp]
-model = "repu"
-hidden = 16
-power = 1.0
-beta = 1.0
-[[models.bp.stages]]
-learner = "backprop"
-epochs = 5
-[defenses.T1]
-defense = "logit-scale"
-T = 1.0
-[defenses.T1e3]
-defense = "logit-scale"
-T = 1e3
-[attacks.apgd-ce]
-attack = "apgd-ce"
-backend = "torchattacks"
-steps = 5
-[attacks.representation]
-attack = "representation"
-backend = "torch"
-steps = 5
-[attacks.from-bp]
-attack = "transfer"
-backend = "torch"
-source = "bp"
-via = "apgd-ce"
-[[grid]]
-model = ["bio-e1", "bio-s1", "bio", "random", "bp"]
-defense = ["T1", "T1e3"]
-attack = ["apgd-ce"]
-eps = [0.0, 0.1, 0.2]
-seed = [0, 1]
-[[grid]]
-model = ["bio-e1", "bio-s1", "bio", "random", "bp"]
-defense = ["T1"]
-attack = ["representation"]
-eps = [0.1, 0.2]
-seed = [0, 1]
-[[grid]]
-model = ["bio-e1", "bio-s1", "bio", "random"]
-defense = ["T1"]
-attack = ["from-bp"]
-eps = [0.1, 0.2]
-seed = [0, 1]
-"""
+MODELS = ["bio-e1", "bio-s1", "bio", "random", "bp"]
+SUITE = suite(
+    name="why-small", train_size=2000, test_size=100, eval={"convergence_images": 0},
+    models={"bio-e1": bio(16, {"epochs": 3, "stop_after": 1}, {"epochs": 5}, power=1.0, beta=1.0),
+            "bio": bio(16, {"epochs": 3}, {"epochs": 5}, power=1.0, beta=1.0),
+            "bio-s1": bio(16, {"epochs": 1}, {"epochs": 5}, power=1.0, beta=1.0),
+            "random": repu(16, first_layer("random"), backprop("fc2.weight", epochs=5), power=1.0, beta=1.0),
+            "bp": repu(16, backprop(epochs=5), power=1.0, beta=1.0)},
+    defenses={"T1": logit_scale(1.0), "T1e3": logit_scale(1e3)},
+    attacks={"apgd-ce": torchattacks("apgd-ce", steps=5),
+             "representation": {"attack": "representation", "backend": "torch", "steps": 5},
+             "from-bp": {"attack": "transfer", "backend": "torch", "source": "bp", "via": "apgd-ce"}},
+    grid={})
+SUITE["grid"] = [
+    {"model": MODELS, "defense": ["T1", "T1e3"], "attack": ["apgd-ce"], "eps": [0.0, 0.1, 0.2], "seed": [0, 1]},
+    {"model": MODELS, "defense": ["T1"], "attack": ["representation"], "eps": [0.1, 0.2], "seed": [0, 1]},
+    {"model": MODELS[:-1], "defense": ["T1"], "attack": ["from-bp"], "eps": [0.1, 0.2], "seed": [0, 1]},
+]
 
 SPEC = """
 [findings]
@@ -131,7 +64,7 @@ points = [["Hebbian", "bio"], ["frozen random", "random"]]
 @pytest.fixture(scope="module")
 def why_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("why")
-    (folder / "why.toml").write_text(SUITE)
+    (folder / "why.toml").write_text(to_toml(SUITE))
     out = folder / "run"
     result = CliRunner().invoke(cli, ["run", str(folder / "why.toml"), "--out", str(out), "--no-cache"])
     assert result.exit_code == 0, result.output
