@@ -94,57 +94,44 @@ def _at(key) -> str:
     return f"{key[0]} eps={key[1]:g}"
 
 
-def check_single_step(rows, examples=None):
-    """An iterative attack left more accuracy than a single step of the same budget: upper bound."""
-    single, iterative = _attacked(rows, ["single-step"]), _attacked(rows, ["iterative"])
-    best = single.groupby(["norm", "eps"])["robust_acc"].min()
+def _beaten(reference: pd.DataFrame, targets: pd.DataFrame, check: str, reason) -> list[Finding] | None:
+    """Each target row that leaves more than :data:`TOLERANCE` more accuracy than the best reference row
+    at the same norm and eps, as a ``check`` finding with ``reason(row, key, best)``; None when no
+    (norm, eps) has both."""
+    best = reference.groupby(["norm", "eps"])["robust_acc"].min()
     findings, common = [], False
-    for key, members in iterative.groupby(["norm", "eps"]):
+    for key, members in targets.groupby(["norm", "eps"]):
         if key not in best.index:
             continue
         common = True
         for index, row in members.iterrows():
-            gap = row["robust_acc"] - best[key]
-            if gap > TOLERANCE:
-                findings.append(Finding("single_step", f"{row['attack']} at {_at(key)}: ≥ {_points(gap)} lower, "
-                                        f"a single-step attack left {_pct(best[key])}", (index,)))
+            if row["robust_acc"] - best[key] > TOLERANCE:
+                findings.append(Finding(check, reason(row, key, best[key]), (index,)))
     return findings if common else None
+
+
+def check_single_step(rows, examples=None):
+    """An iterative attack left more accuracy than a single step of the same budget: upper bound."""
+    return _beaten(_attacked(rows, ["single-step"]), _attacked(rows, ["iterative"]), "single_step",
+                   lambda row, key, best: f"{row['attack']} at {_at(key)}: ≥ {_points(row['robust_acc'] - best)} "
+                                          f"lower, a single-step attack left {_pct(best)}")
 
 
 def check_gradient_free(rows, examples=None):
     """A gradient-free attack left less accuracy than a white-box one at the same eps and view: that
     white-box row is meaningless (its gradients misled it). Each white-box row is compared on its
     own, so a strong white-box attack does not clear a weak one beside it."""
-    free = _attacked(rows, ["gradient-free"]).groupby(["norm", "eps"])["robust_acc"].min()
-    white = _attacked(rows, WHITE_BOX)
-    findings, common = [], False
-    for key, members in white.groupby(["norm", "eps"]):
-        if key not in free.index:
-            continue
-        common = True
-        for index, row in members.iterrows():
-            gap = row["robust_acc"] - free[key]
-            if gap > TOLERANCE:
-                findings.append(Finding("gradient_free", f"a gradient-free attack ({_pct(free[key])}) beat "
-                                        f"{row['attack']} ({_pct(row['robust_acc'])}) at {_at(key)}", (index,)))
-    return findings if common else None
+    return _beaten(_attacked(rows, ["gradient-free"]), _attacked(rows, WHITE_BOX), "gradient_free",
+                   lambda row, key, best: f"a gradient-free attack ({_pct(best)}) beat {row['attack']} "
+                                          f"({_pct(row['robust_acc'])}) at {_at(key)}")
 
 
 def check_noise(rows, examples=None):
     """Random noise of the same budget beat an attack: that attack's row is meaningless."""
-    noise = _attacked(rows, ["baseline"]).groupby(["norm", "eps"])["robust_acc"].min()
     attacks = _attacked(rows)
-    attacks = attacks[attacks["attack_kind"] != "baseline"]
-    findings, common = [], False
-    for key, members in attacks.groupby(["norm", "eps"]):
-        if key not in noise.index:
-            continue
-        common = True
-        for index, row in members.iterrows():
-            if row["robust_acc"] - noise[key] > TOLERANCE:
-                findings.append(Finding("noise", f"random noise ({_pct(noise[key])}) beat attack {row['attack']} "
-                                        f"({_pct(row['robust_acc'])}) at {_at(key)}", (index,)))
-    return findings if common else None
+    return _beaten(_attacked(rows, ["baseline"]), attacks[attacks["attack_kind"] != "baseline"], "noise",
+                   lambda row, key, best: f"random noise ({_pct(best)}) beat attack {row['attack']} "
+                                          f"({_pct(row['robust_acc'])}) at {_at(key)}")
 
 
 def check_monotone(rows, examples=None):
