@@ -14,25 +14,30 @@ def layer_inputs(model, param_name: str, x, batch_size: int = 1000):
     return module_inputs(model, path, x, batch_size)
 
 
+def input_of(model, module, x):
+    """What ``module`` (a submodule of ``model``) receives when ``model`` sees the batch ``x``, with
+    its autograd history (the forward pass stops there); None when the pass never reaches it."""
+    captured = []
+
+    def hook(_module, args):
+        captured.append(args[0])
+        raise _Captured
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        model(x)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured[0] if captured else None
+
+
 def module_inputs(model, module_name: str, x, batch_size: int = 1000):
     """What submodule ``module_name`` receives when ``model`` sees ``x`` (the forward pass stops there)."""
     import torch
 
     module = model.get_submodule(module_name)
-    captured = []
-
-    def hook(_module, args):
-        captured.append(args[0].detach())
-        raise _Captured
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                try:
-                    model(x[start:start + batch_size])
-                except _Captured:
-                    pass
-    finally:
-        handle.remove()
-    return torch.cat(captured)
+    with torch.no_grad():
+        return torch.cat([input_of(model, module, x[start:start + batch_size]).detach()
+                          for start in range(0, len(x), batch_size)])

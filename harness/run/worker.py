@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.api import Group, Outcome, Trained
-from harness.errors import HarnessError, SuiteError, one_line
+from harness.errors import HarnessError, one_line
 from harness.kit.threads import set_math_environment
 from harness.registry import Registry
 from harness.results.rundir import RunDir
@@ -148,13 +148,7 @@ class Worker:
         x_test, y_test = dataset.load(self.data_root, False)
         s = self.suite
         x_train, y_train = x_train[: s.train_size], y_train[: s.train_size]
-        x_test, y_test = x_test[: s.test_size], y_test[: s.test_size]
-        if s.test_subset is not None:
-            try:
-                chosen = s.test_subset.indices(y_test)
-            except ValueError as exc:
-                raise SuiteError(f"{s.path}: data.test_subset.n: {exc} ({name})") from None
-            x_test, y_test = x_test[chosen], y_test[chosen]
+        x_test, y_test = s.test_images(x_test, y_test, name)
         to = lambda t: t.to(self.device)  # noqa: E731
         self._data = (name, Data(to(x_train), to(y_train), to(x_test), to(y_test)))
         return self._data[1]

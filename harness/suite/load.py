@@ -76,6 +76,18 @@ class Suite:
             config["content"] = model.fingerprint
         return config
 
+    def test_images(self, x, y, dataset: str):
+        """The test images (and labels) the cells are evaluated on: the first ``test_size`` of the split,
+        then the ``test_subset`` sample of them when one is set."""
+        x, y = x[: self.test_size], y[: self.test_size]
+        if self.test_subset is None:
+            return x, y
+        try:
+            chosen = self.test_subset.indices(y)
+        except ValueError as exc:
+            raise SuiteError(f"{self.path}: data.test_subset.n: {exc} ({dataset})") from None
+        return x[chosen], y[chosen]
+
     def cell_config(self, cell: Cell) -> dict[str, Any]:
         defense = self.defenses.get(cell.defense)
         attack = self.attacks[cell.attack]

@@ -61,33 +61,19 @@ def _submodule(model, layer: str):
     return found[0][1]
 
 
-class _Stop(Exception):
-    """Raised by the pre-hook once the layer's input is known: nothing after it needs computing."""
-
-
 def code_of(model, layer: str):
     """``x -> the input of submodule layer`` when ``model`` sees x, differentiable."""
+    from harness.kit.layers import input_of
+
     module = _submodule(model, layer)
 
     def code(x):
-        captured = []
-
-        def hook(_module, args):
-            captured.append(args[0])
-            raise _Stop
-
-        handle = module.register_forward_pre_hook(hook)
-        try:
-            model(x)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        if not captured:
+        captured = input_of(model, module, x)
+        if captured is None:
             from harness.errors import HarnessError
 
             raise HarnessError(f"representation attack: the forward pass never reached '{layer}'")
-        return captured[0].flatten(1)
+        return captured.flatten(1)
     return code
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from harness.api import TrainContext
 from harness.errors import HarnessError
+from harness.kit.measures import accuracy
 from harness_biotorch import INSTALL
 
 
@@ -68,15 +69,6 @@ def bio_step(bio, mode: str, x, y, optimizer):
     return logits.detach(), loss.detach()
 
 
-def _accuracy(model, x, y, batch_size: int = 1000) -> float:
-    if len(x) == 0:
-        return float("nan")
-    with torch.no_grad():
-        correct = sum(int((model(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum())
-                      for s in range(0, len(x), batch_size))
-    return correct / len(x)
-
-
 def train_converted(ctx: TrainContext, mode: str) -> dict:
     options = ctx.options
     names = set(ctx.params)
@@ -121,7 +113,7 @@ def train_converted(ctx: TrainContext, mode: str) -> dict:
                 for name, param in trained.items():
                     ctx.params[name].copy_(param)
             stats = {"epoch": epoch + 1, "loss": mean_loss, "train_acc": float(correct) / len(x),
-                     "test_acc": _accuracy(ctx.model, ctx.x_test, ctx.y_test)}
+                     "test_acc": accuracy(ctx.model, ctx.x_test, ctx.y_test)}
             history.append(stats)
             advance(**{k: v for k, v in stats.items() if k != "epoch"})
     ctx.model.eval()

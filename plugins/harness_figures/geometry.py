@@ -102,11 +102,7 @@ def run_images(run_dir: Path, registry, root: Path, device="cpu"):
     name, = suite.datasets
     source = registry.datasets.get(name)
     source.fetch(root)
-    x, y = source.load(root, False)
-    x, y = x[: suite.test_size], y[: suite.test_size]
-    if suite.test_subset is not None:
-        chosen = suite.test_subset.indices(y)
-        x, y = x[chosen], y[chosen]
+    x, y = suite.test_images(*source.load(root, False), name)
     return name, x.to(device), y.to(device)
 
 

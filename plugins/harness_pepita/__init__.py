@@ -67,53 +67,18 @@ def _layers(ctx: TrainContext) -> tuple[str, str]:
     return first, last
 
 
-def _first_layer_inputs(model, first: str, x, batch_size: int = 1000):
-    """What the first layer receives for images ``x`` (the model's own normalisation and flattening)."""
-    import torch
-
-    captured = []
-
-    class _Stop(Exception):
-        pass
-
-    def hook(_module, args):
-        captured.append(args[0].detach())
-        raise _Stop
-
-    handle = model.get_submodule(first).register_forward_pre_hook(hook)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                try:
-                    model(x[start:start + batch_size])
-                except _Stop:
-                    pass
-    finally:
-        handle.remove()
-    return torch.cat(captured)
-
-
-def _accuracy(model, x, y, batch_size: int = 1000) -> float:
-    import torch
-
-    if len(x) == 0:
-        return float("nan")
-    with torch.no_grad():
-        correct = sum(int((model(x[s:s + batch_size]).argmax(1) == y[s:s + batch_size]).sum())
-                      for s in range(0, len(x), batch_size))
-    return correct / len(x)
-
-
 def train(ctx: TrainContext) -> dict:
+    from harness.kit.layers import module_inputs
+    from harness.kit.measures import accuracy
     from harness_pepita.rule import train_pepita
 
     first, last = _layers(ctx)
     options = ctx.options
     classes = ctx.model.get_submodule(last).weight.shape[0]
-    inputs = _first_layer_inputs(ctx.model, first, ctx.x)
+    inputs = module_inputs(ctx.model, first, ctx.x)  # what the first layer receives inside the model
     advance = ctx.progress(options["epochs"], f"pepita {first}.weight, {last}.weight")
     history = train_pepita(ctx.model, first, last, inputs, ctx.y, classes=classes, seed=ctx.seed,
-                           evaluate=lambda: _accuracy(ctx.model, ctx.x_test, ctx.y_test),
+                           evaluate=lambda: accuracy(ctx.model, ctx.x_test, ctx.y_test),
                            on_epoch=lambda stats: advance(**stats), **options)
     return {"history": history}
 
