@@ -24,7 +24,7 @@ DIST = "robustness-harness"
 BUILT_INS = {
     "datasets": {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "digits": "digits", "cifar10": "cifar10"},
     "learners": {"hebbian": "hebbian", "backprop": "backprop", "random": "random", "oja": "oja",
-                 "adversarial": "adversarial", "pepita": "pepita",
+                 "adversarial": "adversarial", "pepita": "pepita", "bcm": "bcm",
                  **{mode: "biotorch" for mode in ("fa", "dfa", "usf", "brsf", "frsf")}},
     "models": {"repu": "repu", "external": "external"},
     "attacks": {**{f"{name}@torchattacks": "torchattacks" for name in (
