@@ -28,6 +28,7 @@ from harness_reporters.findings_claims import claims_section
 from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figure
 from harness_reporters.findings_spec import RunRef, Spec, check_model, read_spec
 from harness_reporters.findings_sweep import SweepData, entries_of, sweep_data, sweep_section
+from harness_reporters.findings_field import field_data, field_section
 from harness_reporters.findings_why import why_data, why_section
 from harness_reporters.paired import CLEAN, compare
 from harness_reporters.report_format import fmt_T, pct, with_interval
@@ -451,7 +452,8 @@ def views_section(spec: Spec, head: Headline) -> Section:
 def reproduce_section(spec: Spec, command: str) -> Section:
     section = Section("reproduce", "Reproduce and check", short="Reproduce")
     runs = [("headline", spec.headline)] + ([("thesis protocol", spec.thesis)] if spec.thesis else []) + (
-        [("sweep", spec.sweep.run)] if spec.sweep else []) + ([("why", spec.why.sweep.run)] if spec.why else [])
+        [("sweep", spec.sweep.run)] if spec.sweep else []) + ([("why", spec.why.sweep.run)] if spec.why else []) + (
+        [("field", spec.field.run)] if spec.field else [])
     rows = [[role, f"`{run.suite}`", f"`{_rel(run.directory)}`", f"`{run_command(run)}`"] for role, run in runs]
     section.add(Table(["part", "suite", "committed tables", "command (resumes an interrupted run)"], rows,
                       caption="each part of this page, its suite and the command that reproduces its tables"))
@@ -477,6 +479,8 @@ def build(spec: Spec, resamples: int = RESAMPLES, command: str = "") -> Document
         run = spec.why.sweep.run
         figure = sweep_figure(why.sweep.points, why.sweep.reference, spec.why.sweep.reference)
         sections.append(why_section(why, spec.a, run_command(run), run.suite, figure))
+    if spec.field is not None:
+        sections.append(field_section(field_data(spec.field, resamples, spec.path), run_command(spec.field.run)))
     sections.append(reproduce_section(spec, command or f"harness findings {_rel(spec.path)}"))
     meta = [("findings file", f"`{_rel(spec.path)}`"), ("question", f"is `{spec.a}` more robust than `{spec.b}`?"),
             ("intervals", f"95 %; bootstrap and permutation resamples: {resamples}")]

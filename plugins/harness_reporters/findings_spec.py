@@ -45,6 +45,21 @@ project root (the directory ``harness`` runs in, where the reproduce commands ar
     name = "Hebbian epochs"
     points = [["20", "bio-e20"], ["1000", "bio"]]
 
+    [field]                       # optional: the field's claims on one protocol (suites/field.toml)
+    run = "field"                 # may not exist yet: the claims are then listed as not measured
+    suite = "suites/field.toml"
+    seeds = 3                     # seeds each net should have
+    attack = "worst-case"         # optional: the line claims are judged on (default: the per-image worst case)
+    why_missing = "..."           # optional: why seeds are missing (one sentence)
+    [[field.claims]]
+    source = "Akrout (2019), arXiv 1908.03560"
+    rule = "feedback alignment"
+    claim = "MNIST: 98 % adversarial accuracy for FA vs 0.03 % for BP"   # as published
+    setting = "..."               # optional: how the claim's setting differs from the run's
+    pairs = [["fa-400", "bp-400"], ["fa-1000", "bp-1000"]]   # [the rule's net, the net it is claimed over]
+    datasets = ["mnist"]
+    eps = [0.1, 0.3]
+
 Every problem is one line naming the file and the key (exit code 2 from the command).
 """
 
@@ -93,6 +108,28 @@ class Why:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One published claim that ``rule`` is more robust than a reference, and where the run measures it."""
+
+    source: str
+    rule: str
+    claim: str
+    pairs: tuple[tuple[str, str], ...]   # (the rule's net, the reference net) in the run
+    datasets: tuple[str, ...]
+    eps: tuple[float, ...]
+    setting: str = ""
+
+
+@dataclass(frozen=True)
+class Field:
+    run: RunRef
+    seeds: int
+    claims: tuple[Claim, ...]
+    attack: str = "worst-case"
+    why_missing: str = ""
+
+
+@dataclass(frozen=True)
 class Spec:
     path: Path
     out: Path
@@ -106,6 +143,7 @@ class Spec:
     sweep: Sweep | None
     also: tuple[str, ...] = ()   # [headline] also: more models of the headline run compared with a, each
     why: Why | None = None       # [why]: the mechanism section
+    field: Field | None = None   # [field]: the field's claims on one protocol
 
 
 class _Reader:
@@ -158,7 +196,7 @@ def read_spec(path: Path | str) -> Spec:
         raise HarnessError(str(exc).replace("suite file", "findings file").replace(
             "; check the path (suites live under suites/)", "; pass FINDINGS_FILE, or run in the project's root "
             "(where results/findings.toml is)").replace("a suite is", "a findings file is")) from None
-    _known({"findings", "headline", "thesis", "sweep", "why"}, raw, reader, "")
+    _known({"findings", "headline", "thesis", "sweep", "why", "field"}, raw, reader, "")
     top = reader.table(raw, "findings")
     _known({"out", "images", "a", "b", "eps"}, top, reader, "findings")
     eps = top.get("eps")
@@ -178,7 +216,50 @@ def read_spec(path: Path | str) -> Spec:
                 a=reader.text(top, "findings.a"), b=reader.text(top, "findings.b"), eps=[float(e) for e in eps],
                 headline=reader.run(raw, "headline"), attack=reader.text(headline, "headline.attack"),
                 thesis=reader.run(raw, "thesis") if thesis is not None else None,
-                sweep=_sweep(raw, reader), also=tuple(also), why=_why(raw, reader))
+                sweep=_sweep(raw, reader), also=tuple(also), why=_why(raw, reader), field=_field(raw, reader))
+
+
+def _strings(reader: _Reader, table: dict, key: str) -> tuple[str, ...]:
+    value = table.get(key.rsplit(".", 1)[-1])
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise reader.fail(key, f"expected a non-empty list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _field(raw: dict, reader: _Reader) -> Field | None:
+    table = reader.table(raw, "field", required=False)
+    if table is None:
+        return None
+    _known({"run", "suite", "seeds", "attack", "why_missing", "claims"}, table, reader, "field")
+    seeds = table.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise reader.fail("field.seeds", f"expected an integer >= 1, got {seeds!r}")
+    claims = table.get("claims")
+    if not isinstance(claims, list) or not claims or not all(isinstance(c, dict) for c in claims):
+        raise reader.fail("field.claims", "expected [[field.claims]] tables, each with a source, rule, claim, pairs, "
+                                          "datasets and eps")
+    parsed = []
+    for index, claim in enumerate(claims):
+        where = f"field.claims[{index}]"
+        _known({"source", "rule", "claim", "setting", "pairs", "datasets", "eps"}, claim, reader, where)
+        pairs = claim.get("pairs")
+        if (not isinstance(pairs, list) or not pairs or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(m, str) and m for m in p) for p in pairs)):
+            raise reader.fail(f"{where}.pairs", f"expected a list of [the rule's net, the reference net] pairs, "
+                                                f"got {pairs!r}")
+        eps = claim.get("eps")
+        if (not isinstance(eps, list) or not eps
+                or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and 0 < e <= 1 for e in eps)):
+            raise reader.fail(f"{where}.eps", f"expected a non-empty list of budgets in (0, 1], got {eps!r}")
+        parsed.append(Claim(reader.text(claim, f"{where}.source"), reader.text(claim, f"{where}.rule"),
+                            reader.text(claim, f"{where}.claim"), tuple((a, b) for a, b in pairs),
+                            _strings(reader, claim, f"{where}.datasets"), tuple(float(e) for e in eps),
+                            reader.text(claim, f"{where}.setting") if "setting" in claim else ""))
+    # the field run grows across sessions: before its first cell the section lists the claims, unmeasured
+    directory = (reader.path.parent / reader.text(table, "field.run")).resolve()
+    return Field(RunRef(directory, reader.text(table, "field.suite")), seeds, tuple(parsed),
+                 reader.text(table, "field.attack") if "attack" in table else "worst-case",
+                 reader.text(table, "field.why_missing") if "why_missing" in table else "")
 
 
 def _why(raw: dict, reader: _Reader) -> Why | None:
