@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 
 from harness.api import Group
+from harness.errors import SuiteError
 from harness.registry import Registry
 from harness.results.table import Row
 from harness.run.training import learner_summary
@@ -35,7 +36,24 @@ class Job:
 def resolve_jobs(suite: Suite, registry: Registry) -> list[Job]:
     """Every cell of ``suite`` as a :class:`Job`, in the suite's order."""
     learners = {key: learner_summary(suite, key) for key in suite.models}
-    return [_job(suite, registry, cell, learners[cell.model]) for cell in suite.cells]
+    jobs = [_job(suite, registry, cell, learners[cell.model]) for cell in suite.cells]
+    first: dict[str, Job] = {}
+    for job in jobs:
+        other = first.setdefault(job.config_hash, job)
+        if other is not job:
+            raise _same_configuration(suite, other.cell, job.cell, job.config_hash)
+    return jobs
+
+
+def _same_configuration(suite: Suite, a: Cell, b: Cell, digest: str) -> SuiteError:
+    """Two cells of the grid that are one configuration (identical tables under two names): the executor would
+    get one cell twice and the table could not tell them apart."""
+    tables = {"model": "models", "defense": "defenses", "attack": "attacks"}
+    named = [f"{tables[part]}.{getattr(a, part)} and {tables[part]}.{getattr(b, part)}"
+             for part in tables if getattr(a, part) != getattr(b, part)]
+    return SuiteError(f"{suite.path}: {'; '.join(named) or 'grid'}: the same configuration under two names (cell "
+                      f"hash {digest}: {a.model}/{a.defense}/{a.attack}/eps={a.eps:g} and {b.model}/{b.defense}/"
+                      f"{b.attack}/eps={b.eps:g}); remove one of the tables or make them differ")
 
 
 def _job(suite: Suite, registry: Registry, cell: Cell, learners: str) -> Job:

@@ -66,3 +66,24 @@ def test_presets_and_unknown_keys_resolve_alike():
     with pytest.raises(OptionError, match=r"^epoch: unknown parameter 'epoch' for learner 'hebbian'; "
                                           r"did you mean 'epochs'\?"):
         resolve_options(hebbian, {"epoch": 3}, "learner 'hebbian'")
+
+
+def test_two_names_for_one_configuration_are_one_line_before_any_work(write_suite, tmp_path):
+    """Two model tables that are identical would give two cells one hash: the run refuses the suite, naming
+    both tables, with exit code 2 and nothing written (before, the executor failed mid-run)."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+    from suite_builder import backprop, repu, suite, torchattacks
+
+    path = write_suite(suite(models={"a": repu(8, backprop(epochs=1)), "b": repu(8, backprop(epochs=1)),
+                                     "c": repu(9, backprop(epochs=1))},
+                             attacks={"fgsm": torchattacks("fgsm")},
+                             grid={"model": ["a", "b", "c"], "attack": ["fgsm"], "eps": [0.0, 0.1]}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(out), "--no-cache"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"error: {path}: models.a and models.b: the same configuration under two names (cell hash ")
+    assert "remove one of the tables or make them differ" in result.output
+    assert not (out / "results.csv").exists()
