@@ -78,6 +78,8 @@ def loss_fn(options: dict):
 def train(ctx: TrainContext) -> dict:
     import torch
 
+    from harness.kit.resume import Resumable, training_key
+
     options = ctx.options
     forward, inputs, cached = _forward(ctx)
     x, y = inputs, ctx.y
@@ -86,23 +88,50 @@ def train(ctx: TrainContext) -> dict:
     def new_optimizer(lr):
         return adam(ctx.params.values(), lr=lr, weight_decay=options["weight_decay"])
 
-    optimizer = new_optimizer(options["lr"])
+    rates = [lr for lr, epochs in phases(options) for _ in range(epochs)]
+    optimizer = new_optimizer(rates[0])
     generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
-    schedule = phases(options)
-    advance = ctx.progress(sum(n for _, n in schedule), "backprop " + ",".join(ctx.params))
+    # A stopped training continues from its latest saved epoch (harness.kit.resume), bit-identical to one run.
+    resumable = Resumable(ctx.state_dir, training_key("backprop", options, ctx.seed, ctx.model,
+                                                      {"x": ctx.x, "y": ctx.y}))
     history = []
-    for lr, epochs in schedule:
+    saved = resumable.load()
+    if saved is not None:
+        history = _restore(saved, ctx.params, optimizer, generator)
+    advance = ctx.progress(len(rates) - len(history), "backprop " + ",".join(ctx.params)
+                           + (f" (from epoch {len(history)})" if history else ""))
+    for epoch in range(len(history), len(rates)):
+        lr = rates[epoch]
+        if options["optimizer_reset"] == "epoch":
+            optimizer = new_optimizer(lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        for _ in range(epochs):
-            if options["optimizer_reset"] == "epoch":
-                optimizer = new_optimizer(lr)
-            stats = _epoch(ctx, forward, x, y, loss_of, optimizer, generator, options["batch_size"])
-            stats = {"epoch": len(history) + 1, "lr": lr, **stats}
-            history.append(stats)
-            advance(**{k: v for k, v in stats.items() if k not in ("epoch", "lr")})
+        stats = _epoch(ctx, forward, x, y, loss_of, optimizer, generator, options["batch_size"])
+        stats = {"epoch": epoch + 1, "lr": lr, **stats}
+        history.append(stats)
+        advance(**{k: v for k, v in stats.items() if k not in ("epoch", "lr")})
+        if epoch + 1 < len(rates):
+            resumable.maybe_save(lambda: _state(ctx.params, optimizer, generator, history))
+    resumable.finish()
     ctx.model.eval()
     return {"history": history, "cached_features": cached}
+
+
+def _state(params, optimizer, generator, history) -> dict:
+    """Everything the next epoch reads: the trained parameters, the optimizer's state, the generator's."""
+    return {"params": {name: p.detach().cpu().clone() for name, p in params.items()},
+            "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "history": list(history)}
+
+
+def _restore(state: dict, params, optimizer, generator) -> list[dict]:
+    import torch
+
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(state["params"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return list(state["history"])
 
 
 def _epoch(ctx, forward, x, y, loss_of, optimizer, generator, batch_size) -> dict:

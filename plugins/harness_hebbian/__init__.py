@@ -107,7 +107,7 @@ def train(ctx: TrainContext) -> dict:
             snapshots.save(ctx.state_dir, key, state)
     try:
         history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), stop=stop,
-                                start=start, on_stop=keep, **options)
+                                start=start, on_stop=keep, on_state=snapshots.every(ctx.state_dir, key), **options)
     except ValueError as exc:  # an option this device cannot honour (method, ranking_dtype)
         raise HarnessError(f"hebbian: {exc}") from None
     stats = {"history": history}

@@ -195,7 +195,8 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
                   seed: int, R: float = 1.0, lr_decay: str = "linear", anti_hebbian: str = "kth",
                   currents: str = "published", method: str = "auto", ranking_dtype: str = "fp32",
                   on_epoch: Callable[[dict], None] | None = None, stop: int | None = None,
-                  start: dict | None = None, on_stop: Callable[[dict], None] | None = None) -> list[dict]:
+                  start: dict | None = None, on_stop: Callable[[dict], None] | None = None,
+                  on_state: Callable[[Callable[[], dict]], None] | None = None) -> list[dict]:
     """Initialise ``weight`` ~ N(init_mean, init_std) and train it in place (``method``: "sparse",
     "dense", "graph" (CUDA only), "fused" (CPU, numba) or "auto": see :func:`resolve_method`); returns
     per-epoch stats:
@@ -206,7 +207,9 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
     Checkpoints: ``stop`` ends the run after that many epochs of the ``epochs``-long schedule (the
     learning rate still decays over ``epochs``). ``on_stop(state)`` receives the run's whole state at
     its end (:data:`STATE_TENSORS` and ``epoch``, ``history``); ``start = state`` continues a run from
-    such a state, ending exactly as one uninterrupted run with the same arguments would."""
+    such a state, ending exactly as one uninterrupted run with the same arguments would. ``on_state(get)``
+    is called after every epoch but the last with a callable that returns the same state at that epoch
+    (nothing is copied unless it is called): periodic snapshots, so a stopped process can continue."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     weight.copy_(torch.normal(init_mean, init_std, weight.shape, generator=generator).to(weight))
     inputs = inputs.to(weight)
@@ -249,6 +252,10 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
         else:
             step = STEPS["dense" if method == "graph" else method]
         run_epoch = _epoch_runner(step, weight, weighted, inputs, winner, batch_size, step_options)
+    def state(epoch: int) -> dict:
+        return {"epoch": epoch, "history": list(history), "weight": weight.detach().cpu().clone(),
+                "generator": generator.get_state(), "winner": winner.cpu().clone(), "won": won.cpu().clone()}
+
     for epoch in range(first, stop):
         eps = lr * (1 - epoch / epochs) if lr_decay == "linear" else lr
         order = torch.randperm(n, generator=generator).to(weight.device)
@@ -265,9 +272,10 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
         history.append(stats)
         if on_epoch is not None:
             on_epoch({key: value for key, value in stats.items() if key != "epoch"})
+        if on_state is not None and epoch + 1 < stop:
+            on_state(lambda done=epoch + 1: state(done))
     if on_stop is not None:
-        on_stop({"epoch": stop, "history": history, "weight": weight.detach().cpu().clone(),
-                 "generator": generator.get_state(), "winner": winner.cpu().clone(), "won": won.cpu().clone()})
+        on_stop(state(stop))
     return history
 
 

@@ -9,6 +9,11 @@ names the checkpoints in ascending order (e.g. 20, 50, 100, then the full 1000) 
 epochs in all, and each checkpoint is exactly the layer an uninterrupted run has after that many epochs
 (tests/plugins/hebbian/test_checkpoints.py).
 
+The same snapshots are also taken during any training, every ``HARNESS_SNAPSHOT_SECONDS`` seconds (default
+600, :mod:`harness.kit.resume`): a process stopped half-way (a session's end, kill -9) continues from the
+latest one when the same training runs again, and a later checkpoint of the schedule can start from one.
+They stay after the training ends (a few MB each; ``harness cache rm --all`` removes them).
+
 Snapshots live in the learner's state folder in the model cache (``TrainContext.state_dir``), as
 safetensors with their epoch and history in the header; a cache that is turned off keeps none.
 """
@@ -71,3 +76,21 @@ def save(folder: Path | None, key: str, state: dict) -> Path | None:
     path = _path(folder, key, state["epoch"])
     replace_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return path
+
+
+def every(folder: Path | None, key: str):
+    """``train_hebbian``'s ``on_state``: save the state when ``HARNESS_SNAPSHOT_SECONDS`` have passed since the
+    last save (or the training's start); None (no periodic snapshots) without a state folder."""
+    if folder is None:
+        return None
+    import time
+
+    from harness.kit.resume import snapshot_seconds
+
+    seconds, last = snapshot_seconds(), [time.monotonic()]
+
+    def on_state(get) -> None:
+        if time.monotonic() - last[0] >= seconds:
+            save(folder, key, get())
+            last[0] = time.monotonic()
+    return on_state
