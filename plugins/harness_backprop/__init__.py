@@ -92,8 +92,9 @@ def train(ctx: TrainContext) -> dict:
     optimizer = new_optimizer(rates[0])
     generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
     # A stopped training continues from its latest saved epoch (harness.kit.resume), bit-identical to one run.
-    resumable = Resumable(ctx.state_dir, training_key("backprop", options, ctx.seed, ctx.model,
-                                                      {"x": ctx.x, "y": ctx.y}))
+    key = ("" if ctx.state_dir is None  # no cache, no saves: skip hashing the data
+           else training_key("backprop", options, ctx.seed, ctx.model, {"x": ctx.x, "y": ctx.y}))
+    resumable = Resumable(ctx.state_dir, key)
     history = []
     saved = resumable.load()
     if saved is not None:
