@@ -11,11 +11,15 @@
 * ``run_suite``: ``run_suite(suite)`` runs a suite (a dict or a TOML path) in the test's
   ``tmp_path`` on the CPU and returns the results DataFrame, as ``harness run`` writes it.
 
-And one assertion: ``assert_one_line_error(result, *fragments)`` checks that a command invoked
+And two helpers: ``assert_one_line_error(result, *fragments)`` checks that a command invoked
 with click's ``CliRunner`` failed the harness way: exit code 2, one line ``error: ...`` holding every
-fragment, no traceback.
+fragment, no traceback. ``stage_context(learner, model, data, params, **options)`` gives the learner record
+and the ``TrainContext`` that ``harness run`` hands one stage, so a learner's test trains it in two lines::
 
-Only fixtures and that helper live here: nothing is autouse, and torch, pandas and the harness core are imported
+    spec, ctx = stage_context("my-rule", model, (x, y, x_test, y_test), ("fc1.weight",), epochs=2)
+    stats = spec.train(ctx)
+
+Only fixtures and those helpers live here: nothing is autouse, and torch, pandas and the harness core are imported
 inside the fixtures, so loading this plugin costs other test suites nothing.
 """
 
@@ -55,6 +59,29 @@ class TinyData:
     y: "torch.Tensor"
     x_test: "torch.Tensor"
     y_test: "torch.Tensor"
+
+
+def stage_context(learner: str, model, data, params=("fc1.weight",), *, seed: int = 0, info=None, state_dir=None,
+                  progress=None, check: bool = True, **options):
+    """``(record, ctx)``: learner ``learner``'s record and the ``harness.api.TrainContext`` of one stage that
+    trains ``params`` (names of ``model``'s parameters) on ``data`` = ``(x, y, x_test, y_test)`` on the CPU, with
+    ``options`` over the record's optional values and defaults (presets are not applied: pass their values),
+    checked by the record's ``check`` unless ``check`` is false. ``progress`` defaults to one that shows
+    nothing; ``state_dir`` (None: none, as with the model cache off) is where the learner may keep state."""
+    import torch
+
+    from harness.api import TrainContext
+    from harness.plugins import load_registry
+
+    spec = load_registry().learners.get(learner)
+    merged = {**spec.optional, **spec.defaults, **options}
+    if check and spec.check is not None:
+        spec.check(merged)
+    x, y, x_test, y_test = data
+    named = dict(model.named_parameters())
+    return spec, TrainContext(model=model, params={n: named[n] for n in params}, options=merged, x=x, y=y,
+                              x_test=x_test, y_test=y_test, device=torch.device("cpu"), seed=seed,
+                              progress=progress or _no_progress, info=info, state_dir=state_dir)
 
 
 def assert_one_line_error(result, *fragments: str) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.api import TrainContext
 from harness.errors import HarnessError
 from harness.plugins import load_registry
+from harness.testing import stage_context
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,8 +27,6 @@ def _model(hidden=24, seed=0):
 
 
 def _train(learner, model, data, params, state_dir, kill_at=None, **options):
-    spec = load_registry().learners.get(learner)
-    merged = {**spec.optional, **spec.defaults, **options}
     x, y, x_test, y_test = data
     seen = [0]
 
@@ -39,10 +37,8 @@ def _train(learner, model, data, params, state_dir, kill_at=None, **options):
                 raise Killed
         return advance
 
-    named = dict(model.named_parameters())
-    ctx = TrainContext(model=model, params={n: named[n] for n in params}, options=merged, x=x[:600], y=y[:600],
-                       x_test=x_test[:100], y_test=y_test[:100], device=torch.device("cpu"), seed=3,
-                       progress=progress, state_dir=state_dir)
+    spec, ctx = stage_context(learner, model, (x[:600], y[:600], x_test[:100], y_test[:100]), params, seed=3,
+                              progress=progress, state_dir=state_dir, **options)
     return spec.train(ctx)
 
 

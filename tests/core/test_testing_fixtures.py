@@ -77,3 +77,44 @@ def test_to_toml_round_trips_a_suite():
 def test_to_toml_names_the_key_it_cannot_write():
     with pytest.raises(TypeError, match=r"models\.bio\.hidden: TOML cannot hold NoneType"):
         to_toml({"models": {"bio": {"hidden": None}}})
+
+
+def test_stage_context_trains_a_registered_learner_as_a_run_would(harness_plugin, harness_dataset):
+    """A third-party learner, registered for the test, gets the context `harness run` gives one stage: its
+    defaults under the test's options, its check, the named parameters only, the data as given."""
+    import types
+
+    import torch
+
+    from harness import hookimpl
+    from harness.api import Learner
+    from harness.plugins import load_registry
+    from harness.testing import stage_context
+
+    seen = {}
+
+    def train(ctx):
+        seen.update(options=dict(ctx.options), params=sorted(ctx.params), n=len(ctx.x), seed=ctx.seed)
+        with torch.no_grad():
+            for param in ctx.params.values():
+                param.mul_(ctx.options["scale"])
+        return {"history": [{"epoch": 1}]}
+
+    def check(options):
+        if options["scale"] <= 0:
+            raise ValueError("scale: expected a positive number")
+
+    harness_plugin(types.SimpleNamespace(__name__="mine", harness_register_learners=hookimpl(
+        lambda register: register(Learner(name="scaler", train=train, defaults={"scale": 2.0, "epochs": 1},
+                                          check=check)))))
+    registry = load_registry()
+    model = registry.models.get("repu").build({**registry.models.get("repu").defaults, "hidden": 8},
+                                              harness_dataset.info)
+    before = model.fc1.weight.detach().clone()
+    d = harness_dataset
+    spec, ctx = stage_context("scaler", model, (d.x, d.y, d.x_test, d.y_test), ("fc1.weight",), seed=4, scale=3.0)
+    assert spec.train(ctx) == {"history": [{"epoch": 1}]}
+    assert seen == {"options": {"scale": 3.0, "epochs": 1}, "params": ["fc1.weight"], "n": 1438, "seed": 4}
+    assert torch.equal(model.fc1.weight, before * 3.0)
+    with pytest.raises(ValueError, match="scale: expected a positive number"):
+        stage_context("scaler", model, (d.x, d.y, d.x_test, d.y_test), scale=-1.0)

@@ -7,27 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.api import TrainContext
 from harness.errors import HarnessError
 from harness.plugins import load_registry
+from harness.testing import stage_context
 from harness_bcm.rule import bcm_step, lateral, train_bcm
 from suite_builder import backprop, first_layer, repu, suite, torchattacks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _quiet(total, description=None):
-    return lambda n=1, **stats: None
-
-
 def _train(model, data, params=("fc1.weight",), seed=0, **options):
-    spec = load_registry().learners.get("bcm")
-    merged = {**spec.defaults, **options}
-    spec.check(merged)
-    x, y, x_test, y_test = data
-    named = dict(model.named_parameters())
-    ctx = TrainContext(model=model, params={n: named[n] for n in params}, options=merged, x=x, y=y, x_test=x_test,
-                       y_test=y_test, device=torch.device("cpu"), seed=seed, progress=_quiet)
+    spec, ctx = stage_context("bcm", model, data, params, seed=seed, **options)
     return spec.train(ctx)
 
 

@@ -11,18 +11,14 @@ import sys
 import pytest
 import torch
 
-from harness.api import TrainContext
 from harness.errors import HarnessError
 from harness.plugins import load_registry
+from harness.testing import stage_context
 from harness_biotorch import INSTALL, MODES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RELU_NET = {"power": 1.0, "beta": 1.0}
-
-
-def _quiet(total, description=None):
-    return lambda n=1, **stats: None
 
 
 def _build(hidden=64, seed=0):
@@ -34,14 +30,7 @@ def _build(hidden=64, seed=0):
 
 
 def _context(mode, model, data, info, params=("fc1.weight", "fc2.weight"), seed=0, **options):
-    spec = load_registry().learners.get(mode)
-    merged = {**spec.defaults, **options}
-    spec.check(merged)
-    x, y, x_test, y_test = data
-    named = dict(model.named_parameters())
-    return spec, TrainContext(model=model, params={n: named[n] for n in params}, options=merged, x=x, y=y,
-                              x_test=x_test, y_test=y_test, device=torch.device("cpu"), seed=seed,
-                              progress=_quiet, info=info)
+    return stage_context(mode, model, data, params, seed=seed, info=info, **options)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ try:  # importable from the editable install once their entry points are in pypr
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "plugins"))
     import harness_adversarial
-from harness.api import TrainContext
 from harness.errors import HarnessError
 from harness.kit.layers import layer_inputs
 from harness.plugins import entry_points, load_registry
 from harness.run.runner import Runner
 from harness.suite.load import load_suite
+from harness.testing import stage_context
 import harness_oja
 import harness_random
 from suite_builder import backprop, first_layer, repu, suite, torchattacks
@@ -45,25 +45,14 @@ def registry():
     return _registry()
 
 
-def _no_progress(total, description=None):
-    return lambda n=1, **stats: None
-
-
 def _build(registry, **options):
     spec = registry.models.get("repu")
     dataset = registry.datasets.get("mnist")
     return spec.build({**spec.defaults, **options}, dataset.info), dataset.info
 
 
-def _train(registry, learner, model, params, data, seed=0, **options):
-    x, y, x_test, y_test = data
-    spec = registry.learners.get(learner)
-    merged = {**spec.defaults, **options}
-    spec.check(merged)
-    named = dict(model.named_parameters())
-    ctx = TrainContext(model=model, params={n: named[n] for n in params}, options=merged, x=x, y=y,
-                       x_test=x_test, y_test=y_test, device=torch.device("cpu"), seed=seed,
-                       progress=_no_progress)
+def _train(learner, model, params, data, seed=0, **options):
+    spec, ctx = stage_context(learner, model, data, params, seed=seed, **options)
     return spec.train(ctx)
 
 
@@ -89,7 +78,7 @@ def test_check_rejects_bad_options(registry, learner, bad):
 def test_random_rows_have_the_hebbian_norm(registry, mnist_small, distribution, p, R):
     model, _ = _build(registry, hidden=50)
     fc2 = model.fc2.weight.detach().clone()
-    stats = _train(registry, "random", model, ["fc1.weight"], mnist_small, p=p, R=R, distribution=distribution)
+    stats = _train("random", model, ["fc1.weight"], mnist_small, p=p, R=R, distribution=distribution)
     weight = model.fc1.weight.detach()
     norms = weight.abs().pow(p).sum(1).pow(1 / p)
     torch.testing.assert_close(norms, torch.full_like(norms, R), rtol=1e-5, atol=0)
@@ -100,17 +89,17 @@ def test_random_rows_have_the_hebbian_norm(registry, mnist_small, distribution, 
     assert (kurtosis < 2.2) if distribution == "uniform" else (kurtosis > 2.7), kurtosis
     # Seeded: the same seed draws the same layer, another seed another one.
     again, _ = _build(registry, hidden=50)
-    _train(registry, "random", again, ["fc1.weight"], mnist_small, p=p, R=R, distribution=distribution)
+    _train("random", again, ["fc1.weight"], mnist_small, p=p, R=R, distribution=distribution)
     assert torch.equal(again.fc1.weight, weight)
     other, _ = _build(registry, hidden=50)
-    _train(registry, "random", other, ["fc1.weight"], mnist_small, seed=1, p=p, R=R, distribution=distribution)
+    _train("random", other, ["fc1.weight"], mnist_small, seed=1, p=p, R=R, distribution=distribution)
     assert (F.normalize(other.fc1.weight, dim=1) * F.normalize(weight, dim=1)).sum(1).abs().max() < 0.3
 
 
 def test_random_refuses_biases(registry, mnist_small):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     with pytest.raises(HarnessError, match="has no rows"):
-        _train(registry, "random", model, ["1.weight", "1.bias"], mnist_small)
+        _train("random", model, ["1.weight", "1.bias"], mnist_small)
 
 
 # -- oja -------------------------------------------------------------------------------------------
@@ -141,7 +130,7 @@ def pca(mnist_small):
 
 def test_sanger_finds_the_principal_components(registry, mnist_small, pca):
     model, _ = _build(registry, hidden=10)
-    stats = _train(registry, "oja", model, ["fc1.weight"], mnist_small, lr=3e-3, epochs=10)
+    stats = _train("oja", model, ["fc1.weight"], mnist_small, lr=3e-3, epochs=10)
     weight = model.fc1.weight.detach()
     cosines = (F.normalize(weight, dim=1) * pca).sum(1).abs()
     assert (cosines[:3] > 0.9).all(), cosines          # measured: >= 0.99 for units 1-7
@@ -153,7 +142,7 @@ def test_sanger_finds_the_principal_components(registry, mnist_small, pca):
 
 def test_subspace_rule_spans_the_top_components(registry, mnist_small, pca):
     model, _ = _build(registry, hidden=10)
-    _train(registry, "oja", model, ["fc1.weight"], mnist_small, variant="subspace", lr=3e-3, epochs=10)
+    _train("oja", model, ["fc1.weight"], mnist_small, variant="subspace", lr=3e-3, epochs=10)
     weight = model.fc1.weight.detach()
     basis, _ = torch.linalg.qr(weight.T)                       # [784, 10], orthonormal span of the rows
     cos_angles = torch.linalg.svdvals(basis.T @ pca.T)         # cosines of the principal angles
@@ -210,7 +199,7 @@ def test_adversarial_training_is_more_robust_than_backprop(registry, mnist_small
                              ("adversarial", {"epochs": 2, "eps": 0.1, "steps": 5, "alpha": 0.025})]:
         torch.manual_seed(0)
         model, _ = _build(registry, **relu)
-        stats = _train(registry, learner, model, ["fc1.weight", "fc2.weight"], data, **options)
+        stats = _train(learner, model, ["fc1.weight", "fc2.weight"], data, **options)
         results[learner] = (*_pgd_accuracy(model, x_test[:500], y_test[:500]), stats["history"])
     bp_robust, bp_clean, _ = results["backprop"]
     adv_robust, adv_clean, history = results["adversarial"]
@@ -230,7 +219,7 @@ def test_adversarial_updates_only_the_stage_params_in_training_mode(registry, mn
     model.register_forward_pre_hook(lambda m, args: calls.append(
         (m.training, args[0].requires_grad, torch.is_grad_enabled())))
     # fc1 still requires grad here (the runner would have turned that off): the learner must not touch it.
-    _train(registry, "adversarial", model, ["fc2.weight"], (x[:500], y[:500], x_test[:100], y_test[:100]),
+    _train("adversarial", model, ["fc2.weight"], (x[:500], y[:500], x_test[:100], y_test[:100]),
            epochs=1, eps=0.1, steps=3, alpha=0.04)
     assert torch.equal(model.fc1.weight, fc1)
     assert not torch.equal(model.fc2.weight, fc2)

@@ -10,6 +10,7 @@ import torch
 from harness.api import TrainContext
 from harness.errors import HarnessError
 from harness.plugins import load_registry
+from harness.testing import stage_context
 from harness_pepita.rule import TwoPasses, feedback_matrix, he_uniform, pepita_step
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,13 +32,7 @@ def _build(hidden=128, **options):
 
 
 def _train(model, data, params=("fc1.weight", "fc2.weight"), seed=0, info=None, **options):
-    spec = load_registry().learners.get("pepita")
-    merged = {**spec.defaults, **options}
-    spec.check(merged)
-    x, y, x_test, y_test = data
-    named = dict(model.named_parameters())
-    ctx = TrainContext(model=model, params={n: named[n] for n in params}, options=merged, x=x, y=y, x_test=x_test,
-                       y_test=y_test, device=torch.device("cpu"), seed=seed, progress=_quiet, info=info)
+    spec, ctx = stage_context("pepita", model, data, params, seed=seed, info=info, **options)
     return spec.train(ctx)
 
 
