@@ -22,9 +22,8 @@ LEVEL = 0.95         # every interval the harness reports is a 95 % interval
 RESAMPLES = 9999     # bootstrap and permutation resamples
 NAN = float("nan")
 MCNEMAR = "exact McNemar"         # PairedDifference.test with one seed
-SIGN_FLIP = "sign-flip permutation"  # a test over images alone (sign_flip_test)
 TWO_LEVEL = "two-level bootstrap"  # PairedDifference.test with several seeds
-PERMUTATION_CELLS = 10_000_000    # resamples x images held in memory at once by the permutation test
+PERMUTATION_CELLS = 10_000_000    # resamples x images held in memory at once by a resampling
 
 
 def proportion_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
@@ -154,25 +153,6 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     if discordant == 0:
         return 1.0
     return float(binomtest(int(only_a), discordant, 0.5).pvalue)
-
-
-def sign_flip_test(differences: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> float:
-    """Two-sided p-value of "each image's difference is as likely positive as negative" for one
-    number per image (``scipy.stats.permutation_test``, ``permutation_type="samples"``: the sign of
-    each image's difference flips independently; statistic: the mean). Images with no difference are
-    left out: flipping them changes nothing. Exact when 2 ** (images that differ) <= ``resamples``,
-    else ``resamples`` random sign patterns drawn from ``seed`` (p is then at least
-    2 / (resamples + 1): the observed pattern counts as one of them)."""
-    from scipy.stats import permutation_test
-
-    nonzero = np.asarray(differences, dtype=float)
-    nonzero = nonzero[nonzero != 0]
-    if len(nonzero) == 0:
-        return 1.0
-    result = permutation_test((nonzero,), np.mean, permutation_type="samples", vectorized=True,
-                              n_resamples=resamples, batch=max(1, PERMUTATION_CELLS // len(nonzero)),
-                              alternative="two-sided", rng=np.random.default_rng(seed))
-    return float(min(1.0, result.pvalue))
 
 
 @dataclass(frozen=True)

@@ -214,7 +214,10 @@ def why_section(data: WhyData, a: str, command: str, suite: str, figure: bytes) 
                       numeric={"Spearman ρ", "points"},
                       caption=f"worst-case robust accuracy at ε = {data.relate_eps:g} against each statistic "
                               f"near the data, over every (model, seed) of the run (bootstrap over those points; "
-                              f"an explanation the data support shows an interval that excludes 0)"))
+                              f"an explanation the data support shows an interval that excludes 0). The points are "
+                              f"not independent: the checkpoints of one seed come from one training and a model's "
+                              f"seeds share its recipe, so these intervals are narrower than the truth; read them "
+                              f"as a screen, not a test"))
     section.add(Figure("findings-why-geometry", geometry_figure(data.points, data.relate_eps),
                        "one dot per model and seed; dotted: ε", wide=True))
     return section

@@ -102,16 +102,6 @@ def test_one_seed_gets_the_exact_mcnemar_test():
     assert result.p_value == pytest.approx(14 / 64, rel=1e-12)
 
 
-def test_sign_flip_test_over_images_by_hand():
-    # per-image A - B averaged over two seeds: 1, 0.5, 0.5, -0.5 and 0 for the rest. Of the 16 sign
-    # patterns of the four that differ, 8 give |mean| >= the observed one (s0 + (s1 + s2 + s3) / 2 >= 1.5
-    # needs s0 = +1 and s1 + s2 + s3 >= 1: 4 patterns; and their mirror images): p = 8 / 16, exact
-    a = np.array([[1, 1, 1, 0, 1, 0], [1, 0, 1, 0, 1, 0]])
-    b = np.array([[0, 0, 0, 1, 1, 0], [0, 0, 1, 0, 1, 0]])
-    assert stats.sign_flip_test((a - b).mean(axis=0)) == pytest.approx(0.5, rel=1e-12)
-    assert stats.mcnemar_exact(4, 1) == pytest.approx(12 / 32)
-
-
 @pytest.mark.slow
 def test_two_level_interval_covers_the_truth_where_the_image_only_one_does_not():
     """Synthetic outcomes with a known seed variance: seed s of a net has accuracy p_s = 0.7 + N(0, 0.03)
