@@ -180,6 +180,21 @@ class _Reader:
         return RunRef(directory, self.text(table, f"{key}.suite"))
 
 
+def _seeds(table: dict, reader: _Reader, key: str) -> int:
+    seeds = table.get(key.rsplit(".", 1)[-1], 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise reader.fail(key, f"expected an integer >= 1, got {seeds!r}")
+    return seeds
+
+
+def _budgets(table: dict, reader: _Reader, key: str) -> list[float]:
+    eps = table.get(key.rsplit(".", 1)[-1])
+    if (not isinstance(eps, list) or not eps
+            or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and 0 < e <= 1 for e in eps)):
+        raise reader.fail(key, f"expected a non-empty list of budgets in (0, 1], got {eps!r}")
+    return [float(e) for e in eps]
+
+
 def _known(keys: set[str], raw: dict, reader: _Reader, where: str) -> None:
     unknown = sorted(set(raw) - keys)
     if unknown:
@@ -199,10 +214,7 @@ def read_spec(path: Path | str) -> Spec:
     _known({"findings", "headline", "thesis", "sweep", "why", "field"}, raw, reader, "")
     top = reader.table(raw, "findings")
     _known({"out", "images", "a", "b", "eps"}, top, reader, "findings")
-    eps = top.get("eps")
-    if (not isinstance(eps, list) or not eps
-            or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and 0 < e <= 1 for e in eps)):
-        raise reader.fail("findings.eps", f"expected a non-empty list of budgets in (0, 1], got {eps!r}")
+    eps = _budgets(top, reader, "findings.eps")
     headline = reader.table(raw, "headline")
     _known({"run", "suite", "attack", "also"}, headline, reader, "headline")
     also = headline.get("also", [])
@@ -213,7 +225,7 @@ def read_spec(path: Path | str) -> Spec:
         _known({"run", "suite"}, thesis, reader, "thesis")
     return Spec(path=path, out=(path.parent / reader.text(top, "findings.out")).resolve(),
                 images=(path.parent / reader.text(top, "findings.images")).resolve(),
-                a=reader.text(top, "findings.a"), b=reader.text(top, "findings.b"), eps=[float(e) for e in eps],
+                a=reader.text(top, "findings.a"), b=reader.text(top, "findings.b"), eps=eps,
                 headline=reader.run(raw, "headline"), attack=reader.text(headline, "headline.attack"),
                 thesis=reader.run(raw, "thesis") if thesis is not None else None,
                 sweep=_sweep(raw, reader), also=tuple(also), why=_why(raw, reader), field=_field(raw, reader))
@@ -231,9 +243,7 @@ def _field(raw: dict, reader: _Reader) -> Field | None:
     if table is None:
         return None
     _known({"run", "suite", "seeds", "attack", "why_missing", "claims"}, table, reader, "field")
-    seeds = table.get("seeds", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise reader.fail("field.seeds", f"expected an integer >= 1, got {seeds!r}")
+    seeds = _seeds(table, reader, "field.seeds")
     claims = table.get("claims")
     if not isinstance(claims, list) or not claims or not all(isinstance(c, dict) for c in claims):
         raise reader.fail("field.claims", "expected [[field.claims]] tables, each with a source, rule, claim, pairs, "
@@ -247,13 +257,10 @@ def _field(raw: dict, reader: _Reader) -> Field | None:
                 isinstance(p, list) and len(p) == 2 and all(isinstance(m, str) and m for m in p) for p in pairs)):
             raise reader.fail(f"{where}.pairs", f"expected a list of [the rule's net, the reference net] pairs, "
                                                 f"got {pairs!r}")
-        eps = claim.get("eps")
-        if (not isinstance(eps, list) or not eps
-                or not all(isinstance(e, (int, float)) and not isinstance(e, bool) and 0 < e <= 1 for e in eps)):
-            raise reader.fail(f"{where}.eps", f"expected a non-empty list of budgets in (0, 1], got {eps!r}")
+        eps = _budgets(claim, reader, f"{where}.eps")
         parsed.append(Claim(reader.text(claim, f"{where}.source"), reader.text(claim, f"{where}.rule"),
                             reader.text(claim, f"{where}.claim"), tuple((a, b) for a, b in pairs),
-                            _strings(reader, claim, f"{where}.datasets"), tuple(float(e) for e in eps),
+                            _strings(reader, claim, f"{where}.datasets"), tuple(eps),
                             reader.text(claim, f"{where}.setting") if "setting" in claim else ""))
     # the field run grows across sessions: before its first cell the section lists the claims, unmeasured
     directory = (reader.path.parent / reader.text(table, "field.run")).resolve()
@@ -281,9 +288,7 @@ def _sweep(raw: dict, reader: _Reader, name: str = "sweep", extra: tuple[str, ..
         return None
     _known({"run", "suite", "seeds", "reference", "why_missing", "description", "factors", *extra}, table, reader,
            name)
-    seeds = table.get("seeds", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise reader.fail(f"{name}.seeds", f"expected an integer >= 1, got {seeds!r}")
+    seeds = _seeds(table, reader, f"{name}.seeds")
     factors = table.get("factors")
     if not isinstance(factors, list) or not factors:
         raise reader.fail(f"{name}.factors", f"expected [[{name}.factors]] tables, each with a name and points")
