@@ -9,6 +9,8 @@ reads, random generators included).
 - :func:`training_key` names a training by everything that determines it: the learner, its options, the
   seed, the model's parameters and buffers as the stage starts, the training data, the device kind and
   torch's release. A different model, data or option is a different training; nothing stale is reused.
+- :class:`Periodic` decides when: it saves when ``HARNESS_SNAPSHOT_SECONDS`` have passed since the last save
+  (or since the training started). The Hebbian learner's snapshots use it too.
 - :class:`Resumable` keeps one state file per training in the learner's state folder
   (``TrainContext.state_dir``, in the model cache under ``learner-state/``; none when the cache is off),
   written atomically every ``HARNESS_SNAPSHOT_SECONDS`` seconds of training (default 600; 0 saves after
@@ -23,7 +25,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SECONDS_VAR = "HARNESS_SNAPSHOT_SECONDS"
 DEFAULT_SECONDS = 600.0
@@ -73,6 +75,22 @@ def training_key(learner: str, options: dict[str, Any], seed: int, model, tensor
     return hasher.hexdigest()[:20]
 
 
+class Periodic:
+    """``periodic(save)`` calls ``save()`` when ``HARNESS_SNAPSHOT_SECONDS`` have passed since the last call that
+    saved, or since this object was made; returns whether it saved."""
+
+    def __init__(self) -> None:
+        self.seconds = snapshot_seconds()
+        self.last = time.monotonic()
+
+    def __call__(self, save: Callable[[], object]) -> bool:
+        if time.monotonic() - self.last < self.seconds:
+            return False
+        save()
+        self.last = time.monotonic()
+        return True
+
+
 class Resumable:
     """One training's saved state: :meth:`load` what an earlier process saved, :meth:`maybe_save` at the end of
     each epoch (it saves when ``HARNESS_SNAPSHOT_SECONDS`` have passed since the last save), :meth:`finish` when
@@ -80,8 +98,7 @@ class Resumable:
 
     def __init__(self, folder: Path | None, key: str) -> None:
         self.path = None if folder is None else Path(folder) / f"{key}.pt"
-        self.seconds = snapshot_seconds()
-        self.last = time.monotonic()
+        self.periodic = Periodic()
 
     def load(self) -> dict | None:
         import torch
@@ -95,10 +112,7 @@ class Resumable:
 
     def maybe_save(self, state) -> bool:
         """Save ``state()`` (a callable, so nothing is copied when no save is due); True when it saved."""
-        if self.path is None or time.monotonic() - self.last < self.seconds:
-            return False
-        self.save(state())
-        return True
+        return self.path is not None and self.periodic(lambda: self.save(state()))
 
     def save(self, state: dict) -> None:
         import torch
@@ -109,7 +123,6 @@ class Resumable:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         replace_atomically(self.path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-        self.last = time.monotonic()
 
     def finish(self) -> None:
         if self.path is not None:

@@ -252,6 +252,7 @@ def train_hebbian(weight: torch.Tensor, inputs: torch.Tensor, *, p: float, k: in
         else:
             step = STEPS["dense" if method == "graph" else method]
         run_epoch = _epoch_runner(step, weight, weighted, inputs, winner, batch_size, step_options)
+
     def state(epoch: int) -> dict:
         return {"epoch": epoch, "history": list(history), "weight": weight.detach().cpu().clone(),
                 "generator": generator.get_state(), "winner": winner.cpu().clone(), "won": won.cpu().clone()}

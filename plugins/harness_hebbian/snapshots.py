@@ -83,14 +83,7 @@ def every(folder: Path | None, key: str):
     last save (or the training's start); None (no periodic snapshots) without a state folder."""
     if folder is None:
         return None
-    import time
+    from harness.kit.resume import Periodic
 
-    from harness.kit.resume import snapshot_seconds
-
-    seconds, last = snapshot_seconds(), [time.monotonic()]
-
-    def on_state(get) -> None:
-        if time.monotonic() - last[0] >= seconds:
-            save(folder, key, get())
-            last[0] = time.monotonic()
-    return on_state
+    periodic = Periodic()
+    return lambda get: periodic(lambda: save(folder, key, get()))
