@@ -132,3 +132,20 @@ def fgsm_on(key: str, model: Mapping[str, Any], defenses: Mapping[str, Any] | No
         grid = {"model": [key], "defense": list(defenses), "attack": ["fgsm"], "eps": [0.1]}
     return suite(train_size=None, test_size=None, models={key: model}, defenses=defenses,
                  attacks={"fgsm": torchattacks("fgsm")}, grid=grid)
+
+
+def run_from_cli(folder, suite: Mapping[str, Any], name: str):
+    """Write ``suite`` as ``folder/NAME.toml`` and run it the way a user does, ``harness run FILE --out
+    folder/run --no-cache`` (click's runner); the run must succeed. Returns the run directory: the shared
+    real runs of module fixtures."""
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+    from harness.suite.tomlwrite import to_toml
+
+    path = folder / f"{name}.toml"
+    path.write_text(to_toml(suite))
+    out = folder / "run"
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(out), "--no-cache"])
+    assert result.exit_code == 0, result.output
+    return out

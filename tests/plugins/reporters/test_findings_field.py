@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from harness.cli import cli
 from harness.errors import HarnessError
 from harness.suite.tomlwrite import to_toml
-from suite_builder import backprop, first_layer, repu, suite, torchattacks
+from suite_builder import run_from_cli, backprop, first_layer, repu, suite, torchattacks
 
 RELU = {"power": 1.0, "beta": 1.0, "mean": 0.0, "std": 1.0}
 SUITE = suite(
@@ -60,12 +60,7 @@ eps = [0.1]
 
 @pytest.fixture(scope="module")
 def field_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("field")
-    (folder / "field.toml").write_text(to_toml(SUITE))
-    out = folder / "run"
-    result = CliRunner().invoke(cli, ["run", str(folder / "field.toml"), "--out", str(out), "--no-cache"])
-    assert result.exit_code == 0, result.output
-    return out
+    return run_from_cli(tmp_path_factory.mktemp("field"), SUITE, "field")
 
 
 def _spec(tmp_path, run, text=SPEC):

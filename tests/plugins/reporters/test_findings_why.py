@@ -9,8 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import cli
-from harness.suite.tomlwrite import to_toml
-from suite_builder import backprop, bio, first_layer, logit_scale, repu, suite, torchattacks
+from suite_builder import run_from_cli, backprop, bio, first_layer, logit_scale, repu, suite, torchattacks
 
 MODELS = ["bio-e1", "bio-s1", "bio", "random", "bp"]
 SUITE = suite(
@@ -63,12 +62,7 @@ points = [["Hebbian", "bio"], ["frozen random", "random"]]
 
 @pytest.fixture(scope="module")
 def why_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("why")
-    (folder / "why.toml").write_text(to_toml(SUITE))
-    out = folder / "run"
-    result = CliRunner().invoke(cli, ["run", str(folder / "why.toml"), "--out", str(out), "--no-cache"])
-    assert result.exit_code == 0, result.output
-    return out
+    return run_from_cli(tmp_path_factory.mktemp("why"), SUITE, "why")
 
 
 def test_the_why_section_relates_the_run_to_its_geometry(why_run, tmp_path):
