@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from harness.errors import HarnessError

@@ -14,7 +14,10 @@ order. ``run.json`` records the option (``data.test_subset``) and every row name
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import torch
 
 KEYS = ("n", "seed", "stratified")
 

@@ -101,13 +101,14 @@ def train(ctx: TrainContext) -> dict:
     first = 0 if start is None else start["epoch"]
     advance = ctx.progress(stop - first, f"hebbian {name} ({step} step"
                                          + (f", from the epoch-{first} snapshot)" if first else ")"))
-    keep = None  # the full schedule's end, or a snapshot already there, needs no new snapshot
-    if first < stop < options["epochs"]:
-        def keep(state):
-            snapshots.save(ctx.state_dir, key, state)
+    def keep(state):
+        snapshots.save(ctx.state_dir, key, state)
+
+    # the full schedule's end, or a snapshot already there, needs no new snapshot
+    on_stop = keep if first < stop < options["epochs"] else None
     try:
         history = train_hebbian(weight.data, inputs, seed=ctx.seed, on_epoch=lambda s: advance(**s), stop=stop,
-                                start=start, on_stop=keep, on_state=snapshots.every(ctx.state_dir, key), **options)
+                                start=start, on_stop=on_stop, on_state=snapshots.every(ctx.state_dir, key), **options)
     except ValueError as exc:  # an option this device cannot honour (method, ranking_dtype)
         raise HarnessError(f"hebbian: {exc}") from None
     stats = {"history": history}

@@ -106,10 +106,46 @@ def _grades(line) -> str:
                      for side, key in (("A", "a"), ("B", "b")))
 
 
-def _seeds_text(run) -> str:
-    """"1 seed" or "3 seeds (0, 1, 2)": how many trainings of each model the headline rests on."""
-    seeds = sorted(int(s) for s in set(run.ok["seed"]))
+def _seed_count(seeds) -> str:
     return "1 seed" if len(seeds) == 1 else f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
+
+def _seeds_text(run, models) -> str:
+    """"1 seed" or "3 seeds (0, 1, 2)": how many trainings of each model the headline rests on; per model
+    ("bio 2 seeds (0, 1), bp 1 seed") while a run that adds seeds in turn holds more of some nets."""
+    per = {m: sorted(int(s) for s in set(run.ok.loc[run.ok["model"] == m, "seed"])) for m in models}
+    if len({tuple(seeds) for seeds in per.values()}) == 1:
+        return _seed_count(next(iter(per.values())))
+    return ", ".join(f"{model} {_seed_count(seeds)}" for model, seeds in per.items())
+
+
+def _common_seeds(run, a: str, b: str) -> set:
+    """The seeds both models have: what their paired comparison rests on."""
+    return set(run.ok.loc[run.ok["model"] == a, "seed"]) & set(run.ok.loc[run.ok["model"] == b, "seed"])
+
+
+def clean_sentence(spec: Spec) -> str:
+    """Clean accuracy of A, B and the ``also`` models on the whole test split of the [clean] run (the same
+    trained models, evaluated on every image): the mean over the seeds it holds with the seed-level
+    interval (harness.results.stats.seed_summary: Student t over seeds, at least the Wilson interval of the
+    images), and each seed's value; "" without a [clean] run."""
+    from harness.results.stats import seed_summary
+
+    if spec.clean is None:
+        return ""
+    run = load_run(spec.clean.directory)
+    rows = run.ok[run.ok["attack"] != WORST]
+    parts = []
+    for model in (spec.a, spec.b, *spec.also):
+        check_model(spec.path, "clean.run", model, run)
+        per_seed = rows[rows["model"] == model].groupby("seed")[["clean_acc", "n"]].first()
+        summary = seed_summary(list(per_seed["clean_acc"]), n=int(per_seed["n"].max()))
+        values = ", ".join(f"{pct(v)}" for v in per_seed["clean_acc"])
+        parts.append(f"{model} {with_interval(summary.mean, summary.low, summary.high)} % "
+                     f"({_seed_count([int(s) for s in per_seed.index])}: {values})")
+    return (f"Clean accuracy on all {int(rows['n'].max())} test images (the same trained nets; committed run "
+            f"`{_rel(spec.clean.directory)}`, suite `{spec.clean.suite}`; interval over the seeds, at least the "
+            f"images' Wilson interval): " + "; ".join(parts) + ".")
 
 
 def _weakness(spec: Spec, pgd: dict, strong: dict) -> str:
@@ -169,8 +205,7 @@ def first_images_bias(spec: Spec, first: int = 1000) -> str:
 def caveats(spec: Spec, head: Headline, sweep: SweepData | None) -> list[str]:
     """What a reviewer should read before the answer, from the same tables."""
     notes = []
-    seeds = head.run.ok["seed"].nunique()
-    if seeds == 1:
+    if len(_common_seeds(head.run, spec.a, spec.b)) == 1:
         notes.append("The headline compares one trained Bio net with one trained BP net: its intervals cover "
                      "which test images were drawn, not training. BP's number moves with its training protocol "
                      "(one Adam per stage vs a new Adam each epoch) by more than those intervals; "
@@ -233,7 +268,11 @@ def answer_section(spec: Spec, head: Headline, sweep: SweepData | None) -> Secti
                 f"(paired, {line['test']} {p_clause(line['p_value'], line['p_floor'])}{_coverage(line)}), so "
                 f"{verdict(line, spec.a, model)}.")
     section.add(Text(f"Headline run: `{_rel(run.directory)}` (suite `{spec.headline.suite}`, "
-                     f"{_seeds_text(run)}, {n} test images). " + " ".join(sentences)))
+                     f"{_seeds_text(run, (spec.a, spec.b, *head.also))}, {n} test images). "
+                     + " ".join(sentences)))
+    clean = clean_sentence(spec)
+    if clean:
+        section.add(Text(clean))
     survival = survival_rows(spec, head)
     if survival:
         thesis_line = next((r for r in survival if r["source"] == "thesis text"), None)
@@ -451,7 +490,8 @@ def views_section(spec: Spec, head: Headline) -> Section:
 # -- the page ----------------------------------------------------------------------------------------
 def reproduce_section(spec: Spec, command: str) -> Section:
     section = Section("reproduce", "Reproduce and check", short="Reproduce")
-    runs = [("headline", spec.headline)] + ([("thesis protocol", spec.thesis)] if spec.thesis else []) + (
+    runs = [("headline", spec.headline)] + ([("clean accuracy, whole test split", spec.clean)] if spec.clean else []) + (
+        [("thesis protocol", spec.thesis)] if spec.thesis else []) + (
         [("sweep", spec.sweep.run)] if spec.sweep else []) + ([("why", spec.why.sweep.run)] if spec.why else []) + (
         [("field", spec.field.run)] if spec.field else [])
     rows = [[role, f"`{run.suite}`", f"`{_rel(run.directory)}`", f"`{run_command(run)}`"] for role, run in runs]

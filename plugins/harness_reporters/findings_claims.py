@@ -108,8 +108,8 @@ def numbers_text(spec, thesis_run) -> str:
         return ""
     return (f"The thesis's numbers, PGD-40 at ε = {ref.PGD_EPS:g}, T = 1e5 (§3.2), against the same attack "
             f"under this protocol (`{thesis_run.directory.name}`, one seed; the interval covers the images "
-            f"only): " + "; ".join(parts) + ". Neither figure is a measure of robustness: the strong attacks "
-            f"leave both nets far lower (above).")
+            "only): " + "; ".join(parts) + ". Neither figure is a measure of robustness: the strong attacks "
+            "leave both nets far lower (above).")
 
 
 def claims_section(spec, head) -> Section | None:

@@ -144,6 +144,7 @@ class Spec:
     also: tuple[str, ...] = ()   # [headline] also: more models of the headline run compared with a, each
     why: Why | None = None       # [why]: the mechanism section
     field: Field | None = None   # [field]: the field's claims on one protocol
+    clean: RunRef | None = None  # [clean]: the headline's nets on the whole test split (clean accuracy)
 
 
 class _Reader:
@@ -211,7 +212,7 @@ def read_spec(path: Path | str) -> Spec:
         raise HarnessError(str(exc).replace("suite file", "findings file").replace(
             "; check the path (suites live under suites/)", "; pass FINDINGS_FILE, or run in the project's root "
             "(where results/findings.toml is)").replace("a suite is", "a findings file is")) from None
-    _known({"findings", "headline", "thesis", "sweep", "why", "field"}, raw, reader, "")
+    _known({"findings", "headline", "thesis", "sweep", "why", "field", "clean"}, raw, reader, "")
     top = reader.table(raw, "findings")
     _known({"out", "images", "a", "b", "eps"}, top, reader, "findings")
     eps = _budgets(top, reader, "findings.eps")
@@ -220,14 +221,17 @@ def read_spec(path: Path | str) -> Spec:
     also = headline.get("also", [])
     if not isinstance(also, list) or not all(isinstance(m, str) and m for m in also):
         raise reader.fail("headline.also", f"expected a list of model keys of the headline run, got {also!r}")
-    thesis = reader.table(raw, "thesis", required=False)
-    if thesis is not None:
-        _known({"run", "suite"}, thesis, reader, "thesis")
+    optional = {}
+    for key in ("thesis", "clean"):
+        table = reader.table(raw, key, required=False)
+        if table is not None:
+            _known({"run", "suite"}, table, reader, key)
+            optional[key] = reader.run(raw, key)
     return Spec(path=path, out=(path.parent / reader.text(top, "findings.out")).resolve(),
                 images=(path.parent / reader.text(top, "findings.images")).resolve(),
                 a=reader.text(top, "findings.a"), b=reader.text(top, "findings.b"), eps=eps,
                 headline=reader.run(raw, "headline"), attack=reader.text(headline, "headline.attack"),
-                thesis=reader.run(raw, "thesis") if thesis is not None else None,
+                thesis=optional.get("thesis"), clean=optional.get("clean"),
                 sweep=_sweep(raw, reader), also=tuple(also), why=_why(raw, reader), field=_field(raw, reader))
 
 

@@ -166,7 +166,6 @@ def test_masking_checks_fire_on_the_masked_net_only(small_run):
 def test_robust_accuracy_among_clean_correct_images(small_run):
     """robust_acc_cc is the thesis's figure: of the images the clean net gets right, the share the
     attack did not fool; recomputed here from the per-image outcomes the run stored."""
-    import torch
     from safetensors.torch import load_file
 
     _, frame, out = small_run

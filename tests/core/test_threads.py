@@ -121,15 +121,15 @@ def test_training_gives_the_same_model_with_1_and_2_threads(tiny_suite, tmp_path
     before = torch.get_num_threads()
     tables, weights = {}, {}
     try:
-        for threads in (1, 2):
-            out = tmp_path / f"t{threads}"
+        for count in (1, 2):
+            out = tmp_path / f"t{count}"
             frame = Runner(suite, registry, out, mnist_root, torch.device("cpu"), cache=None,
-                           executor="local", executor_options={"threads": threads}).run()
-            assert torch.get_num_threads() == threads
-            tables[threads] = frame.drop(columns=TIMING_COLUMNS).sort_values("config_hash").reset_index(drop=True)
-            weights[threads] = {path.name: load_file(path) for path in sorted((out / "models").glob("*.safetensors"))}
+                           executor="local", executor_options={"threads": count}).run()
+            assert torch.get_num_threads() == count
+            tables[count] = frame.drop(columns=TIMING_COLUMNS).sort_values("config_hash").reset_index(drop=True)
+            weights[count] = {path.name: load_file(path) for path in sorted((out / "models").glob("*.safetensors"))}
             for sidecar in (out / "models").glob("*.json"):  # how each model was computed is on record
-                assert json.loads(sidecar.read_text())["math"] == {"threads": threads, **{
+                assert json.loads(sidecar.read_text())["math"] == {"threads": count, **{
                     name: os.environ[name] for name in MATH_ENV}, "before_torch": set_math_environment()}
     finally:
         use_threads(before)

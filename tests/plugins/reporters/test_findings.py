@@ -270,3 +270,43 @@ def test_headline_also_compares_more_models_with_a_seed_inclusive_interval(tmp_p
     assert "2 seeds: the interval covers training and image sampling" in sentence
     bad = invoke(write_spec(tmp_path, spec_text(run).replace('attack = "pgd"', 'attack = "pgd"\nalso = ["bp-two"]')))
     assert bad.exit_code == 2 and "headline.also" in bad.output and "bp-two" in bad.output
+
+
+def test_clean_gives_each_nets_accuracy_on_the_whole_split_over_its_seeds(tmp_path):
+    """[clean]: a run of the headline's nets on every test image; per net the mean over its seeds with the
+    seed-level interval and each seed's value. Seeds are counted per net while one net has more than
+    another, and the one-trained-pair caveat follows the seeds the pair shares."""
+    import dataclasses
+
+    from test_compare import row
+
+    from harness.results.stats import seed_summary
+    from harness.results.table import to_frame, write_csv
+    from harness_reporters.report_format import with_interval
+
+    cells = [("bio", "T1", "pgd", 0.0, 0, ()), ("bio", "T1", "pgd", 0.1, 0, range(30)),
+             ("bio", "T1", "pgd", 0.0, 1, ()), ("bio", "T1", "pgd", 0.1, 1, range(28)),
+             ("bp", "T1", "pgd", 0.0, 0, ()), ("bp", "T1", "pgd", 0.1, 0, range(10))]
+    headline = write_run(tmp_path / "run", cells)
+    accuracy = {("bio", 0): 0.975, ("bio", 1): 0.9712, ("bp", 0): 0.9801}
+    rows = [dataclasses.replace(row(m, "none", "fgsm", 0.0, round(a * 10000), s, 10000, "single-step"), clean_acc=a)
+            for (m, s), a in accuracy.items()]
+    (tmp_path / "clean").mkdir()
+    write_csv(to_frame(rows), tmp_path / "clean" / "results.csv")
+    extra = f'\n[clean]\nrun = "{tmp_path / "clean"}"\nsuite = "suites/hand-clean.toml"\n'
+    result = invoke(write_spec(tmp_path, spec_text(headline) + extra), "--resamples", "200")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "page" / "findings.md").read_text()
+    answer = page.split('<a id="answer">')[1].split('<a id="headline">')[0]
+    assert "bio 2 seeds (0, 1), bp 1 seed" in answer
+    assert "one trained pair" in answer  # bio and bp share seed 0 only
+    bio = seed_summary([0.975, 0.9712], n=10000)
+    assert bio.low < 0.9712 and bio.high > 0.975  # two seeds 0.4 points apart: wider than either's Wilson
+    assert ("Clean accuracy on all 10000 test images" in answer
+            and f"bio {with_interval(bio.mean, bio.low, bio.high)} % (2 seeds (0, 1): 97.5, 97.1)" in answer)
+    bp = seed_summary([0.9801], n=10000)
+    assert f"bp {with_interval(bp.mean, bp.low, bp.high)} % (1 seed: 98.0)" in answer
+    assert "`suites/hand-clean.toml`" in page.split('<a id="reproduce">')[1]
+    wrong = spec_text(headline) + extra.replace("run = ", 'bogus = 1\nrun = ')
+    bad = invoke(write_spec(tmp_path, wrong))
+    assert bad.exit_code == 2 and "clean.bogus" in bad.output
