@@ -409,7 +409,11 @@ def survival_rows(spec: Spec, head: Headline) -> list[dict]:
 
 
 def _survival_lines(rows: pd.DataFrame, spec: Spec, where: str, name: str) -> list[dict]:
+    """One line: A and B under ``rows``' attack at its strongest view, of the run's first seed (named when the
+    run has several: the thesis's figure is one training too)."""
     seed = rows["seed"].min() if len(rows) else 0
+    if rows["seed"].nunique() > 1:
+        where += f", seed {seed} of {rows['seed'].nunique()}"
     a = rows[(rows["model"] == spec.a) & (rows["seed"] == seed)].sort_values("robust_acc_cc", kind="stable")
     b = rows[(rows["model"] == spec.b) & (rows["seed"] == seed)].sort_values("robust_acc_cc", kind="stable")
     if a.empty or b.empty:
@@ -483,7 +487,10 @@ def views_section(spec: Spec, head: Headline) -> Section:
                       caption=f"share of test images whose input gradient is exactly zero (%), and robust accuracy "
                               f"(%) of each attack at ε = {eps:g} through each logit view (logits divided by T; "
                               "\"auto\": the T the harness picks per model, docs/diagnostics.md); 95 % Wilson "
-                              "intervals over the images (first seed)"))
+                              "intervals over the images"
+                              + ("" if at["seed"].nunique() < 2 else
+                                 f"; with {at['seed'].nunique()} seeds, accuracy is their mean (the intervals "
+                                 "cover the images, not training) and the zero-gradient share their largest")))
     return section
 
 
