@@ -77,6 +77,26 @@ def skipped_union(texts) -> str:
     return ", ".join(sorted({c for text in texts if isinstance(text, str) for c in text.split(", ") if c}))
 
 
+def pooled_skipped(texts, sound) -> str:
+    """The checks a worst case pooled over member attack rows was not graded by, from the members'
+    ``checks_skipped`` texts and whether each member is ``sound`` (no meaningless finding). It is
+    meaningless only if every member is (one sound attack bounds it, :func:`pooled_checks`), so its
+    meaningless-grade checks are those its best-checked sound member skipped (the member with the fewest;
+    any member when none is sound); an upper-bound check it inherits from any member (POOLED_UPPER) is
+    skipped if any member skipped it. The single-step check does not concern a pool that holds the single
+    step itself."""
+    members = [({c for c in text.split(", ") if c} if isinstance(text, str) else set(), ok)
+               for text, ok in zip(texts, sound)]
+    if not members:
+        return ""
+    meaningless = {name for name in CHECKS if GRADE[name] == MEANINGLESS}
+    candidates = [skipped & meaningless for skipped, ok in members if ok] or [skipped & meaningless
+                                                                             for skipped, _ in members]
+    best = min(candidates, key=lambda skipped: (len(skipped), sorted(skipped)))
+    upper = {c for skipped, _ in members for c in skipped if c in POOLED_UPPER}
+    return ", ".join(sorted(best | upper))
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
@@ -363,7 +383,9 @@ def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path,
             **({"grad_integrity": pd.to_numeric(members["grad_integrity"], errors="coerce").max()}
                if "grad_integrity" in members else {}),
             seconds=float(members["seconds"].sum()), config_hash=config_hash(sorted(members["config_hash"])),
-            checks_skipped=skipped_union(members["checks_skipped"]),
+            checks_skipped=pooled_skipped(attacks["checks_skipped"], [
+                not any(GRADE[name] == MEANINGLESS and reasons for name, reasons in found.get(index, {}).items())
+                for index in attacks.index]),
             **flag_columns({name: reasons for name, reasons in flagged.items() if reasons}))
         rows.append(first)
     return pd.DataFrame(rows, columns=ok.columns)

@@ -58,9 +58,10 @@ def print_comparison(frame, label_a: str, label_b: str) -> None:
         norms = sorted({n for n in group["norm"] if n})
         table = Table(title=f"{dataset}: {label_a} vs {label_b}, accuracy (%) on the same images "
                             "(eps 0: clean accuracy)", title_justify="left")
+        spread = group["t_low"].notna().any()  # several seeds: the paired t over them beside the bootstrap
         columns = ["eps"] + (["norm"] if len(norms) > 1 else []) + [
-            "attack", "defense", label_a, label_b, f"{label_a} − {label_b} (points)", "95 % interval", "p", "test",
-            f"{label_a} only / {label_b} only", "images × seeds", "flags"]
+            "attack", "defense", label_a, label_b, f"{label_a} − {label_b} (points)", "95 % interval", "p", "test"] + (
+            ["t over seeds"] if spread else []) + [f"{label_a} only / {label_b} only", "images × seeds", "flags"]
         for column in columns:
             table.add_column(escape(column), justify="left" if column in ("norm", "attack", "defense", "flags")
                              else "right", no_wrap=column not in ("attack", "defense", "flags"))
@@ -68,8 +69,10 @@ def print_comparison(frame, label_a: str, label_b: str) -> None:
             cells = [f"{line.eps:g}"] + ([line.norm] if len(norms) > 1 else []) + [
                 line.attack, line.defense, f"{100 * line.acc_a:.1f}", f"{100 * line.acc_b:.1f}",
                 f"{100 * line.diff:+.1f}", f"[{100 * line.low:+.1f}, {100 * line.high:+.1f}]", fmt_p(line.p_value, line.p_floor),
-                TESTS.get(line.test, line.test), f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}",
-                _flags(line, label_a, label_b)]
+                TESTS.get(line.test, line.test)] + ([
+                    "–" if line.t_low != line.t_low else f"[{100 * line.t_low:+.1f}, {100 * line.t_high:+.1f}]"]
+                    if spread else []) + [f"{line.only_a} / {line.only_b}", f"{line.images} × {line.seeds}",
+                                          _flags(line, label_a, label_b)]
             table.add_row(*map(escape, cells))
         console.print(table)
     console.print("interval: paired bootstrap over the images (each image keeps its outcomes under every seed); "
@@ -91,7 +94,9 @@ NOTES = {MCNEMAR: "McNemar: exact McNemar test on the images exactly one model g
                   "interval and p cover the image sampling only",
          TWO_LEVEL: "two-level: bootstrap resampling seeds, then images (the same draw for every seed), of each "
                     "seed's per-image A − B; interval and p include the seed-to-seed spread of the trainings; "
-                    "p >= 2 / (resamples + 1), printed as a bound there"}
+                    "p >= 2 / (resamples + 1), printed as a bound there; t over seeds: Student t of the per-seed "
+                    "differences (the training spread on these images), the check beside a bootstrap over few "
+                    "seeds, which understates their spread"}
 
 
 def _flags(line, label_a: str, label_b: str) -> str:

@@ -340,7 +340,13 @@ def _coverage(line) -> str:
     """What a paired interval covers: the images only with one seed; with several, the seeds too."""
     if line["test"] == MCNEMAR:
         return "; one trained pair: the interval covers the image sampling only, not training"
-    return f"; {line['seeds']} seeds: the interval covers training and image sampling ({100 * line['seed_share']:.0f} % of its variance from the seeds)"
+    spread = ""
+    if line["t_low"] == line["t_low"]:
+        spread = (f"; a bootstrap over {line['seeds']} seeds understates their spread: a paired t over the seeds "
+                  f"(training only, on these images) gives "
+                  f"{with_interval(line['diff'], line['t_low'], line['t_high'], True)}")
+    return (f"; {line['seeds']} seeds: the interval covers training and image sampling "
+            f"({100 * line['seed_share']:.0f} % of its variance from the seeds){spread}")
 
 
 def attack_table(spec: Spec, head: Headline) -> Table:

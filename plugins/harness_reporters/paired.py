@@ -51,6 +51,8 @@ class Comparison:
     unchecked_a: str = ""   # masking checks A's rows behind the line could not run (their grid lacks what they need)
     unchecked_b: str = ""
     seed_share: float = 0.0  # share of the interval's variance from the seeds (two-level only)
+    t_low: float = float("nan")   # several seeds: Student-t interval of the per-seed differences
+    t_high: float = float("nan")  # (harness.results.stats.PairedDifference)
 
 
 COLUMNS = [f.name for f in fields(Comparison)]
@@ -187,7 +189,7 @@ def compare_sides(a: Side, b: Side, level: float = LEVEL, resamples: int = RESAM
                                 flag_b=", ".join(sorted(b.flags.get(key, ()))),
                                 unpaired=_unpaired_text(a, b, left_a, left_b),
                                 p_floor=p_floor(resamples) if result.test == TWO_LEVEL else 0.0,
-                                seed_share=result.seed_share,
+                                seed_share=result.seed_share, t_low=result.t_low, t_high=result.t_high,
                                 unchecked_a=", ".join(sorted(a.skipped.get(key, ()))),
                                 unchecked_b=", ".join(sorted(b.skipped.get(key, ())))))
     return pd.DataFrame([asdict(line) for line in lines], columns=COLUMNS)

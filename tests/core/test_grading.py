@@ -216,3 +216,25 @@ def test_regrade_rewrites_the_grades_of_a_finished_run_not_its_numbers(tmp_path)
                 & (after["eps"] == 0.15)].iloc[0]
     # Square leaves 11.4 % where the thesis's PGD-40 leaves 57.1 %: that PGD number is graded
     assert pgd["chk_gradient_free"] and "beat pgd (57.1%)" in pgd["meaningless"]
+
+
+def test_a_pooled_worst_case_is_graded_by_its_best_checked_sound_member(tmp_path):
+    """T1 ran PGD only (no gradient-free, noise or large-eps rows there); T1e5 ran AutoAttack beside Square,
+    noise and eps 0.5. The worst case pools both views and is meaningless only if every member is, so
+    AutoAttack through T1e5, checked and sound, grades it: those three checks count as run for it."""
+    cells = [("T1", "pgd", "iterative", 0.1, 170, None), ("T1e5", "autoattack", "iterative", 0.1, 76, None),
+             ("T1e5", "square", "gradient-free", 0.1, 80, None), ("T1e5", "noise", "baseline", 0.1, 170, None),
+             ("T1e5", "autoattack", "iterative", 0.5, 0, None)]
+    frame = make_run(tmp_path, cells)
+    alone = set(pick(frame, "T1", "pgd", 0.1)["checks_skipped"].split(", "))
+    assert {"gradient_free", "large_eps", "noise"} <= alone
+    checked = set(pick(frame, "T1e5", "autoattack", 0.1)["checks_skipped"].split(", ")) - {""}
+    assert not {"gradient_free", "large_eps", "noise"} & checked
+    pooled = set(pick(frame, "T1+T1e5", diagnostics.WORST, 0.1)["checks_skipped"].split(", ")) - {""}
+    meaningless = {name for name, grade in diagnostics.GRADE.items() if grade == diagnostics.MEANINGLESS}
+    upper = (alone | checked) & set(diagnostics.POOLED_UPPER)
+    assert pooled == (checked & meaningless) | upper
+    assert "single_step" not in pooled  # the pool holds every single step itself
+    # with no sound member, the best-checked member grades it all the same
+    assert diagnostics.pooled_skipped(["noise, large_eps", "noise"], [False, False]) == "noise"
+    assert diagnostics.pooled_skipped(["noise, converged", "gradient_free"], [True, False]) == "converged, noise"

@@ -210,3 +210,19 @@ def test_seed_table_uses_the_t_interval_over_seeds_and_wilson_for_one(tmp_path):
     result = CliRunner().invoke(cli, ["results", str(tmp_path), "--intervals"])
     assert result.exit_code == 0, result.output
     assert "60.0 ± 10.0" in result.output and f"[{100 * expected.low:.1f}, {100 * expected.high:.1f}]" in result.output
+
+
+def test_several_seeds_also_get_the_paired_t_interval_of_their_per_seed_differences():
+    """Beside the two-level bootstrap: Student t over the per-seed mean differences, by hand. Two seeds
+    whose differences are 0.2 and 0.3: mean 0.25, sd 0.0707, t(0.975, 1) = 12.706."""
+    a = np.zeros((2, 10))
+    a[0, :2] = 1  # seed 0: A right on 2 of 10 images B gets wrong
+    a[1, :3] = 1  # seed 1: on 3
+    b = np.zeros((2, 10))
+    result = stats.paired_difference(a, b, resamples=500)
+    half = 12.7062 * (0.1 / math.sqrt(2)) / math.sqrt(2)
+    assert result.test == stats.TWO_LEVEL and result.diff == pytest.approx(0.25)
+    assert (result.t_low, result.t_high) == pytest.approx((0.25 - half, 0.25 + half), abs=1e-4)
+    assert result.t_low < result.low  # the bootstrap over two seeds is far narrower
+    one = stats.paired_difference(a[0], b[0])
+    assert math.isnan(one.t_low) and math.isnan(one.t_high)

@@ -268,6 +268,7 @@ def test_headline_also_compares_more_models_with_a_seed_inclusive_interval(tmp_p
     sentence = answer[answer.index("Against bp-one-adam at ε = 0.1"):]
     assert "bio − bp-one-adam = +" in sentence and "two-level bootstrap" in sentence
     assert "2 seeds: the interval covers training and image sampling" in sentence
+    assert "a bootstrap over 2 seeds understates their spread: a paired t over the seeds" in sentence
     bad = invoke(write_spec(tmp_path, spec_text(run).replace('attack = "pgd"', 'attack = "pgd"\nalso = ["bp-two"]')))
     assert bad.exit_code == 2 and "headline.also" in bad.output and "bp-two" in bad.output
 
