@@ -128,7 +128,8 @@ def field_section(data: FieldData, command: str) -> Section:
         f"{'' if started else ' (not started yet: no row is committed)'}; {'reproduce' if started else 'run it'} "
         f"with `{command}` (it resumes where it stopped). {about}Each published claim that a rule is more robust "
         f"than backprop, beside the same comparison here: both nets' {what}, the difference with a 95 % interval (a "
-        f"two-level bootstrap over seeds and images; with one seed over images only), the claimed net's masking "
+        f"two-level bootstrap over seeds and images; with one seed over images only; with several, the paired t over "
+        f"the seeds beside it, since a bootstrap over few seeds understates their spread), the claimed net's masking "
         f"grades, and a verdict (agrees: the interval excludes 0 on the rule's side and no check flagged it). The "
         f"suite asks for {spec.seeds} seeds per net; {have}.{missing}"))
     summary = [[c.source, c.rule, c.claim, c.setting or "–", data.claim_verdict(c)] for c in spec.claims]
@@ -148,6 +149,8 @@ def field_section(data: FieldData, command: str) -> Section:
             continue
         seeds = int(line["seeds"])
         spread = interval(line["low"], line["high"], True) + ("" if seeds > 1 else " (images only)")
+        if seeds > 1 and line["t_low"] == line["t_low"]:  # the paired t over the seeds beside the bootstrap
+            spread += f"; t over seeds {interval(line['t_low'], line['t_high'], True)}"
         grade = line["flag_a"] or ("none found" if not line["unchecked_a"] else f"not checked: {line['unchecked_a']}")
         rows.append([row.claim.rule, f"`{row.model}` vs `{row.reference}`", row.dataset, f"{row.eps:g}", str(seeds),
                      pct(line["acc_a"]), pct(line["acc_b"]), f"{100 * line['diff']:+.1f} {spread}",

@@ -5,6 +5,7 @@ suite (BCM) is left off the grid, as an interrupted run leaves nets."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -114,6 +115,7 @@ def test_the_page_has_the_claims_table(field_run, tmp_path):
     assert "The suite asks for 3 seeds per net; the run has 2 per net so far. The small run has two." in section
     assert "| Madry et al. (2018) | PGD adversarial training | MNIST: robust where backprop is not | – |" in section
     assert "`bcm` vs `bp` | mnist | 0.1 | – |" in section and "not measured yet" in section
+    assert re.search(r"; t over seeds \[[+-]\d+\.\d, [+-]\d+\.\d\] \|", section)  # two seeds: the paired t beside
     assert "suites/field-small.toml" in page[page.index("Reproduce"):]
 
 
