@@ -101,6 +101,7 @@ def train(ctx: TrainContext) -> dict:
     first = 0 if start is None else start["epoch"]
     advance = ctx.progress(stop - first, f"hebbian {name} ({step} step"
                                          + (f", from the epoch-{first} snapshot)" if first else ")"))
+
     def keep(state):
         snapshots.save(ctx.state_dir, key, state)
 
