@@ -89,9 +89,8 @@ def pooled_skipped(texts, sound) -> str:
                for text, ok in zip(texts, sound)]
     if not members:
         return ""
-    meaningless = {name for name in CHECKS if GRADE[name] == MEANINGLESS}
-    candidates = [skipped & meaningless for skipped, ok in members if ok] or [skipped & meaningless
-                                                                             for skipped, _ in members]
+    graded = {name for name in CHECKS if GRADE[name] == MEANINGLESS}
+    candidates = [skipped & graded for skipped, ok in members if ok] or [skipped & graded for skipped, _ in members]
     best = min(candidates, key=lambda skipped: (len(skipped), sorted(skipped)))
     upper = {c for skipped, _ in members for c in skipped if c in POOLED_UPPER}
     return ", ".join(sorted(best | upper))
@@ -312,13 +311,18 @@ def flag_columns(checks: dict[str, list[str]]) -> dict[str, object]:
     return columns
 
 
+def meaningless(checks: dict[str, list[str]]) -> bool:
+    """Whether a row's reasons by check hold a meaningless-grade finding."""
+    return any(GRADE[name] == MEANINGLESS and reasons for name, reasons in checks.items())
+
+
 def pooled_checks(members: list[dict[str, list[str]]]) -> dict[str, list[str]]:
     """Check name -> reasons that flag a worst case pooled over these member rows (one attack through
     one view each, all at the worst case's eps). The worst case is meaningless only if every member
     is (one sound attack bounds it); it is an upper bound if any member's attack had not converged or
     rose with eps (see POOLED_UPPER)."""
     flagged: dict[str, list[str]] = {name: [] for name in CHECKS}
-    blind = bool(members) and all(any(GRADE[n] == MEANINGLESS and r for n, r in m.items()) for m in members)
+    blind = bool(members) and all(meaningless(m) for m in members)
     for member in members:
         for name, reasons in member.items():
             if (GRADE[name] == MEANINGLESS and blind) or name in POOLED_UPPER:
@@ -383,9 +387,8 @@ def worst_case_rows(ok: pd.DataFrame, examples: RunDir | Path,
             **({"grad_integrity": pd.to_numeric(members["grad_integrity"], errors="coerce").max()}
                if "grad_integrity" in members else {}),
             seconds=float(members["seconds"].sum()), config_hash=config_hash(sorted(members["config_hash"])),
-            checks_skipped=pooled_skipped(attacks["checks_skipped"], [
-                not any(GRADE[name] == MEANINGLESS and reasons for name, reasons in found.get(index, {}).items())
-                for index in attacks.index]),
+            checks_skipped=pooled_skipped(attacks["checks_skipped"],
+                                          [not meaningless(found.get(index, {})) for index in attacks.index]),
             **flag_columns({name: reasons for name, reasons in flagged.items() if reasons}))
         rows.append(first)
     return pd.DataFrame(rows, columns=ok.columns)

@@ -119,17 +119,12 @@ def _seeds_text(run, models) -> str:
     return ", ".join(f"{model} {_seed_count(seeds)}" for model, seeds in per.items())
 
 
-def _common_seeds(run, a: str, b: str) -> set:
-    """The seeds both models have: what their paired comparison rests on."""
-    return set(run.ok.loc[run.ok["model"] == a, "seed"]) & set(run.ok.loc[run.ok["model"] == b, "seed"])
-
-
 def clean_sentence(spec: Spec) -> str:
     """Clean accuracy of A, B and the ``also`` models on the whole test split of the [clean] run (the same
     trained models, evaluated on every image): the mean over the seeds it holds with the seed-level
-    interval (harness.results.stats.seed_summary: Student t over seeds, at least the Wilson interval of the
+    interval (harness.results.table.mean_interval: Student t over seeds, at least the Wilson interval of the
     images), and each seed's value; "" without a [clean] run."""
-    from harness.results.stats import seed_summary
+    from harness.results.table import mean_interval
 
     if spec.clean is None:
         return ""
@@ -138,11 +133,11 @@ def clean_sentence(spec: Spec) -> str:
     parts = []
     for model in (spec.a, spec.b, *spec.also):
         check_model(spec.path, "clean.run", model, run)
-        per_seed = rows[rows["model"] == model].groupby("seed")[["clean_acc", "n"]].first()
-        summary = seed_summary(list(per_seed["clean_acc"]), n=int(per_seed["n"].max()))
-        values = ", ".join(f"{pct(v)}" for v in per_seed["clean_acc"])
-        parts.append(f"{model} {with_interval(summary.mean, summary.low, summary.high)} % "
-                     f"({_seed_count([int(s) for s in per_seed.index])}: {values})")
+        per_seed = rows[rows["model"] == model].sort_values("seed", kind="stable").drop_duplicates("seed")
+        mean, _, low, high = mean_interval(per_seed, "clean_acc")
+        values = ", ".join(pct(v) for v in per_seed["clean_acc"])
+        parts.append(f"{model} {with_interval(mean, low, high)} % "
+                     f"({_seed_count([int(s) for s in per_seed['seed']])}: {values})")
     return (f"Clean accuracy on all {int(rows['n'].max())} test images (the same trained nets; committed run "
             f"`{_rel(spec.clean.directory)}`, suite `{spec.clean.suite}`; interval over the seeds, at least the "
             f"images' Wilson interval): " + "; ".join(parts) + ".")
@@ -205,7 +200,7 @@ def first_images_bias(spec: Spec, first: int = 1000) -> str:
 def caveats(spec: Spec, head: Headline, sweep: SweepData | None) -> list[str]:
     """What a reviewer should read before the answer, from the same tables."""
     notes = []
-    if len(_common_seeds(head.run, spec.a, spec.b)) == 1:
+    if int(head.paired["seeds"].max()) == 1:  # A and B pair up on one seed only
         notes.append("The headline compares one trained Bio net with one trained BP net: its intervals cover "
                      "which test images were drawn, not training. BP's number moves with its training protocol "
                      "(one Adam per stage vs a new Adam each epoch) by more than those intervals; "
