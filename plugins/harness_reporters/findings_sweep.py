@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.results.diagnostics import WORST, grade_text, skipped_union
-from harness.results.stats import LEVEL, fmt_p, seed_summary
+from harness.results.stats import LEVEL, fmt_p
+from harness.results.table import mean_interval
 from harness_reporters.document import Figure, Section, Table, Text
 from harness_reporters.findings_spec import Sweep, check_model
 from harness_reporters.paired import CLEAN, compare
@@ -128,8 +129,7 @@ def sweep_data(sweep: Sweep, eps_list: list[float], resamples: int, spec_path: P
 
 def _point(factor: str, label: str, model: str, seeds: list[int], rows: pd.DataFrame, entries: pd.DataFrame,
            paired: pd.DataFrame | None) -> Point:
-    clean_rows = rows.drop_duplicates("seed")
-    summary = seed_summary(list(clean_rows["clean_acc"]), n=int(rows["n"].max()))
+    clean_mean, _, clean_low, clean_high = mean_interval(rows.drop_duplicates("seed"), "clean_acc")
     worst, lines = {}, {}
     mine = entries[entries["model"] == model]
     for entry in mine.itertuples(index=False):
@@ -145,7 +145,7 @@ def _point(factor: str, label: str, model: str, seeds: list[int], rows: pd.DataF
         clean = paired[paired["attack"] == CLEAN]
         if len(clean):
             lines[0.0] = clean.iloc[0]
-    return Point(factor, label, model, seeds, (summary.mean, summary.low, summary.high), worst, lines,
+    return Point(factor, label, model, seeds, (clean_mean, clean_low, clean_high), worst, lines,
                  skipped_union(mine["not_checked"]))
 
 
