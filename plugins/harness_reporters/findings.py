@@ -347,8 +347,10 @@ def _coverage(line) -> str:
 def attack_table(spec: Spec, head: Headline) -> Table:
     lines = head.paired[(head.paired["attack"] != CLEAN)].sort_values(["eps", "attack", "defense"], kind="stable")
     cc = _clean_correct(head.run)
-    rows = []
+    rows, flagged = [], []
     for line in lines.itertuples(index=False):
+        # highlighted when a check found something, not when the grade only says "none found"
+        flagged.append(bool(getattr(line, "flag_a", "") or getattr(line, "flag_b", "")))
         rows.append([f"{line.eps:g}", line.attack, line.defense,
                      with_interval(line.acc_a, *_wilson(line.acc_a, line.images)),
                      with_interval(line.acc_b, *_wilson(line.acc_b, line.images)),
@@ -358,11 +360,13 @@ def attack_table(spec: Spec, head: Headline) -> Table:
                      _grades(line)])
     columns = ["ε", "attack", "logit view", spec.a, spec.b, f"{spec.a} − {spec.b} (points)", "p",
                f"{spec.a} among clean-correct", f"{spec.b} among clean-correct", "masking grade"]
-    return Table(columns, rows, [bool(r[-1]) for r in rows], numeric={"ε", spec.a, spec.b, columns[5], "p",
-                                                                      columns[7], columns[8]},
+    several = "" if head.paired["test"].eq(MCNEMAR).all() else (
+        " (with several seeds: each net's mean over its seeds, whose Wilson interval covers the images only; the "
+        "paired difference's interval covers the seeds too)")
+    return Table(columns, rows, flagged, numeric={"ε", spec.a, spec.b, columns[5], "p", columns[7], columns[8]},
                  caption="every attack and logit view: robust accuracy (%) over all test images with its 95 % "
-                         "Wilson interval, the paired difference, and the thesis's denominator (robust among the "
-                         "images the clean net gets right)", collapsed=True)
+                         f"Wilson interval{several}, the paired difference, and the thesis's denominator (robust "
+                         "among the images the clean net gets right)", collapsed=True)
 
 
 def _wilson(accuracy: float, n: int) -> tuple[float, float]:

@@ -94,7 +94,12 @@ def family_effects(run, model: str) -> pd.DataFrame:
 
 
 def spearman_interval(x: np.ndarray, y: np.ndarray, resamples: int, seed: int = 0) -> tuple[float, float, float]:
-    """Spearman's rho with a percentile bootstrap interval over the points (pairs resampled together)."""
+    """Spearman's rho with a percentile bootstrap interval over the points (pairs resampled together).
+
+    A resample in which either variable is constant has no rank correlation; it counts as 0 (no monotone
+    relation shown) rather than being dropped: dropping it would condition the interval on the resamples
+    that happen to draw the few distinct points (with nine ties and one outlier, an interval that excludes
+    0 and even the point estimate)."""
     from scipy.stats import spearmanr
 
     if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -104,9 +109,9 @@ def spearman_interval(x: np.ndarray, y: np.ndarray, resamples: int, seed: int = 
     draws = []
     for _ in range(resamples):
         index = rng.integers(0, len(x), len(x))
-        if np.ptp(x[index]) > 0 and np.ptp(y[index]) > 0:
-            draws.append(spearmanr(x[index], y[index]).statistic)
-    low, high = np.nanpercentile(draws, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+        varied = np.ptp(x[index]) > 0 and np.ptp(y[index]) > 0
+        draws.append(spearmanr(x[index], y[index]).statistic if varied else 0.0)
+    low, high = np.percentile(draws, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
     return rho, float(low), float(high)
 
 

@@ -85,6 +85,24 @@ def test_the_answer_quotes_the_paired_worst_case_of_the_headline_run(tmp_path):
     assert "no rows at ε = 0.15 for bio and bp" in page  # this run has no thesis budget: said, not hidden
 
 
+def test_only_rows_whose_checks_found_something_are_highlighted(tmp_path):
+    """Every grade now says what it found ("none found" included): the ⚠ marks a finding, not a grade."""
+    import pandas as pd
+
+    run = write_run(tmp_path / "run", CELLS)
+    table = pd.read_csv(run / "results.csv", keep_default_na=False)
+    hit = (table["model"] == "bp") & (table["defense"] == "T1") & (table["eps"] == 0.1)
+    assert hit.sum() == 1
+    table.loc[hit, "meaningless"] = "gradients: 98 % of input gradients are exactly zero"
+    table.to_csv(run / "results.csv", index=False)
+    assert invoke(write_spec(tmp_path, spec_text(run)), "--resamples", "200").exit_code == 0
+    page = (tmp_path / "page" / "findings.md").read_text()
+    detail = page.split("<summary>every attack and logit view")[1].split("</details>")[0]
+    assert "| ⚠ 0.1 | pgd | T1 | " in detail and "B: meaningless" in detail
+    assert "| 0.1 | pgd | T1e5 | " in detail and "⚠ 0.1 | pgd | T1e5" not in detail
+    assert "with several seeds" not in detail  # one seed: the Wilson interval is the whole story
+
+
 def test_a_difference_whose_interval_holds_zero_is_not_called_more_robust(tmp_path):
     same = [("bio", "T1", "pgd", 0.0, 0, ()), ("bio", "T1", "pgd", 0.1, 0, range(20)),
             ("bp", "T1", "pgd", 0.0, 0, ()), ("bp", "T1", "pgd", 0.1, 0, range(1, 21))]

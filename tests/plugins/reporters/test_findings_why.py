@@ -114,6 +114,19 @@ def test_the_rank_correlation_interval_finds_a_monotone_relation_and_not_noise()
     assert np.isnan(spearman_interval(x[:3], x[:3], 10)[0])  # too few points: no claim
 
 
+def test_one_outlier_among_ties_is_no_evidence_of_a_relation():
+    """Nine models at 0 % and one above: a third of the resamples miss the outlier and show no relation.
+    They count as rho = 0, so the interval holds 0 and its own point estimate (dropping them gave
+    [-0.83, -0.53] around rho = -0.52 on a smoke run of suites/thesis-why.toml)."""
+    from harness_reporters.findings_why import spearman_interval
+
+    x = np.array([5.0, 3.0, 8.0, 1.0, 9.0, 2.0, 7.0, 4.0, 6.0, 10.0])
+    y = np.array([0.0] * 9 + [5.0])
+    rho, low, high = spearman_interval(x, y, 2000)
+    assert rho == pytest.approx(0.522, abs=1e-3)
+    assert low <= 0 <= high and low <= rho <= high
+
+
 def test_a_why_table_with_a_bad_schedule_is_one_line(tmp_path, why_run):
     from harness.testing import assert_one_line_error
 
