@@ -112,3 +112,40 @@ def test_the_command_passes_a_trained_harness_model(small_run, mnist_root):
                                       "--data-dir", str(mnist_root)])
     assert result.exit_code == 0, result.output
     assert "gradient integrity: autograd agrees with finite differences" in result.output
+
+
+class Saturating(nn.Module):
+    """Logits 1e5 times a linear map's: gaps far beyond ~745, so the softmax saturates even in float64
+    and the cross-entropy is flat (as RePU^4.5 through T = 1 is); optionally with a straight-through step."""
+
+    def __init__(self, straight: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(784, 10)
+        self.straight = straight
+
+    def forward(self, inputs):
+        flat = inputs.flatten(1)
+        if self.straight:
+            flat = Straight.apply(flat) + 0.1 * flat
+        return 1e5 * self.linear(flat)
+
+
+def test_a_saturated_softmax_is_checked_on_the_logit_margin(images):
+    import torch.nn.functional as F
+
+    x, y = images
+    twin = Saturating().double()
+    probabilities = F.softmax(twin(x.double()), dim=1)
+    assert bool(((probabilities == 0) | (probabilities == 1)).all())  # flat cross-entropy: nothing to compare
+    right = Saturating()(x).argmax(1) == y
+    assert 0 < int(right.sum()) < len(y)  # some images flat (right and saturated), some not (wrong: linear)
+    result = gradient_integrity(Saturating(), x, y)
+    assert result.loss == f"cross-entropy, margin on {int(right.sum())} of {len(y)} images", result.summary()
+    assert result.pairs == 4 * len(y)
+    alone = gradient_integrity(Saturating(), x[right], y[right])
+    assert alone.loss == "margin" and alone.pairs > 0 and not alone.flagged, alone.summary()
+    assert not result.flagged and result.median_error < 1e-4, result.summary()
+    wrong = gradient_integrity(Saturating(straight=True), x[right], y[right])
+    assert wrong.loss == "margin" and wrong.flagged, wrong.summary()
+    assert gradient_integrity(Saturating(), x, y, T=1e5).loss == "cross-entropy"  # unsaturated: as before
