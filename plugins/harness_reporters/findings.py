@@ -29,7 +29,7 @@ from harness_reporters.findings_figures import robust_vs_eps_figure, sweep_figur
 from harness_reporters.findings_spec import RunRef, Spec, check_model, read_spec
 from harness_reporters.findings_sweep import SweepData, entries_of, sweep_data, sweep_section
 from harness_reporters.findings_field import field_data, field_section
-from harness_reporters.findings_why import why_data, why_section
+from harness_reporters.findings_why import why_data, why_pending_section, why_section
 from harness_reporters.paired import CLEAN, compare
 from harness_reporters.report_format import fmt_T, pct, with_interval
 from harness_reporters.report_run import Run, load_run
@@ -526,7 +526,9 @@ def build(spec: Spec, resamples: int = RESAMPLES, command: str = "") -> Document
     if sweep is not None:
         figure = sweep_figure(sweep.points, sweep.reference, spec.sweep.reference)
         sections.append(sweep_section(sweep, spec.a, run_command(spec.sweep.run), spec.sweep.run.suite, figure))
-    if spec.why is not None:
+    if spec.why is not None and not (spec.why.sweep.run.directory / "results.csv").is_file():
+        sections.append(why_pending_section(spec.why, spec.a, run_command(spec.why.sweep.run), spec.path))
+    elif spec.why is not None:
         why = why_data(spec.why, spec.eps, spec.a, resamples, spec.path)
         run = spec.why.sweep.run
         figure = sweep_figure(why.sweep.points, why.sweep.reference, spec.why.sweep.reference)

@@ -35,7 +35,7 @@ project root (the directory ``harness`` runs in, where the reproduce commands ar
     points = [["Hebbian (base)", "bio"], ["frozen random", "random"]]
 
     [why]                         # optional: the mechanism run (suites/thesis-why.toml), read as a sweep
-    run = "thesis-why"            # (the keys of [sweep]) plus:
+    run = "thesis-why"            # (the keys of [sweep]; the run may not exist yet) plus:
     suite = "suites/thesis-why.toml"
     seeds = 3
     reference = "bp"
@@ -172,10 +172,11 @@ class _Reader:
             raise self.fail(key, f"expected a non-empty string, got {value!r}")
         return value
 
-    def run(self, raw: dict, key: str) -> RunRef:
+    def run(self, raw: dict, key: str, started: bool = True) -> RunRef:
+        """The run ``key`` names; unless ``started`` is False (a run that may not exist yet), it must hold a table."""
         table = self.table(raw, key)
         directory = (self.path.parent / self.text(table, f"{key}.run")).resolve()
-        if not (directory / "results.csv").is_file():
+        if started and not (directory / "results.csv").is_file():
             raise self.fail(f"{key}.run", f"{directory} has no results.csv; give a run directory relative to "
                                           f"{self.path.parent} (`harness run SUITE --out DIR` writes one)")
         return RunRef(directory, self.text(table, f"{key}.suite"))
@@ -274,7 +275,8 @@ def _field(raw: dict, reader: _Reader) -> Field | None:
 
 
 def _why(raw: dict, reader: _Reader) -> Why | None:
-    sweep = _sweep(raw, reader, "why", ("geometry", "schedule"))
+    # the mechanism run grows across sessions: before its first cell the section says what it will show
+    sweep = _sweep(raw, reader, "why", ("geometry", "schedule"), started=False)
     if sweep is None:
         return None
     table = raw["why"]
@@ -286,7 +288,8 @@ def _why(raw: dict, reader: _Reader) -> Why | None:
                tuple(schedule) if schedule else None)
 
 
-def _sweep(raw: dict, reader: _Reader, name: str = "sweep", extra: tuple[str, ...] = ()) -> Sweep | None:
+def _sweep(raw: dict, reader: _Reader, name: str = "sweep", extra: tuple[str, ...] = (),
+           started: bool = True) -> Sweep | None:
     table = reader.table(raw, name, required=False)
     if table is None:
         return None
@@ -310,7 +313,7 @@ def _sweep(raw: dict, reader: _Reader, name: str = "sweep", extra: tuple[str, ..
                 isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) and s for s in p) for p in points)):
             raise reader.fail(f"{where}.points", f"expected a list of [label, model key] pairs, got {points!r}")
         parsed.append(Factor(reader.text(factor, f"{where}.name"), [(label, key) for label, key in points], control))
-    return Sweep(run=reader.run(raw, name), seeds=seeds, reference=reader.text(table, f"{name}.reference"),
+    return Sweep(run=reader.run(raw, name, started), seeds=seeds, reference=reader.text(table, f"{name}.reference"),
                  why_missing=reader.text(table, f"{name}.why_missing") if "why_missing" in table else "",
                  factors=parsed,
                  description=reader.text(table, f"{name}.description") if "description" in table else "")

@@ -180,6 +180,33 @@ def geometry_figure(points: pd.DataFrame, eps: float) -> bytes:
     return buffer.getvalue()
 
 
+def why_pending_section(why: Why, a: str, command: str, spec_path) -> Section:
+    """The Why section before its run has a row: what it will show, the suite's models checked by name."""
+    from pathlib import Path
+
+    from harness.suite.load import read_toml
+
+    sweep = why.sweep
+    suite = Path(sweep.run.suite)
+    models = set(read_toml(suite).get("models", {})) if suite.is_file() else None
+    names = [key for factor in sweep.factors for _, key in factor.points] + [sweep.reference] + list(why.schedule or ())
+    for name in names:
+        if models is not None and name not in models:
+            raise HarnessError(f"{spec_path}: why: model '{name}' is not in the run's suite ({suite}; models: "
+                               f"{', '.join(sorted(models))})")
+    section = Section("why", f"Why: what the robustness of `{a}` follows", short="Why")
+    about = f" {sweep.description.rstrip('.')}." if sweep.description else ""
+    points = "; ".join(f"{factor.name}: " + ", ".join(label for label, _ in factor.points) for factor in sweep.factors)
+    schedule = (f", the schedule pair `{why.schedule[0]}` − `{why.schedule[1]}`" if why.schedule else "")
+    missing = f" {sweep.why_missing}" if sweep.why_missing else ""
+    return section.add(Text(
+        f"Suite `{sweep.run.suite}`, run `{sweep.run.directory.name}` (not started yet: no row is committed); run it "
+        f"with `{command}` (it resumes where it stopped).{about} Once it has rows, this section shows each point "
+        f"({points}) with its clean and worst-case accuracy over its seeds, paired with `{sweep.reference}`"
+        f"{schedule}, what each attack family adds to `{a}`'s worst case, and, after `harness diagnose geometry` "
+        f"on the run, robustness against each statistic near the data.{missing}", "missing"))
+
+
 def why_section(data: WhyData, a: str, command: str, suite: str, figure: bytes) -> Section:
     why, sweep = data.spec, data.sweep
     section = Section("why", f"Why: what the robustness of `{a}` follows", short="Why")

@@ -134,3 +134,27 @@ def test_a_why_table_with_a_bad_schedule_is_one_line(tmp_path, why_run):
     spec_path.write_text(SPEC.format(run=why_run).replace('schedule = ["bio-s1", "bio-e1"]', 'schedule = ["bio-s1"]'))
     assert_one_line_error(CliRunner().invoke(cli, ["findings", str(spec_path)]), "why.schedule",
                           "expected [model, the model it is paired with]")
+
+
+def test_before_its_run_exists_the_why_section_says_what_it_will_show(tmp_path, why_run):
+    """The mechanism run grows across sessions: before its first row the page names its points and the
+    command, and a point the suite does not declare is still a one-line error."""
+    from harness.testing import assert_one_line_error
+
+    suite_file = tmp_path / "why-small.toml"
+    suite_file.write_text("".join(f'[models.{name}]\nmodel = "repu"\n' for name in MODELS))
+    head, why = SPEC.format(run=why_run).split("[why]")
+    why = why.replace(f'run = "{why_run}"', 'run = "not-yet"').replace('suite = "suites/why-small.toml"',
+                                                                     f'suite = "{suite_file}"')
+    spec_path = tmp_path / "findings.toml"
+    spec_path.write_text(head + "[why]" + why)
+    result = CliRunner().invoke(cli, ["findings", str(spec_path), "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "page" / "findings.md").read_text()
+    section = page.split('<a id="why">')[1].split("<a id=")[0]
+    assert "run `not-yet` (not started yet: no row is committed)" in section
+    assert "Hebbian epochs: 1 of 3, 3; schedule: first 1 of 3, 1 of 1; controls: Hebbian, frozen random" in section
+    assert "the schedule pair `bio-s1` − `bio-e1`" in section and "Spearman" not in section
+    spec_path.write_text(head + "[why]" + why.replace('["3", "bio"]', '["3", "bio-typo"]'))
+    assert_one_line_error(CliRunner().invoke(cli, ["findings", str(spec_path)]), "why: model 'bio-typo' is not in "
+                          "the run's suite")
