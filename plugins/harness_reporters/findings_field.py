@@ -73,7 +73,7 @@ class FieldData:
         return measured.pop() if len(measured) == 1 else MIXED
 
 
-def _suite_models(run: Run | None, suite: Path) -> set[str] | None:
+def suite_models(run: Run | None, suite: Path) -> set[str] | None:
     """The models the run's suite declares (those without rows yet included); before the run exists, those of
     its suite file (None when that cannot be read either: nothing to check against)."""
     if run is not None:
@@ -84,7 +84,7 @@ def _suite_models(run: Run | None, suite: Path) -> set[str] | None:
 def field_data(spec: Field, resamples: int, spec_path) -> FieldData:
     started = (spec.run.directory / "results.csv").is_file()
     run = load_run(spec.run.directory) if started else None
-    models = _suite_models(run, Path(spec.run.suite))
+    models = suite_models(run, Path(spec.run.suite))
     data = FieldData(spec, run, seeds=run.ok.groupby("model")["seed"].nunique().to_dict() if run else {})
     have = set(run.ok["model"]) if run else set()
     lines: dict[tuple[str, str], pd.DataFrame | None] = {}

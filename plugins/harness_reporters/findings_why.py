@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from harness.errors import HarnessError
 from harness.results.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.results.stats import LEVEL, fmt_p
 from harness_reporters.document import Figure, Section, Table, Text
+from harness_reporters.findings_field import suite_models
 from harness_reporters.findings_spec import Why, check_model
 from harness_reporters.findings_sweep import SweepData, points_table, sweep_data
 from harness_reporters.paired import compare
@@ -182,13 +184,9 @@ def geometry_figure(points: pd.DataFrame, eps: float) -> bytes:
 
 def why_pending_section(why: Why, a: str, command: str, spec_path) -> Section:
     """The Why section before its run has a row: what it will show, the suite's models checked by name."""
-    from pathlib import Path
-
-    from harness.suite.load import read_toml
-
     sweep = why.sweep
     suite = Path(sweep.run.suite)
-    models = set(read_toml(suite).get("models", {})) if suite.is_file() else None
+    models = suite_models(None, suite)
     names = [key for factor in sweep.factors for _, key in factor.points] + [sweep.reference] + list(why.schedule or ())
     for name in names:
         if models is not None and name not in models:
