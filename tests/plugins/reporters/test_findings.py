@@ -291,6 +291,27 @@ def test_headline_also_compares_more_models_with_a_seed_inclusive_interval(tmp_p
     assert bad.exit_code == 2 and "headline.also" in bad.output and "bp-two" in bad.output
 
 
+def test_with_several_seeds_the_attack_table_gives_each_net_a_seed_level_interval(tmp_path):
+    """Two seeds of each net on 40 images: bp keeps 10 and 16 images (25 % and 40 %). Its line in the attack
+    table is their mean with the t interval over the two seeds (wider than the images' Wilson interval of
+    the mean), as the headline's worst case and [clean] give it; a one-seed run keeps Wilson's."""
+    from harness.results.stats import accuracy_interval, seed_summary
+    from harness_reporters.report_format import with_interval
+
+    cells = []
+    for seed, kept in ((0, 10), (1, 16)):
+        cells += [("bio", "T1", "pgd", 0.0, seed, ()), ("bio", "T1", "pgd", 0.1, seed, range(20)),
+                  ("bp", "T1", "pgd", 0.0, seed, ()), ("bp", "T1", "pgd", 0.1, seed, range(kept))]
+    run = write_run(tmp_path / "run", cells)
+    assert invoke(write_spec(tmp_path, spec_text(run)), "--resamples", "200").exit_code == 0
+    detail = (tmp_path / "page" / "findings.md").read_text().split("<summary>every attack and logit view")[1]
+    assert "with several seeds: each net's mean over the seeds both nets have" in detail
+    summary = seed_summary([10 / 40, 16 / 40], n=40)
+    expected = with_interval(summary.mean, summary.low, summary.high)
+    assert "| 0.1 | pgd | T1 | 50.0 [" in detail and f" | {expected} | " in detail
+    assert with_interval(summary.mean, *accuracy_interval(summary.mean, 40)) != expected  # not the images' Wilson
+
+
 def test_clean_gives_each_nets_accuracy_on_the_whole_split_over_its_seeds(tmp_path):
     """[clean]: a run of the headline's nets on every test image; per net the mean over its seeds with the
     seed-level interval and each seed's value. Seeds are counted per net while one net has more than
