@@ -352,8 +352,8 @@ def attack_table(spec: Spec, head: Headline) -> Table:
         # highlighted when a check found something, not when the grade only says "none found"
         flagged.append(bool(getattr(line, "flag_a", "") or getattr(line, "flag_b", "")))
         rows.append([f"{line.eps:g}", line.attack, line.defense,
-                     _net_accuracy(head.run.ok, spec.a, spec.b, line, line.acc_a),
-                     _net_accuracy(head.run.ok, spec.b, spec.a, line, line.acc_b),
+                     with_interval(line.acc_a, line.acc_a_low, line.acc_a_high),
+                     with_interval(line.acc_b, line.acc_b_low, line.acc_b_high),
                      with_interval(line.diff, line.low, line.high, True), fmt_p(line.p_value, line.p_floor),
                      pct(cc.get((spec.a, line.eps, line.attack, line.defense), float("nan"))),
                      pct(cc.get((spec.b, line.eps, line.attack, line.defense), float("nan"))),
@@ -367,21 +367,6 @@ def attack_table(spec: Spec, head: Headline) -> Table:
                  caption="every attack and logit view: robust accuracy (%) over all test images with its 95 % "
                          f"interval{several}, the paired difference, and the thesis's denominator (robust "
                          "among the images the clean net gets right)", collapsed=True)
-
-
-def _net_accuracy(ok: pd.DataFrame, model: str, other: str, line, paired_mean: float) -> str:
-    """A net's robust accuracy on one line of the attack table: with one seed its Wilson interval over the
-    images; with several, over the seeds both nets have there, the mean and the seed-level interval
-    (harness.results.table.mean_interval: t over seeds, at least the Wilson interval of the images)."""
-    from harness.results.table import mean_interval
-
-    at = ok[(ok["attack"] == line.attack) & (ok["defense"] == line.defense) & ((ok["eps"] - line.eps).abs() < 1e-9)]
-    seeds = set(at.loc[at["model"] == model, "seed"]) & set(at.loc[at["model"] == other, "seed"])
-    rows = at[(at["model"] == model) & at["seed"].isin(seeds)]
-    if rows["seed"].nunique() < 2:
-        return with_interval(paired_mean, *_wilson(paired_mean, line.images))
-    mean, _, low, high = mean_interval(rows)
-    return with_interval(mean, low, high)
 
 
 def _wilson(accuracy: float, n: int) -> tuple[float, float]:

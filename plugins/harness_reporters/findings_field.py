@@ -81,6 +81,14 @@ def suite_models(run: Run | None, suite: Path) -> set[str] | None:
     return set(read_toml(suite).get("models", {})) if suite.is_file() else None
 
 
+def check_in_suite(models: set[str] | None, name: str, key: str, where, spec_path) -> None:
+    """One line naming the findings file and ``key`` when model ``name`` is not among the suite's ``models``
+    (:func:`suite_models`; None: nothing to check against)."""
+    if models is not None and name not in models:
+        raise HarnessError(f"{spec_path}: {key}: model '{name}' is not in the run's suite ({where}; models: "
+                           f"{', '.join(sorted(models))})")
+
+
 def field_data(spec: Field, resamples: int, spec_path) -> FieldData:
     started = (spec.run.directory / "results.csv").is_file()
     run = load_run(spec.run.directory) if started else None
@@ -91,10 +99,8 @@ def field_data(spec: Field, resamples: int, spec_path) -> FieldData:
     for index, claim in enumerate(spec.claims):
         for position, pair in enumerate(claim.pairs):
             for name in pair:
-                if models is not None and name not in models:
-                    where = spec.run.directory / "suite.toml" if run else spec.run.suite
-                    raise HarnessError(f"{spec_path}: field.claims[{index}].pairs[{position}]: model '{name}' is not "
-                                       f"in the run's suite ({where}; models: {', '.join(sorted(models))})")
+                check_in_suite(models, name, f"field.claims[{index}].pairs[{position}]",
+                               spec.run.directory / "suite.toml" if run else spec.run.suite, spec_path)
             if pair not in lines:
                 lines[pair] = (compare(run.directory, *pair, None, (), resamples=resamples)
                                if run is not None and set(pair) <= have else None)

@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.results.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.results.stats import LEVEL, fmt_p
 from harness_reporters.document import Figure, Section, Table, Text
-from harness_reporters.findings_field import suite_models
+from harness_reporters.findings_field import check_in_suite, suite_models
 from harness_reporters.findings_spec import Why, check_model
 from harness_reporters.findings_sweep import SweepData, points_table, sweep_data
 from harness_reporters.paired import compare
@@ -189,9 +189,7 @@ def why_pending_section(why: Why, a: str, command: str, spec_path) -> Section:
     models = suite_models(None, suite)
     names = [key for factor in sweep.factors for _, key in factor.points] + [sweep.reference] + list(why.schedule or ())
     for name in names:
-        if models is not None and name not in models:
-            raise HarnessError(f"{spec_path}: why: model '{name}' is not in the run's suite ({suite}; models: "
-                               f"{', '.join(sorted(models))})")
+        check_in_suite(models, name, "why", suite, spec_path)
     section = Section("why", f"Why: what the robustness of `{a}` follows", short="Why")
     about = f" {sweep.description.rstrip('.')}." if sweep.description else ""
     points = "; ".join(f"{factor.name}: " + ", ".join(label for label, _ in factor.points) for factor in sweep.factors)

@@ -18,7 +18,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.results.diagnostics import WORST, pooled_members, pooled_outcome
 from harness.results.rundir import RunDir
-from harness.results.stats import LEVEL, RESAMPLES, TWO_LEVEL, p_floor, paired_difference
+from harness.results.stats import LEVEL, RESAMPLES, TWO_LEVEL, p_floor, paired_difference, seed_summary
 from harness.results.table import GRADE_COLUMNS, POOLED, read_results
 
 CLEAN = "clean"       # the attack column of the eps = 0 line: accuracy on the unperturbed images
@@ -53,6 +53,10 @@ class Comparison:
     seed_share: float = 0.0  # share of the interval's variance from the seeds (two-level only)
     t_low: float = float("nan")   # several seeds: Student-t interval of the per-seed differences
     t_high: float = float("nan")  # (harness.results.stats.PairedDifference)
+    acc_a_low: float = float("nan")   # each side's accuracy interval over the paired seeds: the images' Wilson
+    acc_a_high: float = float("nan")  # interval for one seed; with several, the t over the seeds widened to at
+    acc_b_low: float = float("nan")   # least that (harness.results.stats.seed_summary)
+    acc_b_high: float = float("nan")
 
 
 COLUMNS = [f.name for f in fields(Comparison)]
@@ -180,6 +184,7 @@ def compare_sides(a: Side, b: Side, level: float = LEVEL, resamples: int = RESAM
             raise HarnessError(f"{a.label} and {b.label} were evaluated on different images ({key[0]}: "
                                f"{len(x[0])} vs {len(y[0])}); compare runs with the same [data] test_size")
         result = paired_difference(np.stack(x), np.stack(y), level=level, resamples=resamples, seed=seed)
+        side_a, side_b = (seed_summary([float(v.mean()) for v in side], level, result.images) for side in (x, y))
         dataset, norm, eps, attack, _ = key
         lines.append(Comparison(dataset=dataset, norm=norm, eps=eps, attack=attack, defense=a.defenses[key],
                                 seeds=len(pairs), images=result.images, acc_a=result.acc_a, acc_b=result.acc_b,
@@ -190,6 +195,8 @@ def compare_sides(a: Side, b: Side, level: float = LEVEL, resamples: int = RESAM
                                 unpaired=_unpaired_text(a, b, left_a, left_b),
                                 p_floor=p_floor(resamples) if result.test == TWO_LEVEL else 0.0,
                                 seed_share=result.seed_share, t_low=result.t_low, t_high=result.t_high,
+                                acc_a_low=side_a.low, acc_a_high=side_a.high,
+                                acc_b_low=side_b.low, acc_b_high=side_b.high,
                                 unchecked_a=", ".join(sorted(a.skipped.get(key, ()))),
                                 unchecked_b=", ".join(sorted(b.skipped.get(key, ())))))
     return pd.DataFrame([asdict(line) for line in lines], columns=COLUMNS)
